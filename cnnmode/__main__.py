@@ -1,0 +1,3 @@
+from cnnmode.cli import main
+
+raise SystemExit(main())

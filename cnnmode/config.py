@@ -1,0 +1,296 @@
+"""The one config object. Defaults live only here.
+
+Precedence: dataclass defaults → recipe or `--config` YAML → dotted `key=value` overrides.
+Unknown keys and wrong types are errors that name the key and the valid choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnmode.errors import UsageError
+
+
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its `--help` text and, for names, the valid choices."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    path: str = opt("cifar10", "cifar10, cifar100, mnist, fashion-mnist, a class-folder tree, or a .tar/.tar.gz/.zip of one")
+    root: str = opt("./data", "where named datasets live or download to; caches go under <root>/cache")
+    img_size: int = opt(0, "side length images are resized to (0 = the data's own size for small images, 224 otherwise)")
+    val_split: float = opt(0.1, "fraction of train held out for validation (stratified, seeded)")
+    test_split: float = opt(0.2, "fraction held out as test when the data has no test/ or val/ folder")
+    subset: float = opt(0.0, "use only this many (>= 1) or this fraction (< 1) of each split, stratified; 0 = all")
+    channels: int = opt(0, "image channels fed to the model: 1, 3, or 0 = 1 for all-grayscale data, else 3")
+    workers: int = opt(2, "DataLoader worker processes for large images streamed from disk")
+
+
+@dataclass
+class ModelConfig:
+    name: str = opt("resnet18", "registry name (see `cnnmode models`)")
+    stem: str = opt("auto", "ResNet stem: cifar (3x3 conv, no max-pool), imagenet, or auto (cifar below 64 px)",
+                    ("auto", "cifar", "imagenet"))
+    pretrained: str = opt("", "weights file or artifact to start from (head replaced if class counts differ)")
+    freeze: str = opt("none", "none, or backbone to train the classifier head only", ("none", "backbone"))
+    width: int = opt(0, "base channel width for models that take one (0 = the model's default)")
+
+
+@dataclass
+class OptimConfig:
+    name: str = opt("sgd", "optimizer", ("sgd", "adam", "adamw", "radam"))
+    lr: float = opt(0.1, "peak learning rate")
+    weight_decay: float = opt(5e-4, "weight decay (decoupled for adamw)")
+    momentum: float = opt(0.9, "SGD momentum")
+    nesterov: bool = opt(True, "SGD Nesterov momentum")
+
+
+@dataclass
+class SchedConfig:
+    name: str = opt("onecycle", "learning-rate schedule", ("onecycle", "cosine", "step", "plateau", "constant"))
+    warmup_epochs: float = opt(0.0, "linear warm-up length for cosine (onecycle uses pct_start)")
+    pct_start: float = opt(0.25, "onecycle: fraction of steps spent rising to the peak")
+    step_size: int = opt(5, "step: epochs between decays")
+    gamma: float = opt(0.1, "step/plateau: decay factor")
+    plateau_patience: int = opt(3, "plateau: epochs without validation gain before decaying")
+
+
+@dataclass
+class AugConfig:
+    flip: bool = opt(True, "random horizontal flip")
+    crop_padding: int = opt(4, "pad-and-random-crop padding in pixels (0 = off)")
+    autoaugment: bool = opt(False, "AutoAugment with the CIFAR10 policy")
+    randaugment: bool = opt(False, "RandAugment")
+    trivialaugment: bool = opt(False, "TrivialAugmentWide")
+    cutout: int = opt(0, "Cutout square side in pixels (0 = off)")
+    random_erasing: float = opt(0.0, "RandomErasing probability (0 = off)")
+    mixup: float = opt(0.0, "MixUp alpha (0 = off)")
+    cutmix: float = opt(0.0, "CutMix alpha (0 = off)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(10, "training epochs")
+    batch_size: int = opt(128, "images per optimizer step (before accumulation)")
+    eval_batch_size: int = opt(512, "images per evaluation batch")
+    accum_steps: int = opt(1, "gradient accumulation steps per optimizer step")
+    grad_clip: float = opt(0.0, "clip gradient norm to this value (0 = off)")
+    label_smoothing: float = opt(0.0, "label smoothing for cross-entropy")
+    amp: str = opt("auto", "mixed precision: auto (bf16 on capable CPUs, fp16 on CUDA), off, bf16, fp16",
+                   ("auto", "off", "bf16", "fp16"))
+    channels_last: bool = opt(True, "channels-last memory format")
+    compile: bool = opt(False, "torch.compile the model")
+    ema: float = opt(0.0, "exponential moving average of weights, decay per step (0 = off); evaluation uses it")
+    tta: bool = opt(False, "flip test-time augmentation at evaluation")
+    early_stop_patience: int = opt(0, "stop after this many epochs without validation gain (0 = off)")
+    early_stop_min_delta: float = opt(0.0, "minimum validation-accuracy gain that counts as progress")
+    target_accuracy: float = opt(0.0, "report time_to_target_s when validation accuracy first reaches this (0 = off)")
+    seed: int = opt(0, "random seed")
+    deterministic: bool = opt(False, "deterministic algorithms (bitwise-reproducible on CPU)")
+
+
+@dataclass
+class RunConfig:
+    dir: str = opt("runs", "parent folder of run folders")
+    name: str = opt("", "run folder name (default <recipe or model>-<timestamp>)")
+    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    tensorboard: bool = opt(False, "also write TensorBoard events")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    recipe: str = ""
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (what `config.yaml` holds)."""
+        return dataclasses.asdict(self)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory))
+_TOP_LEVEL = ("recipe", "description")
+
+
+def all_keys() -> dict[str, dataclasses.Field]:
+    """Every dotted key with its dataclass field (for help text and validation)."""
+    keys = {}
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(Config(), section)):
+            keys[f"{section}.{f.name}"] = f
+    return keys
+
+
+def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
+    """Check `value` against the field's type and choices; ints are accepted for floats, nothing else is coerced."""
+    want = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+    ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if want is str and value is None:
+        value, ok = "", True
+    if not ok:
+        raise UsageError(f"{key} expects {want.__name__}, got {value!r} ({type(value).__name__})")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise UsageError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+    return value
+
+
+def set_key(cfg: Config, key: str, value: Any) -> None:
+    """Set one dotted key, validating name, type and choices."""
+    if key in _TOP_LEVEL:
+        setattr(cfg, key, "" if value is None else str(value))
+        return
+    fields = all_keys()
+    if key not in fields:
+        section = key.split(".")[0]
+        valid = [k for k in fields if k.startswith(section + ".")] or list(SECTIONS)
+        raise UsageError(f"unknown config key '{key}'; valid keys: {', '.join(valid)}")
+    section, name = key.split(".", 1)
+    setattr(getattr(cfg, section), name, _coerce(key, value, fields[key]))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'epochs': 3}} → {'train.epochs': 3}."""
+    flat = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def apply_dict(cfg: Config, tree: dict[str, Any], source: str) -> None:
+    """Apply a nested dict (from YAML) onto cfg."""
+    if not isinstance(tree, dict):
+        raise UsageError(f"{source}: expected a mapping of config sections, got {type(tree).__name__}")
+    for key, value in flatten(tree).items():
+        if key == "on_cuda":
+            continue
+        try:
+            set_key(cfg, key, value)
+        except UsageError as e:
+            raise UsageError(f"{source}: {e}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'optim.lr=0.01' → ('optim.lr', 0.01) with YAML scalar typing."""
+    if "=" not in text:
+        raise UsageError(f"override '{text}' must look like key=value (e.g. train.epochs=5)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dict, list)):
+        value = raw
+    return key.strip(), value
+
+
+# ---- recipes -------------------------------------------------------------------------------------------------
+
+def _recipe_files() -> dict[str, Path]:
+    folder = importlib.resources.files("cnnmode") / "recipes"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def list_recipes() -> dict[str, str]:
+    """Recipe name → one-line description."""
+    return {name: (read_yaml(path).get("description", "") or "").strip()
+            for name, path in sorted(_recipe_files().items())}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Load a YAML mapping with a clear error for missing or malformed files."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"cannot parse YAML {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def recipe_tree(name: str, cuda: bool = False) -> dict[str, Any]:
+    """A recipe's YAML; `default` defers to its `on_cuda` recipe when a GPU is present."""
+    files = _recipe_files()
+    if name not in files:
+        raise UsageError(f"unknown recipe '{name}'; choose one of: {', '.join(sorted(files))}")
+    tree = read_yaml(files[name])
+    if cuda and tree.get("on_cuda"):
+        return recipe_tree(tree["on_cuda"], cuda=False) | {"recipe": name}
+    return tree | {"recipe": name}
+
+
+def build_config(recipe: str | None = None, config_file: str | None = None,
+                 overrides: list[str] | tuple[str, ...] = (), cuda: bool = False) -> Config:
+    """Resolve defaults → recipe or YAML file → overrides into one validated Config."""
+    if recipe and config_file:
+        raise UsageError("give either --recipe or --config, not both")
+    cfg = Config()
+    if recipe:
+        apply_dict(cfg, recipe_tree(recipe, cuda), f"recipe {recipe}")
+    if config_file:
+        apply_dict(cfg, read_yaml(Path(config_file)), str(config_file))
+    for text in overrides:
+        set_key(cfg, *parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Rebuild a Config from its `to_dict()` form (e.g. a run's config.yaml)."""
+    cfg = Config()
+    apply_dict(cfg, tree, "config")
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks and name lookups, so bad input fails before any work starts."""
+    from cnnmode.models import MODELS
+
+    MODELS.get(cfg.model.name)
+    checks = [
+        (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
+        (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (cfg.train.accum_steps >= 1, "train.accum_steps must be >= 1"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (0 <= cfg.data.val_split < 1, "data.val_split must be in [0, 1)"),
+        (0 < cfg.data.test_split < 1, "data.test_split must be in (0, 1)"),
+        (cfg.data.subset >= 0, "data.subset must be >= 0"),
+        (cfg.data.channels in (0, 1, 3), "data.channels must be 0, 1 or 3"),
+        (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (0 <= cfg.train.ema < 1, "train.ema must be in [0, 1)"),
+        (cfg.data.img_size >= 0, "data.img_size must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    if not str(cfg.data.path).strip():
+        raise UsageError("data.path is empty; give a dataset name (cifar10, mnist, ...) or a folder/archive path")
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Deployment: the artifact and what uses it."""

@@ -1,0 +1,71 @@
+"""What a run tells the person watching: a rich progress bar, one line per epoch, a final table, and train.log."""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+log = logging.getLogger("cnnmode")
+
+
+class Reporter:
+    """Prints to the console (unless quiet) and always to `<run>/train.log`."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.console = Console(highlight=False)
+        self.quiet = quiet
+        self._file: logging.Handler | None = None
+        log.setLevel(logging.INFO)
+
+    def attach_log(self, path: Path) -> None:
+        """Start (or continue) the run's log file."""
+        self._file = logging.FileHandler(path, encoding="utf-8")
+        self._file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(self._file)
+
+    def close(self) -> None:
+        if self._file is not None:
+            log.removeHandler(self._file)
+            self._file.close()
+            self._file = None
+
+    def info(self, message: str, style: str = "") -> None:
+        """One line to the log and to the console (even in quiet mode: quiet only drops the bars)."""
+        log.info(message)
+        self.console.print(message, style=style or None, markup=False, highlight=False, soft_wrap=True)
+
+    def log_only(self, message: str) -> None:
+        """A line for train.log only (details too long for the console)."""
+        log.warning(message)
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        self.console.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
+
+    @contextmanager
+    def epoch_bar(self, epoch: int, epochs: int, steps: int):
+        """A progress bar for one epoch; yields a callback(step, stats)."""
+        if self.quiet or not self.console.is_terminal:
+            yield lambda step, stats: None
+            return
+        progress = Progress(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=self.console,
+                            transient=True)
+        task = progress.add_task("train", total=steps, stats="")
+        with progress:
+            yield lambda step, s: progress.update(task, completed=step, stats=(
+                f"loss {s['loss']:.3f}  acc {100 * s['acc']:.1f}%  lr {s['lr']:.2e}  {s['img_s']:.0f} img/s"))
+
+    def table(self, title: str, rows: list[tuple[str, str]]) -> None:
+        """A two-column summary table."""
+        table = Table(title=title, show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        for k, v in rows:
+            table.add_row(k, v)
+            log.info("%s: %s", k, v)
+        self.console.print(table)

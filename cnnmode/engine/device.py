@@ -1,0 +1,99 @@
+"""Device choice and mixed-precision settings, device-agnostic through `torch.amp`."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from cnnmode.errors import UsageError
+
+
+def prepare_cuda_env() -> None:
+    """Allocator setting that must be in place before CUDA initialises (fewer fragmentation OOMs)."""
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` → cuda > mps > cpu; explicit names are checked."""
+    prepare_cuda_env()
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"run.device='{name}' is not valid; choose auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("run.device=cuda but no CUDA GPU is available; use run.device=auto or cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """True where oneDNN has fast bf16 kernels (AVX-512 BF16 / AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@dataclass
+class Precision:
+    """Autocast dtype (None = fp32) and whether a GradScaler is needed."""
+    dtype: torch.dtype | None
+    use_scaler: bool
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def autocast(self, device: torch.device):
+        """An autocast context for `device` (disabled for fp32)."""
+        return torch.autocast(device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+
+def pick_precision(amp: str, device: torch.device) -> Precision:
+    """Resolve `train.amp` for the device."""
+    if amp == "off":
+        return Precision(None, False)
+    if amp == "auto":
+        if device.type == "cuda":
+            return Precision(torch.bfloat16, False) if torch.cuda.is_bf16_supported() else Precision(torch.float16, True)
+        if device.type == "cpu":
+            return Precision(torch.bfloat16 if cpu_supports_bf16() else None, False)
+        return Precision(None, False)
+    if amp == "fp16":
+        return Precision(torch.float16, device.type == "cuda")
+    return Precision(torch.bfloat16, False)
+
+
+def set_determinism(seed: int, deterministic: bool) -> None:
+    """Seed every RNG and, when asked, force deterministic kernels."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA allocator peak on GPUs, process max RSS elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

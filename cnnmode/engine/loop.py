@@ -1,0 +1,109 @@
+"""train_one_epoch() and evaluate(): plain functions, no host sync per step."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cnnmode.engine.device import Precision
+from cnnmode.errors import RunError
+
+
+@dataclass
+class StepSetup:
+    """What one optimizer step needs besides the batch."""
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    device: torch.device
+    scaler: torch.amp.GradScaler
+    label_smoothing: float = 0.0
+    accum_steps: int = 1
+    grad_clip: float = 0.0
+    scheduler: object | None = None  # advanced per optimizer step when not None
+    ema: torch.optim.swa_utils.AveragedModel | None = None
+
+
+def _hard_labels(y: torch.Tensor) -> torch.Tensor:
+    return y.argmax(1) if y.ndim == 2 else y
+
+
+def train_one_epoch(model: nn.Module, loader, setup: StepSetup,
+                    on_progress: Callable[[int, dict], None] | None = None, every_s: float = 0.5) -> dict:
+    """One pass over `loader`; returns loss, accuracy, images/s. Checks the loss for NaN/inf periodically."""
+    model.train()
+    loss_sum = torch.zeros((), device=setup.device)
+    correct = torch.zeros((), device=setup.device, dtype=torch.long)
+    seen, start, last_report = 0, time.perf_counter(), time.perf_counter()
+    n_steps = len(loader)
+    setup.optimizer.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(loader):
+        with setup.precision.autocast(setup.device):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=setup.label_smoothing)
+        setup.scaler.scale(loss / setup.accum_steps).backward()
+        if (i + 1) % setup.accum_steps == 0 or i + 1 == n_steps:
+            _optimizer_step(model, setup)
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == _hard_labels(y)).sum()
+        seen += len(y)
+        now = time.perf_counter()
+        if on_progress is not None and (now - last_report >= every_s or i + 1 == n_steps):
+            last_report = now
+            avg = (loss_sum / seen).item()  # one sync every `every_s` seconds, not per step
+            if not math.isfinite(avg):
+                raise RunError("the training loss became NaN/inf")
+            on_progress(i + 1, {"loss": avg, "acc": correct.item() / seen,
+                                "lr": setup.optimizer.param_groups[0]["lr"], "img_s": seen / (now - start)})
+    elapsed = time.perf_counter() - start
+    avg = (loss_sum / max(seen, 1)).item()
+    if not math.isfinite(avg):
+        raise RunError("the training loss became NaN/inf")
+    return {"loss": avg, "acc": correct.item() / max(seen, 1), "time": elapsed, "img_s": seen / max(elapsed, 1e-9)}
+
+
+def _optimizer_step(model: nn.Module, setup: StepSetup) -> None:
+    if setup.grad_clip > 0:
+        setup.scaler.unscale_(setup.optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), setup.grad_clip)
+    setup.scaler.step(setup.optimizer)
+    setup.scaler.update()
+    setup.optimizer.zero_grad(set_to_none=True)
+    if setup.scheduler is not None:
+        setup.scheduler.step()
+    if setup.ema is not None:
+        setup.ema.update_parameters(model)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader, precision: Precision, device: torch.device,
+                   tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) over a whole loader, in fp32 on the CPU; `tta` averages with the mirrored image."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for x, y in loader:
+        with precision.autocast(device):
+            logits = model(x).float()
+            if tta:
+                logits = (logits + model(x.flip(3)).float()) / 2
+        all_logits.append(logits.cpu())
+        all_labels.append(_hard_labels(y).cpu())
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Loss, top-1 and top-5 accuracy (fractions) from logits."""
+    k = min(5, logits.shape[1])
+    topk = logits.topk(k, dim=1).indices
+    return {"loss": round(F.cross_entropy(logits, labels).item(), 6),
+            "accuracy": round((topk[:, 0] == labels).double().mean().item(), 6),
+            "top5": round((topk == labels[:, None]).any(1).double().mean().item(), 6)}
+
+
+def evaluate(model: nn.Module, loader, precision: Precision, device: torch.device, tta: bool = False) -> dict:
+    """Loss, accuracy and top-5 of `model` on `loader`."""
+    return score(*predict_logits(model, loader, precision, device, tta))

@@ -1,0 +1,326 @@
+"""`train()`: the whole run, from config to run folder. The CLI is a thin layer over it."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from cnnmode.config import Config, build_config, config_from_dict, dump_yaml, parse_override, read_yaml, set_key
+from cnnmode.data import DataBundle, TensorLoader, build_data
+from cnnmode.deploy.artifact import save_artifact
+from cnnmode.engine.callbacks import EarlyStopping
+from cnnmode.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from cnnmode.engine.console import Reporter
+from cnnmode.engine.device import peak_memory_mb, pick_device, pick_precision, set_determinism
+from cnnmode.engine.loop import StepSetup, evaluate, predict_logits, score, train_one_epoch
+from cnnmode.engine.optim import LENGTH_BOUND, build_optimizer, build_scheduler
+from cnnmode.errors import RunError, UsageError
+from cnnmode.evaluation.plots import predictions_figure, training_curves
+from cnnmode.files import atomic_torch_save, atomic_write_text, torch_load
+from cnnmode.models import build_model, resolve_stem
+
+HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "images_per_s",
+                  "peak_mem_mb"]
+
+
+@dataclass
+class RunState:
+    """Progress that a checkpoint carries besides weights and optimizer."""
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    train_time_s: float = 0.0
+    time_to_target_s: float | None = None
+
+
+def train(cfg: Config | None = None, *, recipe: str | None = None, config_file: str | None = None,
+          overrides: list[str] | tuple[str, ...] = (), resume: str | Path | None = None, quiet: bool = False,
+          stop_after_epochs: int | None = None) -> Path:
+    """Train a model and return its run folder.
+
+    Give a Config, or a recipe name / YAML file plus `key=value` overrides, or `resume` (a run folder; only
+    `train.epochs` may then be overridden). `stop_after_epochs` ends the session early as if killed, leaving
+    a resumable run (used by tests).
+    """
+    reporter = Reporter(quiet)
+    try:
+        if resume:
+            run_dir = Path(resume)
+            cfg = _resume_config(run_dir, overrides)
+        else:
+            cfg = cfg or build_config(recipe, config_file, overrides, cuda=torch.cuda.is_available())
+            run_dir = _new_run_dir(cfg)
+        return _run(cfg, run_dir, reporter, resume=bool(resume), stop_after=stop_after_epochs)
+    finally:
+        reporter.close()
+
+
+def _new_run_dir(cfg: Config) -> Path:
+    name = cfg.run.name or f"{cfg.recipe or cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(cfg.run.dir) / name
+    if (run_dir / "last.pt").exists():
+        raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another run.name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _resume_config(run_dir: Path, overrides) -> Config:
+    if not (run_dir / "last.pt").is_file():
+        raise UsageError(f"cannot resume {run_dir}: no last.pt there (is it a run folder?)")
+    cfg = config_from_dict(read_yaml(run_dir / "config.yaml"))
+    for text in overrides:
+        key, value = parse_override(text)
+        if key != "train.epochs":
+            raise UsageError(f"on --resume only train.epochs can change (got {key}); start a new run for other changes")
+        old = cfg.train.epochs
+        set_key(cfg, key, value)
+        if cfg.train.epochs != old and cfg.sched.name in LENGTH_BOUND:
+            raise UsageError(f"this run's '{cfg.sched.name}' schedule was laid out for {old} epochs and cannot be "
+                             f"stretched to {cfg.train.epochs}; start a new run with "
+                             f"model.pretrained={run_dir / 'best.pt'} instead")
+    return cfg
+
+
+def _environment(device: torch.device, precision_name: str) -> dict:
+    import torchvision
+
+    from cnnmode import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"cnnmode": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "git_commit": commit, "device": str(device),
+            "precision": precision_name, "threads": torch.get_num_threads(), "platform": platform.platform()}
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The classifier head: the model's last Linear layer."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1]
+
+
+def load_pretrained(model: nn.Module, source: str, reporter: Reporter) -> None:
+    """Load weights from an artifact, checkpoint, state dict, or torchvision weights name; skip shape mismatches."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.pt"
+    if path.is_file():
+        blob = torch_load(path)
+        state = blob.get("state_dict") or blob.get("model") or blob if isinstance(blob, dict) else None
+    else:
+        try:
+            from torchvision.models import get_weight
+            state = get_weight(source).get_state_dict(progress=False)
+        except Exception as e:  # unknown name or no internet
+            raise UsageError(f"model.pretrained='{source}' is neither a file nor loadable torchvision weights ({e})") from None
+    if not isinstance(state, dict):
+        raise UsageError(f"model.pretrained='{source}' holds no state dict")
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    dropped = sorted(k for k in own if k not in usable)
+    model.load_state_dict(usable, strict=False)
+    reporter.info(f"pretrained: loaded {len(usable)}/{len(own)} tensors from {source}"
+                  + (f"; re-initialised {', '.join(dropped[:6])}{' ...' if len(dropped) > 6 else ''}" if dropped else ""))
+
+
+def _sample_for_init(data: DataBundle, n: int = 5000) -> torch.Tensor:
+    """Normalised, unaugmented training images (for data-dependent initialisation)."""
+    if isinstance(data.train, TensorLoader):
+        loader = data.train
+        idx = torch.randperm(len(loader.labels), generator=torch.Generator().manual_seed(0))[:n]
+        x = loader.images[idx].float().to(loader.device)
+        if loader.img_size and x.shape[-1] != loader.img_size:
+            x = torch.nn.functional.interpolate(x, size=(loader.img_size,) * 2, mode="bilinear")
+        return ((x - loader.mean) / loader.std).cpu()
+    return next(iter(data.val))[0].float().cpu()
+
+
+def _build_model(cfg: Config, data: DataBundle, reporter: Reporter, fresh: bool) -> tuple[nn.Module, dict]:
+    args = {"num_classes": len(data.classes), "in_channels": data.channels,
+            "stem": resolve_stem(cfg.model.stem, data.img_size), "width": cfg.model.width}
+    model = build_model(cfg.model.name, **args)
+    if fresh and hasattr(model, "init_from_data"):
+        model.init_from_data(_sample_for_init(data))
+    if fresh and cfg.model.pretrained:
+        load_pretrained(model, cfg.model.pretrained, reporter)
+    if cfg.model.freeze == "backbone":
+        head = head_module(model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(True)
+    return model, args
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(run_dir / "history.csv", buf.getvalue())
+
+
+def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_after: int | None) -> Path:
+    device = pick_device(cfg.run.device)
+    precision = pick_precision(cfg.train.amp, device)
+    set_determinism(cfg.train.seed, cfg.train.deterministic)
+    reporter.attach_log(run_dir / "train.log")
+    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    reporter.info(f"{'resuming' if resume else 'run'} {run_dir}  |  device {device}, {precision.name}, "
+                  f"{torch.get_num_threads()} threads")
+
+    data = build_data(cfg, device)
+    sizes = data.sizes()
+    reporter.info(f"data {data.source}: {len(data.classes)} classes, train {sizes['train']}, val {sizes['val']}, "
+                  f"test {sizes['test']}, {data.img_size}px x{data.channels}")
+    if data.val_is_test:
+        reporter.warn("data.val_split=0: the test split also selects the best epoch")
+    if data.skipped:
+        reporter.warn(f"skipped {len(data.skipped)} unreadable or non-image file(s); see train.log")
+        for name, reason in data.skipped:
+            reporter.log_only(f"skipped {name}: {reason}")
+
+    model, model_args = _build_model(cfg, data, reporter, fresh=not resume)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.to(device)
+    forward_model = torch.compile(model) if cfg.train.compile else model
+    optimizer = build_optimizer(cfg, model)
+    scheduler, sched_every = build_scheduler(cfg, optimizer, max(1, len(data.train) // cfg.train.accum_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
+    ema = None
+    if cfg.train.ema > 0:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
+    eval_model = ema.module if ema is not None else forward_model
+    stopper = EarlyStopping(cfg.train.early_stop_patience, cfg.train.early_stop_min_delta)
+    state = RunState()
+    if resume:
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        stopper.load_state_dict(ckpt["early_stop"])
+        state = RunState(**ckpt["state"])
+        set_rng_state(ckpt["rng"])
+        reporter.info(f"resumed after epoch {state.epoch} of {cfg.train.epochs}")
+
+    setup = StepSetup(optimizer, precision, device, scaler, cfg.train.label_smoothing, cfg.train.accum_steps,
+                      cfg.train.grad_clip, scheduler if sched_every == "step" else None, ema)
+    stopped_early = False
+    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+        data.train.set_epoch(epoch)
+        try:
+            with reporter.epoch_bar(epoch, cfg.train.epochs, len(data.train)) as bar:
+                stats = train_one_epoch(forward_model, data.train, setup, bar)
+        except RunError as e:
+            raise RunError(f"{e} at epoch {epoch}; the last good checkpoint is kept in {run_dir / 'last.pt'}; "
+                           "try a lower optim.lr or train.grad_clip=1.0") from None
+        except torch.OutOfMemoryError:
+            raise RunError(f"{device} ran out of memory at train.batch_size={cfg.train.batch_size}, "
+                           f"data.img_size={data.img_size}; use a smaller train.batch_size (with "
+                           "train.accum_steps to keep the effective batch) or a smaller data.img_size") from None
+        val = evaluate(eval_model, data.val, precision, device, cfg.train.tta)
+        if sched_every == "epoch":
+            scheduler.step(val["accuracy"]) if cfg.sched.name == "plateau" else scheduler.step()
+        state.train_time_s += stats["time"]
+        if cfg.train.target_accuracy and state.time_to_target_s is None and val["accuracy"] >= cfg.train.target_accuracy:
+            state.time_to_target_s = round(state.train_time_s, 2)
+        state.history.append({
+            "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": round(stats["loss"], 5),
+            "train_acc": round(stats["acc"], 5), "val_loss": round(val["loss"], 5),
+            "val_acc": round(val["accuracy"], 5), "epoch_time_s": round(stats["time"], 2),
+            "images_per_s": round(stats["img_s"], 1), "peak_mem_mb": round(peak_memory_mb(device), 1)})
+        _write_history(run_dir, state.history)
+        improved = val["accuracy"] > state.best_acc
+        if improved:
+            state.best_acc, state.best_epoch = val["accuracy"], epoch
+            atomic_torch_save({"model": _plain_state(eval_model), "epoch": epoch, "val_acc": val["accuracy"]},
+                              run_dir / "best.pt")
+        stop = stopper.update(val["accuracy"])
+        state.epoch = epoch
+        save_checkpoint(run_dir / "last.pt", model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                        ema=ema.state_dict() if ema is not None else None, early_stop=stopper.state_dict(),
+                        state=state.__dict__.copy(), config=cfg.to_dict())
+        reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
+                      f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%{' *' if improved else ''}"
+                      f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s")
+        if stop:
+            reporter.info(f"early stopping: no validation gain for {stopper.patience} epochs")
+            stopped_early = True
+            break
+        if stop_after is not None and epoch >= stop_after:
+            return run_dir
+    _finish(cfg, run_dir, reporter, data, eval_model, model_args, precision, device, state, stopped_early)
+    return run_dir
+
+
+def _plain_state(model: nn.Module) -> dict:
+    module = getattr(model, "_orig_mod", model)
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, eval_model: nn.Module,
+            model_args: dict, precision, device: torch.device, state: RunState, stopped_early: bool) -> None:
+    """Best weights → test metrics, artifact, plots, summary."""
+    best = torch_load(run_dir / "best.pt")
+    getattr(eval_model, "_orig_mod", eval_model).load_state_dict(best["model"])
+    logits, labels = predict_logits(eval_model, data.test, precision, device, cfg.train.tta)
+    test = score(logits, labels)
+    params = sum(p.numel() for p in eval_model.parameters())
+    train_imgs = sum(len(data.train) * cfg.train.batch_size for _ in state.history)
+    metrics = {"test": test, "val": {"accuracy": state.best_acc}, "best_epoch": state.best_epoch,
+               "epochs_run": state.epoch, "stopped_early": stopped_early,
+               "train_time_s": round(state.train_time_s, 2), "time_to_target_s": state.time_to_target_s,
+               "target_accuracy": cfg.train.target_accuracy or None,
+               "images_per_s": round(train_imgs / max(state.train_time_s, 1e-9), 1), "params": params,
+               "classes": data.classes, "skipped_files": len(data.skipped), "seed": cfg.train.seed,
+               "environment": _environment(device, precision.name)}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    preprocess = {"img_size": data.img_size, "mean": data.mean, "std": data.std, "channels": data.channels}
+    save_artifact(run_dir / "model.pt", getattr(eval_model, "_orig_mod", eval_model), cfg.model.name, model_args,
+                  data.classes, preprocess, {"test": test, "recipe": cfg.recipe, "best_epoch": state.best_epoch})
+    training_curves(state.history, run_dir / "plots" / "training_curves.png")
+    pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.train.seed))[:6]
+    images = _gather_test_images(data, pick)
+    predictions_figure(state.history, images, labels[pick], logits[pick].softmax(1), data.classes,
+                       data.mean, data.std, run_dir / "plots" / "predictions.png")
+    rows = [("test accuracy", f"{100 * test['accuracy']:.2f}%"), ("test top-5", f"{100 * test['top5']:.2f}%"),
+            ("test loss", f"{test['loss']:.4f}"), ("best epoch", f"{state.best_epoch} (val {100 * state.best_acc:.2f}%)"),
+            ("train time", f"{state.train_time_s:.1f} s ({metrics['images_per_s']:.0f} img/s)"),
+            ("parameters", f"{params / 1e6:.2f} M")]
+    if cfg.train.target_accuracy:
+        ttt = state.time_to_target_s
+        rows.append((f"time to {100 * cfg.train.target_accuracy:.1f}% val",
+                     f"{ttt:.1f} s" if ttt is not None else "not reached"))
+    reporter.table(f"{cfg.recipe or cfg.model.name}: results", rows)
+
+
+def _gather_test_images(data: DataBundle, idx: torch.Tensor) -> torch.Tensor:
+    """Normalised test images at the given indices (loader order)."""
+    wanted, out, offset = set(idx.tolist()), {}, 0
+    for x, _ in data.test:
+        for j in range(len(x)):
+            if offset + j in wanted:
+                out[offset + j] = x[j].float().cpu()
+        offset += len(x)
+        if len(out) == len(wanted):
+            break
+    return torch.stack([out[i] for i in idx.tolist()])

@@ -1,0 +1,72 @@
+"""FastNet: a small all-conv net for fast CIFAR-size training.
+
+Design notes (from the published CIFAR-10 speed-run techniques, written here from scratch):
+- a 2x2 patch-whitening first layer: filters are the eigenvectors of the training patches' covariance,
+  scaled by 1/sqrt(eigenvalue), in +/- pairs, and frozen (`init_from_data`);
+- three stages of conv3x3 → max-pool → BN → GELU → conv3x3 → BN → GELU, widths that suit AMX tiles;
+- a global max-pool and a bias-free linear head whose output is scaled down for a calmer start.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from cnnmode.models import MODELS
+
+
+def conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    """3x3 conv (no bias) + BatchNorm + GELU."""
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+
+
+class Stage(nn.Sequential):
+    """conv → max-pool → BN → GELU → conv → BN → GELU."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        first = conv_bn(cin, cout)
+        super().__init__(first[0], nn.MaxPool2d(2), *first[1:], *conv_bn(cout, cout))
+
+
+class FastNet(nn.Module):
+    """Whitening stem + three conv stages + max-pool + linear."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, widths: tuple[int, int, int] = (64, 256, 256),
+                 patch: int = 2, head_scale: float = 1 / 9) -> None:
+        super().__init__()
+        stem_out = 2 * in_channels * patch * patch
+        self.whiten = nn.Conv2d(in_channels, stem_out, patch, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        self.act = nn.GELU()
+        self.stages = nn.Sequential(Stage(stem_out, widths[0]), Stage(widths[0], widths[1]),
+                                    Stage(widths[1], widths[2]))
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(widths[2], num_classes, bias=False)
+        self.head_scale = head_scale
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m is not self.whiten:
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the frozen stem to whiten `patch x patch` patches of normalised training images."""
+        k = self.whiten.kernel_size[0]
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # N, C, H', W', k, k
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, images.shape[1] * k * k).double()
+        patches = patches - patches.mean(0)
+        cov = patches.T @ patches / len(patches)
+        eigvals, eigvecs = torch.linalg.eigh(cov)
+        filters = (eigvecs.T / (eigvals + eps).sqrt()[:, None]).flip(0)
+        filters = filters.reshape(-1, images.shape[1], k, k).float()
+        self.whiten.weight.copy_(torch.cat([filters, -filters]))
+        self.whiten.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.whiten(x))
+        x = self.pool(self.stages(x)).flatten(1)
+        return self.head(x) * self.head_scale
+
+
+@MODELS.register("fastnet", help="FastNet: whitening stem + 3 conv stages, built for fast CIFAR training")
+def fastnet(num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0) -> nn.Module:
+    w = width or 64
+    return FastNet(num_classes, in_channels, widths=(w, 4 * w, 4 * w))

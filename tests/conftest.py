@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny generated image datasets (no network, seconds to make)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = ("circle", "square", "stripes")
+
+
+def make_image(cls: int, rng: np.random.Generator, size: int = 32, mode: str = "RGB") -> Image.Image:
+    """A noisy image whose class is visible: a bright blob, a dark square, or stripes."""
+    arr = rng.integers(60, 120, (size, size, 3), dtype=np.uint8)
+    y, x = rng.integers(size // 4, 3 * size // 4, 2)
+    r = size // 5
+    if cls == 0:
+        yy, xx = np.ogrid[:size, :size]
+        arr[(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = (250, 200, 40)
+    elif cls == 1:
+        arr[max(0, y - r):y + r, max(0, x - r):x + r] = (20, 30, 200)
+    else:
+        arr[:, ::4] = (230, 230, 230)
+    img = Image.fromarray(arr, "RGB")
+    return img.convert(mode) if mode != "RGB" else img
+
+
+def write_tree(root: Path, per_class: dict[str, int], size: int = 32, seed: int = 0, mode: str = "RGB",
+               suffix: str = ".png") -> Path:
+    """Write `root/<split>/<class>/<i>.png` for each split given as {split: images per class}."""
+    rng = np.random.default_rng(seed)
+    for split, n in per_class.items():
+        for c, name in enumerate(CLASSES):
+            folder = root / split / name if split else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                make_image(c, rng, size, mode).save(folder / f"{i:04d}{suffix}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_tree(tmp_path_factory) -> Path:
+    """train/ (30 per class) and test/ (10 per class) of 32 px RGB PNGs, 3 classes."""
+    return write_tree(tmp_path_factory.mktemp("tiny") / "shapes", {"train": 30, "test": 10})
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the real `cnnmode` entry point in a subprocess."""
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "cnnmode", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env)
+
+
+def fast_overrides(tmp: Path, data: Path, **extra: object) -> list[str]:
+    """Overrides for a seconds-long CPU run on tiny data."""
+    keys = {"data.path": data, "data.root": tmp / "data", "run.dir": tmp / "runs", "model.name": "simplecnn",
+            "train.epochs": 1, "train.batch_size": 16, "train.eval_batch_size": 32, "optim.name": "adam",
+            "optim.lr": 0.003, "sched.name": "constant"} | extra
+    return [f"{k}={v}" for k, v in keys.items()]

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from cnnmode.config import build_config
+from cnnmode.engine.device import pick_precision, cpu_supports_bf16
+from cnnmode.engine.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS.names())
+@pytest.mark.parametrize("sched", SCHEDULES.names())
+def test_every_optimizer_and_schedule_steps(opt, sched):
+    cfg = build_config(overrides=[f"optim.name={opt}", f"sched.name={sched}", "train.epochs=2",
+                                  "sched.warmup_epochs=0.5", "optim.lr=0.01"])
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    optimizer = build_optimizer(cfg, model)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [cfg.optim.weight_decay, 0.0]
+    scheduler, every = build_scheduler(cfg, optimizer, steps_per_epoch=4)
+    before = [p.clone() for p in model.parameters()]
+    lrs = []
+    for _ in range(8 if every == "step" else 2):
+        model(torch.randn(8, 4)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step(0.5) if sched == "plateau" else scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(lr > 0 for lr in lrs)
+    assert torch.load(__import__("io").BytesIO(_dump(scheduler.state_dict())), weights_only=True) is not None
+
+
+def _dump(obj):
+    import io
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def test_onecycle_peaks_at_lr_and_ends_low():
+    cfg = build_config(overrides=["sched.name=onecycle", "train.epochs=2", "optim.lr=0.4"])
+    optimizer = build_optimizer(cfg, torch.nn.Linear(2, 2))
+    scheduler, _ = build_scheduler(cfg, optimizer, steps_per_epoch=10)
+    lrs = []
+    for _ in range(20):
+        optimizer.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    assert max(lrs) == pytest.approx(0.4, rel=0.05) and lrs[-1] < 0.4 / 25
+
+
+def test_precision_choice_on_cpu():
+    cpu = torch.device("cpu")
+    assert pick_precision("off", cpu).dtype is None
+    assert pick_precision("bf16", cpu).dtype is torch.bfloat16
+    assert pick_precision("auto", cpu).dtype is (torch.bfloat16 if cpu_supports_bf16() else None)
+    assert not pick_precision("fp16", cpu).use_scaler  # GradScaler only on CUDA

@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from cnnmode import load_artifact, train
+from cnnmode.config import build_config
+from cnnmode.errors import RunError, UsageError
+from tests.conftest import fast_overrides
+
+
+def _cfg(tmp_path, tiny_tree, **extra):
+    return build_config(overrides=fast_overrides(tmp_path, tiny_tree, **extra))
+
+
+def _weights(run):
+    return torch.load(run / "last.pt", weights_only=True)["model"]
+
+
+def test_resume_is_bitwise_identical(tmp_path, tiny_tree):
+    # dropout (simplecnn), AutoAugment, EMA and a per-step onecycle schedule all depend on restored state
+    extra = {"train.epochs": 2, "train.deterministic": True, "sched.name": "onecycle", "aug.autoaugment": True,
+             "train.ema": 0.9}
+    full = train(_cfg(tmp_path, tiny_tree, **extra, **{"run.name": "full"}), quiet=True)
+    part = train(_cfg(tmp_path, tiny_tree, **extra, **{"run.name": "part"}), quiet=True, stop_after_epochs=1)
+    assert torch.load(part / "last.pt", weights_only=True)["state"]["epoch"] == 1
+    assert not (part / "metrics.json").exists()
+    train(resume=part, quiet=True)
+    a, b = _weights(full), _weights(part)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (part / "history.csv").read_text().count("\n") == 3
+
+
+def test_resume_refuses_to_stretch_onecycle(tmp_path, tiny_tree):
+    run = train(_cfg(tmp_path, tiny_tree, **{"sched.name": "onecycle"}), quiet=True)
+    with pytest.raises(UsageError, match="cannot be stretched"):
+        train(resume=run, overrides=["train.epochs=3"], quiet=True)
+    with pytest.raises(UsageError, match="only train.epochs can change"):
+        train(resume=run, overrides=["optim.lr=0.1"], quiet=True)
+
+
+def test_resume_extends_a_step_schedule(tmp_path, tiny_tree):
+    run = train(_cfg(tmp_path, tiny_tree, **{"sched.name": "step"}), quiet=True)
+    train(resume=run, overrides=["train.epochs=2"], quiet=True)
+    import json
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_stale_temp_file_is_ignored(tmp_path, tiny_tree):
+    run = train(_cfg(tmp_path, tiny_tree, **{"train.epochs": 2, "sched.name": "step"}), quiet=True,
+                stop_after_epochs=1)
+    (run / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    train(resume=run, quiet=True)
+    assert torch.load(run / "last.pt", weights_only=True)["state"]["epoch"] == 2
+
+
+def test_resume_without_checkpoint(tmp_path):
+    with pytest.raises(UsageError, match="no last.pt"):
+        train(resume=tmp_path, quiet=True)
+
+
+def test_diverging_loss_stops_with_clear_message(tmp_path, tiny_tree):
+    cfg = _cfg(tmp_path, tiny_tree, **{"optim.name": "sgd", "optim.lr": 1e30, "train.amp": "off",
+                                       "model.name": "lenet5"})
+    with pytest.raises(RunError, match="NaN/inf at epoch 1"):
+        train(cfg, quiet=True)
+
+
+def test_pretrained_head_replaced_and_backbone_frozen(tmp_path, tiny_tree):
+    src = train(_cfg(tmp_path, tiny_tree, **{"run.name": "src"}), quiet=True)
+    art = load_artifact(src)
+    assert art.classes == ["circle", "square", "stripes"] and art.preprocess["img_size"] == 32
+    from cnnmode.engine.trainer import _build_model, load_pretrained
+    from cnnmode.engine.console import Reporter
+    from cnnmode.models import build_model
+    model = build_model("simplecnn", num_classes=5, in_channels=3)
+    load_pretrained(model, str(src / "model.pt"), Reporter(quiet=True))
+    assert torch.equal(model[0][0].weight, art.model[0][0].weight)  # backbone copied
+    assert model[-1].weight.shape == (5, 128)  # head re-initialised for 5 classes
+    frozen = train(_cfg(tmp_path, tiny_tree, **{"run.name": "frozen", "model.pretrained": src / "model.pt",
+                                                "model.freeze": "backbone"}), quiet=True)
+    after = load_artifact(frozen).model
+    assert torch.equal(after[0][0].weight, art.model[0][0].weight)  # frozen backbone unchanged
+    assert not torch.equal(after[-1].weight, art.model[-1].weight)  # head trained

@@ -1,0 +1,64 @@
+import pytest
+import yaml
+
+from cnnmode.config import all_keys, build_config, list_recipes
+from cnnmode.errors import UsageError
+
+
+def test_precedence_defaults_then_yaml_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"train": {"epochs": 7, "batch_size": 32}, "optim": {"lr": 0.5}}))
+    cfg = build_config(config_file=str(f), overrides=["optim.lr=0.01"])
+    assert cfg.train.epochs == 7 and cfg.train.batch_size == 32  # from YAML
+    assert cfg.optim.lr == 0.01  # override beats YAML
+    assert cfg.train.seed == 0  # default kept
+
+
+def test_recipe_values_and_override():
+    cfg = build_config(recipe="cnnmode-resnet50", overrides=["train.epochs=2"])
+    assert (cfg.model.name, cfg.data.img_size, cfg.train.batch_size) == ("resnet50", 80, 64)
+    assert cfg.optim.name == "adamw" and cfg.optim.weight_decay == 5e-4 and cfg.aug.autoaugment
+    assert cfg.train.label_smoothing == 0.1 and cfg.train.epochs == 2 and cfg.recipe == "cnnmode-resnet50"
+
+
+def test_every_recipe_resolves():
+    names = list_recipes()
+    assert {"default", "cnnmode-resnet50", "resnet-guide", "simplecnn-mnist"} <= set(names)
+    for name in names:
+        assert build_config(recipe=name).recipe == name
+
+
+def test_default_recipe_picks_gpu_recipe_on_cuda():
+    assert build_config(recipe="default", cuda=True).model.name == "resnet50"
+    assert build_config(recipe="default", cuda=False).model.name == "fastnet"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "unknown config key 'train.epoch'"),
+    ("nosuch.key=1", "unknown config key"),
+    ("train.epochs=abc", "train.epochs expects int"),
+    ("train.epochs=1.5", "train.epochs expects int"),
+    ("train.channels_last=maybe", "expects bool"),
+    ("optim.name=lion", "choose one of: sgd, adam, adamw, radam"),
+    ("sched.name=poly", "choose one of: onecycle"),
+    ("model.name=vgg", "unknown model 'vgg'; choose one of:"),
+    ("train.epochs=0", "train.epochs must be >= 1"),
+    ("data.path=", "data.path is empty"),
+    ("epochs", "must look like key=value"),
+])
+def test_bad_values_name_the_problem(override, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_config(overrides=[override])
+
+
+def test_unknown_recipe_lists_choices():
+    with pytest.raises(UsageError, match="choose one of: cnnmode-resnet50, default"):
+        build_config(recipe="fast")
+
+
+def test_int_accepted_for_float_key():
+    assert build_config(overrides=["optim.lr=1"]).optim.lr == 1.0
+
+
+def test_every_key_has_help():
+    assert all(f.metadata["help"] for f in all_keys().values())
