@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,24 @@ def all_keys() -> dict[str, dataclasses.Field]:
     return keys
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2-style scalars: `off`/`yes` stay strings, `1e-3` is a float (PyYAML's 1.1 rules differ)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML with the rules above."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
     """Check `value` against the field's type and choices; ints are accepted for floats, nothing else is coerced."""
     want = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool, "str": str}[f.type]
@@ -198,7 +217,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UsageError(f"override '{text}' must look like key=value (e.g. train.epochs=5)")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = load_yaml_text(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, (dict, list)):
@@ -222,7 +241,7 @@ def list_recipes() -> dict[str, str]:
 def read_yaml(path: Path) -> dict[str, Any]:
     """Load a YAML mapping with a clear error for missing or malformed files."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = load_yaml_text(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:

@@ -56,9 +56,20 @@ def test_unknown_recipe_lists_choices():
         build_config(recipe="fast")
 
 
-def test_int_accepted_for_float_key():
+def test_int_and_exponent_accepted_for_float_key():
     assert build_config(overrides=["optim.lr=1"]).optim.lr == 1.0
+    assert build_config(overrides=["optim.lr=1e-3"]).optim.lr == 1e-3  # PyYAML alone reads this as a string
+    with pytest.raises(UsageError, match="optim.lr expects float"):
+        build_config(overrides=["optim.lr=fast"])
 
 
 def test_every_key_has_help():
     assert all(f.metadata["help"] for f in all_keys().values())
+
+
+def test_yaml_scalars_follow_yaml_12(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  amp: off\n  channels_last: false\noptim:\n  lr: 3e-4\n")
+    cfg = build_config(config_file=str(f), overrides=["train.compile=true"])
+    assert cfg.train.amp == "off" and cfg.train.channels_last is False and cfg.optim.lr == 3e-4
+    assert cfg.train.compile is True

@@ -53,9 +53,10 @@ def predictions_figure(history: list[dict], images: torch.Tensor, labels: torch.
     """Loss curve, accuracy curve and six test images framed green (right) or red (wrong)."""
     fig, axes = plt.subplots(2, 4, figsize=(16, 8))
     _curves(axes[0, 0], axes[0, 1], history)
-    shown = to_display(images[:6], mean, std)
+    shown = to_display(images[:6], mean, std).numpy()
     for ax, img, y, p in zip(list(axes[0, 2:]) + list(axes[1]), shown, labels[:6], probs[:6]):
-        conf, pred = p.max(0)
+        conf, pred = (v.item() for v in p.max(0))
+        y = int(y)
         ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
         color = "green" if pred == y else "red"
         ax.set_title(f"P: {classes[pred]} ({100 * conf:.0f}%) / T: {classes[y]}", color=color, fontsize=10)
