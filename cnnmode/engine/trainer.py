@@ -221,6 +221,7 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
         set_rng_state(ckpt["rng"])
         reporter.info(f"resumed after epoch {state.epoch} of {cfg.train.epochs}")
 
+    board = _tensorboard(run_dir) if cfg.run.tensorboard else None
     setup = StepSetup(optimizer, precision, device, scaler, cfg.train.label_smoothing, cfg.train.accum_steps,
                       cfg.train.grad_clip, scheduler if sched_every == "step" else None, ema)
     stopped_early = False
@@ -248,6 +249,11 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
             "val_acc": round(val["accuracy"], 5), "epoch_time_s": round(stats["time"], 2),
             "images_per_s": round(stats["img_s"], 1), "peak_mem_mb": round(peak_memory_mb(device), 1)})
         _write_history(run_dir, state.history)
+        if board is not None:
+            for key, value in state.history[-1].items():
+                if key != "epoch":
+                    board.add_scalar(key, value, epoch)
+            board.flush()
         improved = val["accuracy"] > state.best_acc
         if improved:
             state.best_acc, state.best_epoch = val["accuracy"], epoch
@@ -270,6 +276,14 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
             return run_dir
     _finish(cfg, run_dir, reporter, data, eval_model, model_args, precision, device, state, stopped_early)
     return run_dir
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError("run.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def _plain_state(model: nn.Module) -> dict:
