@@ -6,7 +6,6 @@ import io
 import json
 import platform
 import subprocess
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -194,88 +193,131 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
             reporter.log_only(f"skipped {name}: {reason}")
 
     model, model_args = _build_model(cfg, data, reporter, fresh=not resume)
+    parts = _make_parts(cfg, model, len(data.train), device, precision)
+    state = _restore(run_dir, parts, reporter, cfg) if resume else RunState()
+    board = _tensorboard(run_dir) if cfg.run.tensorboard else None
+    stopped_early = False
+    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+        data.train.set_epoch(epoch)
+        stats = _train_epoch(cfg, run_dir, reporter, data, parts, epoch)
+        val = evaluate(parts.eval_model, data.val, precision, device, cfg.train.tta)
+        if parts.sched_every == "epoch":
+            parts.scheduler.step(val["accuracy"]) if cfg.sched.name == "plateau" else parts.scheduler.step()
+        improved = _record_epoch(cfg, run_dir, state, parts, epoch, stats, val, device, board)
+        stop = parts.stopper.update(val["accuracy"])
+        save_checkpoint(run_dir / "last.pt", **parts.state_dict(), state=state.__dict__.copy(), config=cfg.to_dict())
+        reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
+                      f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%{' *' if improved else ''}"
+                      f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s")
+        if stop:
+            reporter.info(f"early stopping: no validation gain for {parts.stopper.patience} epochs")
+            stopped_early = True
+            break
+        if stop_after is not None and epoch >= stop_after:
+            return run_dir
+    _finish(cfg, run_dir, reporter, data, parts.eval_model, model_args, precision, device, state, stopped_early)
+    return run_dir
+
+
+@dataclass
+class Parts:
+    """The model and everything that steps with it; `state_dict` is what last.pt stores besides RunState."""
+    model: nn.Module
+    forward_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    sched_every: str
+    scaler: torch.amp.GradScaler
+    ema: torch.optim.swa_utils.AveragedModel | None
+    stopper: EarlyStopping
+    setup: StepSetup
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.forward_model
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "early_stop": self.stopper.state_dict()}
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.stopper.load_state_dict(ckpt["early_stop"])
+
+
+def _make_parts(cfg: Config, model: nn.Module, steps_per_epoch: int, device: torch.device, precision) -> Parts:
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.to(device)
     forward_model = torch.compile(model) if cfg.train.compile else model
     optimizer = build_optimizer(cfg, model)
-    scheduler, sched_every = build_scheduler(cfg, optimizer, max(1, len(data.train) // cfg.train.accum_steps))
+    scheduler, sched_every = build_scheduler(cfg, optimizer, max(1, steps_per_epoch // cfg.train.accum_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
     ema = None
     if cfg.train.ema > 0:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
-    eval_model = ema.module if ema is not None else forward_model
-    stopper = EarlyStopping(cfg.train.early_stop_patience, cfg.train.early_stop_min_delta)
-    state = RunState()
-    if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        stopper.load_state_dict(ckpt["early_stop"])
-        state = RunState(**ckpt["state"])
-        set_rng_state(ckpt["rng"])
-        reporter.info(f"resumed after epoch {state.epoch} of {cfg.train.epochs}")
-
-    board = _tensorboard(run_dir) if cfg.run.tensorboard else None
     setup = StepSetup(optimizer, precision, device, scaler, cfg.train.label_smoothing, cfg.train.accum_steps,
                       cfg.train.grad_clip, scheduler if sched_every == "step" else None, ema)
-    stopped_early = False
-    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
-        data.train.set_epoch(epoch)
-        try:
-            with reporter.epoch_bar(epoch, cfg.train.epochs, len(data.train)) as bar:
-                stats = train_one_epoch(forward_model, data.train, setup, bar)
-        except RunError as e:
-            raise RunError(f"{e} at epoch {epoch}; the last good checkpoint is kept in {run_dir / 'last.pt'}; "
-                           "try a lower optim.lr or train.grad_clip=1.0") from None
-        except torch.OutOfMemoryError:
-            raise RunError(f"{device} ran out of memory at train.batch_size={cfg.train.batch_size}, "
-                           f"data.img_size={data.img_size}; use a smaller train.batch_size (with "
-                           "train.accum_steps to keep the effective batch) or a smaller data.img_size") from None
-        val = evaluate(eval_model, data.val, precision, device, cfg.train.tta)
-        if sched_every == "epoch":
-            scheduler.step(val["accuracy"]) if cfg.sched.name == "plateau" else scheduler.step()
-        state.train_time_s += stats["time"]
-        if cfg.train.target_accuracy and state.time_to_target_s is None and val["accuracy"] >= cfg.train.target_accuracy:
-            state.time_to_target_s = round(state.train_time_s, 2)
-        state.history.append({
-            "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": round(stats["loss"], 5),
-            "train_acc": round(stats["acc"], 5), "val_loss": round(val["loss"], 5),
-            "val_acc": round(val["accuracy"], 5), "epoch_time_s": round(stats["time"], 2),
-            "images_per_s": round(stats["img_s"], 1), "peak_mem_mb": round(peak_memory_mb(device), 1)})
-        _write_history(run_dir, state.history)
-        if board is not None:
-            for key, value in state.history[-1].items():
-                if key != "epoch":
-                    board.add_scalar(key, value, epoch)
-            board.flush()
-        improved = val["accuracy"] > state.best_acc
-        if improved:
-            state.best_acc, state.best_epoch = val["accuracy"], epoch
-            atomic_torch_save({"model": _plain_state(eval_model), "epoch": epoch, "val_acc": val["accuracy"]},
-                              run_dir / "best.pt")
-        stop = stopper.update(val["accuracy"])
-        state.epoch = epoch
-        save_checkpoint(run_dir / "last.pt", model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-                        ema=ema.state_dict() if ema is not None else None, early_stop=stopper.state_dict(),
-                        state=state.__dict__.copy(), config=cfg.to_dict())
-        reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
-                      f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%{' *' if improved else ''}"
-                      f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s")
-        if stop:
-            reporter.info(f"early stopping: no validation gain for {stopper.patience} epochs")
-            stopped_early = True
-            break
-        if stop_after is not None and epoch >= stop_after:
-            return run_dir
-    _finish(cfg, run_dir, reporter, data, eval_model, model_args, precision, device, state, stopped_early)
-    return run_dir
+    stopper = EarlyStopping(cfg.train.early_stop_patience, cfg.train.early_stop_min_delta)
+    return Parts(model, forward_model, optimizer, scheduler, sched_every, scaler, ema, stopper, setup)
+
+
+def _restore(run_dir: Path, parts: Parts, reporter: Reporter, cfg: Config) -> RunState:
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    parts.load_state_dict(ckpt)
+    set_rng_state(ckpt["rng"])
+    state = RunState(**ckpt["state"])
+    reporter.info(f"resumed after epoch {state.epoch} of {cfg.train.epochs}")
+    return state
+
+
+def _train_epoch(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, parts: Parts, epoch: int) -> dict:
+    """One epoch with its progress bar; failures become one-line errors that say what to change."""
+    try:
+        with reporter.epoch_bar(epoch, cfg.train.epochs, len(data.train)) as bar:
+            return train_one_epoch(parts.forward_model, data.train, parts.setup, bar)
+    except RunError as e:
+        raise RunError(f"{e} at epoch {epoch}; the last good checkpoint is kept in {run_dir / 'last.pt'}; "
+                       "try a lower optim.lr or train.grad_clip=1.0") from None
+    except torch.OutOfMemoryError:
+        raise RunError(f"{parts.setup.device} ran out of memory at train.batch_size={cfg.train.batch_size}, "
+                       f"data.img_size={data.img_size}; use a smaller train.batch_size (with "
+                       "train.accum_steps to keep the effective batch) or a smaller data.img_size") from None
+
+
+def _record_epoch(cfg: Config, run_dir: Path, state: RunState, parts: Parts, epoch: int, stats: dict, val: dict,
+                  device: torch.device, board) -> bool:
+    """Update history, history.csv, TensorBoard and best.pt; True when validation accuracy improved."""
+    state.epoch = epoch
+    state.train_time_s += stats["time"]
+    target = cfg.train.target_accuracy
+    if target and state.time_to_target_s is None and val["accuracy"] >= target:
+        state.time_to_target_s = round(state.train_time_s, 2)
+    state.history.append({
+        "epoch": epoch, "lr": parts.optimizer.param_groups[0]["lr"], "train_loss": round(stats["loss"], 5),
+        "train_acc": round(stats["acc"], 5), "val_loss": round(val["loss"], 5), "val_acc": round(val["accuracy"], 5),
+        "epoch_time_s": round(stats["time"], 2), "images_per_s": round(stats["img_s"], 1),
+        "peak_mem_mb": round(peak_memory_mb(device), 1)})
+    _write_history(run_dir, state.history)
+    if board is not None:
+        for key, value in state.history[-1].items():
+            if key != "epoch":
+                board.add_scalar(key, value, epoch)
+        board.flush()
+    if val["accuracy"] <= state.best_acc:
+        return False
+    state.best_acc, state.best_epoch = val["accuracy"], epoch
+    atomic_torch_save({"model": _plain_state(parts.eval_model), "epoch": epoch, "val_acc": val["accuracy"]},
+                      run_dir / "best.pt")
+    return True
 
 
 def _tensorboard(run_dir: Path):

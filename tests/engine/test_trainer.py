@@ -68,7 +68,7 @@ def test_pretrained_head_replaced_and_backbone_frozen(tmp_path, tiny_tree):
     src = train(_cfg(tmp_path, tiny_tree, **{"run.name": "src"}), quiet=True)
     art = load_artifact(src)
     assert art.classes == ["circle", "square", "stripes"] and art.preprocess["img_size"] == 32
-    from cnnmode.engine.trainer import _build_model, load_pretrained
+    from cnnmode.engine.trainer import load_pretrained
     from cnnmode.engine.console import Reporter
     from cnnmode.models import build_model
     model = build_model("simplecnn", num_classes=5, in_channels=3)
