@@ -32,6 +32,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cnnmode.evaluation.evaluate import run_eval
+
+    out_dir, m = run_eval(args.target, data=args.data, split=args.split, out=args.out, device=args.device)
+    print(f"{args.split}: accuracy {100 * m['accuracy']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
+          f"F1 macro {100 * m['f1_macro']:.2f}%  ECE {100 * m['ece']:.2f}%  ({m['count']} images)")
+    for pair in m["top_confused"][:3]:
+        print(f"  confused: {pair['true']} → {pair['predicted']}: {pair['count']} ({100 * pair['share']:.1f}%)")
+    print(f"eval: {out_dir}")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from cnnmode.config import list_recipes
 
@@ -72,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars; one line per epoch")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("eval", help="metrics, predictions.csv and plots for a run or artifact on a data split",
+                         description="Evaluate a run folder or model.pt artifact. Writes metrics.json, "
+                                     "predictions.csv, classification_report.txt and plots (default <run>/eval/); "
+                                     "for a run folder also refreshes report.html.")
+    p.add_argument("target", metavar="RUN_DIR_OR_ARTIFACT")
+    p.add_argument("--data", help="data path (default: the run's own data.path)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--out", metavar="DIR", help="output folder (default <run>/eval)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.set_defaults(func=cmd_eval)
 
     verbs.add_parser("recipes", help="list named recipes").set_defaults(func=cmd_recipes)
     verbs.add_parser("models", help="list registered models").set_defaults(func=cmd_models)

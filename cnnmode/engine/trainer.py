@@ -20,7 +20,7 @@ from cnnmode.engine.callbacks import EarlyStopping
 from cnnmode.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from cnnmode.engine.console import Reporter
 from cnnmode.engine.device import peak_memory_mb, pick_device, pick_precision, set_determinism
-from cnnmode.engine.loop import StepSetup, evaluate, predict_logits, score, train_one_epoch
+from cnnmode.engine.loop import StepSetup, evaluate, train_one_epoch
 from cnnmode.engine.optim import LENGTH_BOUND, build_optimizer, build_scheduler
 from cnnmode.errors import RunError, UsageError
 from cnnmode.evaluation.plots import predictions_figure, training_curves
@@ -335,13 +335,17 @@ def _plain_state(model: nn.Module) -> dict:
 
 def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, eval_model: nn.Module,
             model_args: dict, precision, device: torch.device, state: RunState, stopped_early: bool) -> None:
-    """Best weights → test metrics, artifact, plots, summary."""
+    """Best weights → test evaluation (eval/), metrics.json, artifact, plots, report, summary."""
+    from cnnmode.evaluation.evaluate import evaluate_model, gather_images
+    from cnnmode.evaluation.report import write_report
+
     best = torch_load(run_dir / "best.pt")
     getattr(eval_model, "_orig_mod", eval_model).load_state_dict(best["model"])
-    logits, labels = predict_logits(eval_model, data.test, precision, device, cfg.train.tta)
-    test = score(logits, labels)
+    ev = evaluate_model(eval_model, data.test, data.classes, data.mean, data.std, run_dir / "eval", precision,
+                        device, cfg.train.tta, cfg.train.seed)
+    test = {k: ev[k] for k in ("accuracy", "top5", "loss", "f1_macro", "ece")}
     params = sum(p.numel() for p in eval_model.parameters())
-    train_imgs = sum(len(data.train) * cfg.train.batch_size for _ in state.history)
+    train_imgs = len(data.train) * cfg.train.batch_size * len(state.history)
     metrics = {"test": test, "val": {"accuracy": state.best_acc}, "best_epoch": state.best_epoch,
                "epochs_run": state.epoch, "stopped_early": stopped_early,
                "train_time_s": round(state.train_time_s, 2), "time_to_target_s": state.time_to_target_s,
@@ -354,14 +358,16 @@ def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, ev
     save_artifact(run_dir / "model.pt", getattr(eval_model, "_orig_mod", eval_model), cfg.model.name, model_args,
                   data.classes, preprocess, {"test": test, "recipe": cfg.recipe, "best_epoch": state.best_epoch})
     training_curves(state.history, run_dir / "plots" / "training_curves.png")
-    pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(cfg.train.seed))[:6]
-    images = _gather_test_images(data, pick)
-    predictions_figure(state.history, images, labels[pick], logits[pick].softmax(1), data.classes,
-                       data.mean, data.std, run_dir / "plots" / "predictions.png")
+    pick = torch.randperm(len(data.test.labels), generator=torch.Generator().manual_seed(cfg.train.seed))[:6]
+    images = gather_images(data.test, pick.tolist())
+    predictions_figure(state.history, images, data.test.labels[pick], _probs_of(eval_model, images, precision, device),
+                       data.classes, data.mean, data.std, run_dir / "plots" / "predictions.png")
+    write_report(run_dir)
     rows = [("test accuracy", f"{100 * test['accuracy']:.2f}%"), ("test top-5", f"{100 * test['top5']:.2f}%"),
-            ("test loss", f"{test['loss']:.4f}"), ("best epoch", f"{state.best_epoch} (val {100 * state.best_acc:.2f}%)"),
+            ("test F1 macro", f"{100 * test['f1_macro']:.2f}%"), ("test loss", f"{test['loss']:.4f}"),
+            ("best epoch", f"{state.best_epoch} (val {100 * state.best_acc:.2f}%)"),
             ("train time", f"{state.train_time_s:.1f} s ({metrics['images_per_s']:.0f} img/s)"),
-            ("parameters", f"{params / 1e6:.2f} M")]
+            ("parameters", f"{params / 1e6:.2f} M"), ("report", str(run_dir / "report.html"))]
     if cfg.train.target_accuracy:
         ttt = state.time_to_target_s
         rows.append((f"time to {100 * cfg.train.target_accuracy:.1f}% val",
@@ -369,14 +375,9 @@ def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, ev
     reporter.table(f"{cfg.recipe or cfg.model.name}: results", rows)
 
 
-def _gather_test_images(data: DataBundle, idx: torch.Tensor) -> torch.Tensor:
-    """Normalised test images at the given indices (loader order)."""
-    wanted, out, offset = set(idx.tolist()), {}, 0
-    for x, _ in data.test:
-        for j in range(len(x)):
-            if offset + j in wanted:
-                out[offset + j] = x[j].float().cpu()
-        offset += len(x)
-        if len(out) == len(wanted):
-            break
-    return torch.stack([out[i] for i in idx.tolist()])
+@torch.no_grad()
+def _probs_of(model: nn.Module, images: torch.Tensor, precision, device: torch.device) -> torch.Tensor:
+    model.eval()
+    x = images.to(device).contiguous(memory_format=torch.channels_last)
+    with precision.autocast(device):
+        return model(x).float().softmax(1).cpu()

@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _curves(ax_loss, ax_acc, history: list[dict]) -> None:
@@ -19,6 +20,7 @@ def _curves(ax_loss, ax_acc, history: list[dict]) -> None:
     ax_acc.plot(epochs, [100 * h["val_acc"] for h in history], "o-", label="validation")
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="%")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
 
@@ -37,6 +39,7 @@ def training_curves(history: list[dict], path: Path) -> Path:
     _curves(axes[0], axes[1], history)
     axes[2].plot([h["epoch"] for h in history], [h["lr"] for h in history], "o-", color="tab:purple")
     axes[2].set(title="Learning rate (end of epoch)", xlabel="epoch", yscale="log")
+    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[2].grid(alpha=0.3)
     return save_fig(fig, path)
 

@@ -1,0 +1,132 @@
+"""`cnnmode eval`: metrics, predictions.csv, classification report and plots for a model on a data split.
+
+Training calls `evaluate_model` at its end, so every run folder has `eval/`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from cnnmode.config import Config, config_from_dict, read_yaml
+from cnnmode.deploy.artifact import load_artifact
+from cnnmode.engine.device import Precision, pick_device, pick_precision
+from cnnmode.engine.loop import predict_logits
+from cnnmode.errors import UsageError
+from cnnmode.evaluation import figures
+from cnnmode.evaluation.metrics import classification_report, compute_metrics
+from cnnmode.evaluation.plots import to_display
+from cnnmode.files import atomic_write_text
+
+PLOTS = ("confusion_matrix.png", "confusion_matrix_normalized.png", "per_class_accuracy_all.png",
+         "per_class_accuracy_top_bottom.png", "top_confused_pairs.png", "reliability_diagram.png",
+         "misclassified.png", "predictions.png")
+
+
+def gather_images(loader, idx: list[int]) -> torch.Tensor:
+    """Normalised images at the given positions of an (unshuffled) evaluation loader."""
+    wanted, out, offset = set(idx), {}, 0
+    for x, _ in loader:
+        for j in range(len(x)):
+            if offset + j in wanted:
+                out[offset + j] = x[j].float().cpu()
+        offset += len(x)
+        if len(out) == len(wanted):
+            break
+    return torch.stack([out[i] for i in idx]) if idx else torch.zeros(0)
+
+
+def predictions_table(labels: np.ndarray, probs: np.ndarray, classes: list[str], names: list[str] | None) -> str:
+    """CSV text: one row per image with true/predicted labels, confidence, true-class probability and top-5."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["index", "path", "true", "predicted", "confidence", "true_prob", "top5_labels", "top5_probs"])
+    k = min(5, len(classes))
+    top = np.argsort(-probs, axis=1)[:, :k]
+    for i, (y, p, t) in enumerate(zip(labels, probs, top)):
+        writer.writerow([i, names[i] if names else "", classes[y], classes[t[0]], f"{p[t[0]]:.6f}", f"{p[y]:.6f}",
+                         "|".join(classes[j] for j in t), "|".join(f"{p[j]:.6f}" for j in t)])
+    return buf.getvalue()
+
+
+def evaluate_model(model: nn.Module, loader, classes: list[str], mean: list[float], std: list[float], out_dir: Path,
+                   precision: Precision, device: torch.device, tta: bool = False, seed: int = 0) -> dict:
+    """Run `model` over `loader` and write metrics.json, predictions.csv, classification_report.txt and plots."""
+    out_dir = Path(out_dir)
+    logits, labels_t = predict_logits(model, loader, precision, device, tta)
+    probs, labels = logits.softmax(1).numpy().astype(np.float64), labels_t.numpy()
+    metrics = compute_metrics(labels, probs, classes)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out_dir / "predictions.csv", predictions_table(labels, probs, classes,
+                                                                     getattr(loader, "names", None)))
+    atomic_write_text(out_dir / "classification_report.txt",
+                      classification_report(labels, probs.argmax(1), classes))
+    _plots(metrics, labels, probs, classes, loader, mean, std, out_dir, seed)
+    return metrics
+
+
+def _plots(metrics: dict, labels, probs, classes, loader, mean, std, out_dir: Path, seed: int) -> None:
+    cm = np.asarray(metrics["confusion_matrix"])
+    figures.confusion_matrix(cm, classes, out_dir / "confusion_matrix.png")
+    figures.confusion_matrix(cm, classes, out_dir / "confusion_matrix_normalized.png", normalized=True)
+    figures.per_class_accuracy_all(metrics["per_class"], metrics["accuracy"], out_dir / "per_class_accuracy_all.png")
+    figures.per_class_accuracy_top_bottom(metrics["per_class"], out_dir / "per_class_accuracy_top_bottom.png")
+    figures.top_confused_pairs(metrics["top_confused"], out_dir / "top_confused_pairs.png")
+    figures.reliability_diagram(metrics["calibration_bins"], metrics["ece"], out_dir / "reliability_diagram.png")
+    preds, conf = probs.argmax(1), probs.max(1)
+    wrong = np.nonzero(preds != labels)[0]
+    worst = wrong[np.argsort(-conf[wrong])][:18].tolist()
+    _grid(loader, worst, labels, preds, conf, classes, mean, std, out_dir / "misclassified.png",
+          f"Most confident mistakes ({len(wrong)} of {len(labels)} wrong)")
+    rng = np.random.default_rng(seed)
+    shown = sorted(rng.choice(len(labels), size=min(18, len(labels)), replace=False).tolist())
+    _grid(loader, shown, labels, preds, conf, classes, mean, std, out_dir / "predictions.png",
+          "Random images: predicted (confidence) / true")
+
+
+def _grid(loader, idx, labels, preds, conf, classes, mean, std, path: Path, title: str) -> None:
+    images = to_display(gather_images(loader, idx), mean, std).numpy() if idx else np.zeros((0, 1, 1, 3))
+    titles = [f"P: {classes[preds[i]]} ({100 * conf[i]:.0f}%)\nT: {classes[labels[i]]}" for i in idx]
+    colors = ["green" if preds[i] == labels[i] else "red" for i in idx]
+    figures.image_grid(images, titles, colors, path, title)
+
+
+def run_eval(target: str, data: str | None = None, split: str = "test", out: str | None = None,
+             device: str = "auto") -> tuple[Path, dict]:
+    """Evaluate a run folder or an artifact file on a data split; returns (output folder, metrics)."""
+    from cnnmode.data import build_data
+
+    path = Path(target)
+    run_dir = path if path.is_dir() else None
+    art = load_artifact(path)
+    cfg = config_from_dict(read_yaml(run_dir / "config.yaml")) if run_dir and (run_dir / "config.yaml").exists() \
+        else Config()
+    if data:
+        cfg.data.path = data
+    elif run_dir is None:
+        raise UsageError("evaluating an artifact file needs --data PATH (a run folder remembers its data)")
+    cfg.data.img_size = art.preprocess["img_size"]
+    cfg.data.channels = art.preprocess["channels"]
+    dev = pick_device(device)
+    bundle = build_data(cfg, dev, norm=(art.preprocess["mean"], art.preprocess["std"]))
+    if bundle.classes != art.classes:
+        raise UsageError(f"the model was trained on classes {art.classes} but {cfg.data.path} has "
+                         f"{bundle.classes}; evaluate it on data with the same class folders")
+    if split not in ("test", "val"):
+        raise UsageError(f"--split must be test or val, not {split!r}")
+    out_dir = Path(out) if out else (run_dir or path.parent) / "eval"
+    model = art.model.to(dev)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    metrics = evaluate_model(model, getattr(bundle, split), art.classes, art.preprocess["mean"],
+                             art.preprocess["std"], out_dir, pick_precision(cfg.train.amp, dev), dev,
+                             cfg.train.tta, cfg.train.seed)
+    if run_dir is not None and out is None:
+        from cnnmode.evaluation.report import write_report
+        write_report(run_dir)
+    return out_dir, metrics

@@ -1,0 +1,91 @@
+"""`<run>/report.html`: one self-contained page (images embedded) with config, curves, metrics and every plot."""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+
+from cnnmode.files import atomic_write_text
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+color:#222;background:#fff}h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.3em .7em;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;
+margin:.5em 0}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}pre{background:#f6f8fa;padding:1em;
+overflow:auto;font-size:.85em}.cards{display:flex;flex-wrap:wrap;gap:1em}.card{border:1px solid #ddd;
+border-radius:8px;padding:.7em 1.2em;min-width:9em}.card b{display:block;font-size:1.5em}
+"""
+
+EVAL_PLOTS = [("confusion_matrix.png", "Confusion matrix"),
+              ("confusion_matrix_normalized.png", "Confusion matrix, normalised by true class"),
+              ("per_class_accuracy_all.png", "Per-class accuracy"),
+              ("per_class_accuracy_top_bottom.png", "Best and worst classes"),
+              ("top_confused_pairs.png", "Most confused pairs"),
+              ("reliability_diagram.png", "Calibration"),
+              ("predictions.png", "Random test predictions")]
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.exists():
+        return f"<p><em>{html.escape(alt)}: not available</em></p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.2f}%" if isinstance(x, (int, float)) else "–"
+
+
+def build_report(run_dir: Path) -> str:
+    """The report's HTML text for a run folder."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    ev = json.loads((run_dir / "eval" / "metrics.json").read_text()) if (run_dir / "eval" / "metrics.json").exists() else {}
+    history = list(csv.DictReader((run_dir / "history.csv").open())) if (run_dir / "history.csv").exists() else []
+    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    env = metrics.get("environment", {})
+    cards = [("test accuracy", _pct(ev.get("accuracy", metrics.get("test", {}).get("accuracy")))),
+             ("top-5", _pct(ev.get("top5"))), ("F1 macro", _pct(ev.get("f1_macro"))), ("ECE", _pct(ev.get("ece"))),
+             ("best epoch", metrics.get("best_epoch", "–")),
+             ("train time", f"{metrics['train_time_s']:.0f} s" if "train_time_s" in metrics else "–"),
+             ("parameters", f"{metrics['params'] / 1e6:.2f} M" if "params" in metrics else "–")]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>CNN Mode report: {html.escape(run_dir.name)}"
+             f"</title><style>{STYLE}</style></head><body>",
+             f"<h1>CNN Mode report: {html.escape(run_dir.name)}</h1>",
+             f"<p>{html.escape(env.get('device', ''))} · {html.escape(env.get('precision', ''))} · torch "
+             f"{html.escape(env.get('torch', ''))} · commit {html.escape(env.get('git_commit', '')[:10])}</p>",
+             "<div class='cards'>" + "".join(f"<div class='card'>{html.escape(k)}<b>{html.escape(str(v))}</b></div>"
+                                             for k, v in cards) + "</div>",
+             "<h2>Training curves</h2>", _img(run_dir / "plots" / "training_curves.png", "Loss, accuracy and learning rate")]
+    if ev:
+        parts += ["<h2>Metrics</h2>",
+                  _table(["metric", "value"], [[k, _pct(ev[k])] for k in (
+                      "accuracy", "top5", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+                      "recall_weighted", "f1_weighted", "ece")] + [["loss", f"{ev['loss']:.4f}"]]),
+                  "<h3>Per class</h3>",
+                  _table(["class", "accuracy", "precision", "recall", "F1", "support"],
+                         [[c, _pct(v["accuracy"]), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]),
+                           v["support"]] for c, v in ev["per_class"].items()]),
+                  "<h2>Evaluation plots</h2>"]
+        parts += [_img(run_dir / "eval" / name, caption) for name, caption in EVAL_PLOTS]
+        parts += ["<h2>Misclassified gallery</h2>", _img(run_dir / "eval" / "misclassified.png",
+                                                          "The most confident mistakes")]
+    if history:
+        parts += ["<h2>History</h2>", _table(list(history[0]), [list(r.values()) for r in history])]
+    parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(config)}</pre>", "</body></html>"]
+    return "\n".join(parts)
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write `<run>/report.html` atomically."""
+    return atomic_write_text(Path(run_dir) / "report.html", build_report(run_dir))
