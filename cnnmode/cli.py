@@ -44,6 +44,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnmode.evaluation.complexity import load_for_summary, summarize
+
+    model, size, channels = load_for_summary(args.target, args.img_size, args.num_classes, args.in_channels)
+    s = summarize(model, size, channels, args.batch_size, args.optimizer, not args.fp32)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    table = Table(title=f"{args.target} at {size}px", show_lines=False)
+    for col in ("layer", "type", "output", "params", "MFLOPs"):
+        table.add_column(col, justify="left" if col in ("layer", "type") else "right")
+    for r in s["layers"]:
+        table.add_row(r["name"], r["type"], "x".join(map(str, r["output_shape"][1:])), f"{r['params']:,}",
+                      f"{r['flops'] / 1e6:.2f}")
+    console = Console()
+    console.print(table)
+    mem = s["memory_bytes"]
+    console.print(f"parameters: {s['params']:,} ({s['trainable_params']:,} trainable)")
+    console.print(f"forward FLOPs per image: {s['flops_per_image'] / 1e9:.3f} G "
+                  f"(training ~{s['train_flops_per_image'] / 1e9:.3f} G)")
+    console.print(f"training memory estimate at batch {args.batch_size} ({args.optimizer}, "
+                  f"{'fp32' if args.fp32 else 'mixed precision'} activations): "
+                  + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in mem.items()))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from cnnmode.evaluation.explain import run_explain
+
+    out_dir, files, failed = run_explain(args.artifact, args.inputs, args.method, args.layer, args.target, args.out,
+                                         args.features, args.embedding, args.tsne, args.data, args.split)
+    for path, reason in failed:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    for f in files:
+        print(f"wrote {f}")
+    print(f"explain: {out_dir}")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from cnnmode.config import list_recipes
 
@@ -95,6 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default <run>/eval)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser("explain", help="Grad-CAM heatmaps, feature maps and embedding plots",
+                         description="Explain a model's predictions: CAM heatmaps over each image with its top-k "
+                                     "classes (default <run>/explain/), feature-map grids, and a 2-D embedding "
+                                     "of a data split.")
+    p.add_argument("artifact", metavar="ARTIFACT_OR_RUN")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="images, folders or glob patterns")
+    p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam"])
+    p.add_argument("--layer", help="target layer name (default: the architecture's last feature block)")
+    p.add_argument("--target", metavar="CLASS", help="explain this class instead of the predicted one")
+    p.add_argument("--features", metavar="LAYER", help="also draw the first 16 feature maps of LAYER")
+    p.add_argument("--embedding", action="store_true", help="PCA scatter of penultimate features over a split")
+    p.add_argument("--tsne", action="store_true", help="with --embedding: also a t-SNE scatter")
+    p.add_argument("--data", help="data for --embedding (default: the run's own)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--out", metavar="DIR")
+    p.set_defaults(func=cmd_explain)
+
+    p = verbs.add_parser("summary", help="parameters, FLOPs, per-layer table and training-memory estimate",
+                         description="Summarise a registered model (by name) or an artifact.")
+    p.add_argument("target", metavar="MODEL_OR_ARTIFACT")
+    p.add_argument("--img-size", type=int, help="input side (default: the artifact's, or 32)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch for the memory estimate")
+    p.add_argument("--num-classes", type=int, default=10, help="classes, for a model given by name")
+    p.add_argument("--in-channels", type=int, default=3, help="input channels, for a model given by name")
+    p.add_argument("--optimizer", default="adamw", choices=["sgd", "adam", "adamw", "radam"])
+    p.add_argument("--fp32", action="store_true", help="estimate activations in fp32 instead of bf16/fp16")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_summary)
 
     verbs.add_parser("recipes", help="list named recipes").set_defaults(func=cmd_recipes)
     verbs.add_parser("models", help="list registered models").set_defaults(func=cmd_models)
