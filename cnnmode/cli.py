@@ -88,6 +88,41 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnmode.deploy.predict import Predictor, write_results
+
+    results = Predictor(args.artifact).predict(args.inputs, args.topk, args.threshold, args.batch_size)
+    table = Table(show_header=True)
+    table.add_column("file", overflow="fold")
+    table.add_column(f"top-{args.topk}", overflow="fold")
+    for p in results.predictions:
+        tops = ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)
+        table.add_row(p.file, ("[yellow]uncertain[/] " if p.uncertain else "") + tops)
+    Console(soft_wrap=True).print(table)
+    for f, reason in results.failed:
+        print(f"failed {f}: {reason}", file=sys.stderr)
+    if args.out:
+        print(f"wrote {write_results(results, Path(args.out))}")
+    print(f"{len(results.predictions)} predicted, {len(results.failed)} failed")
+    return 1 if results.failed and not results.predictions else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cnnmode.deploy.export import calibration_images, export
+
+    calib = calibration_images(args.calib_data, args.artifact)
+    for r in export(args.artifact, args.format.split(","), args.out, args.dynamic_batch, args.opset, calib):
+        print(f"{r['format']:<12} {r['file']}  {r['size_bytes'] / 2**20:.2f} MiB  max|Δlogit| "
+              f"{r['max_abs_logit_diff']:.2e}  top-1 agreement {100 * r['top1_agreement']:.2f}% "
+              f"({r['images']} {r['verified_on']})")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from cnnmode.config import list_recipes
 
@@ -156,6 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--out", metavar="DIR")
     p.set_defaults(func=cmd_explain)
+
+    p = verbs.add_parser("predict", help="top-k predictions for images, folders or globs",
+                         description="Predict with a model.pt artifact, a run folder, or an exported .onnx/.ts file.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR_OR_GLOB")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--threshold", type=float, default=0.0, help="mark predictions below this confidence uncertain")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", metavar="FILE.csv|.json")
+    p.set_defaults(func=cmd_predict)
+
+    p = verbs.add_parser("export", help="TorchScript / ONNX / int8 files, each verified by its own runtime",
+                         description="Export an artifact (or run folder) and verify every file against the model; "
+                                     "writes <run>/export/ with preprocess.json and export.json.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--format", default="onnx", help="torchscript, onnx, onnx-int8, int8, or all (comma-separated)")
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--calib-data", metavar="PATH", help="real images to calibrate and verify with "
+                                                        "(default: a run folder's own data)")
+    p.add_argument("--out", metavar="DIR")
+    p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser("summary", help="parameters, FLOPs, per-layer table and training-memory estimate",
                          description="Summarise a registered model (by name) or an artifact.")

@@ -1,0 +1,191 @@
+"""`cnnmode export`: one small function per format, each wrapped by the same verify-and-report step.
+
+A file is only kept when its own runtime (a fresh torch.jit.load, or onnxruntime) reproduces the artifact's
+logits within tolerance; the result goes into `export.json` beside `preprocess.json`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from cnnmode.deploy.artifact import Artifact, load_artifact
+from cnnmode.deploy.predict import Predictor, agreement
+from cnnmode.errors import RunError, UsageError
+from cnnmode.files import atomic_write_text
+
+
+@dataclass
+class Format:
+    """An export format: file suffix, packages it needs, the writer, and the parity it must reach."""
+    suffix: str
+    needs: tuple[str, ...]
+    write: Callable[[Artifact, Path, "ExportOptions"], None]
+    min_agreement: float = 1.0
+    quantized: bool = False
+
+
+@dataclass
+class ExportOptions:
+    dynamic_batch: bool = True
+    opset: int = 18
+    calib: torch.Tensor | None = None  # normalised real images, for calibration and verification
+
+
+def _example(art: Artifact, n: int = 2) -> torch.Tensor:
+    p = art.preprocess
+    return torch.randn(n, p["channels"], p["img_size"], p["img_size"])
+
+
+def write_torchscript(art: Artifact, path: Path, opts: ExportOptions) -> None:
+    """Traced TorchScript (fp32)."""
+    with torch.no_grad():
+        traced = torch.jit.trace(art.model.float().eval(), _example(art))
+    traced.save(str(path))
+
+
+def write_onnx(art: Artifact, path: Path, opts: ExportOptions) -> None:
+    """ONNX through torch.export (dynamo), with a dynamic batch axis unless told otherwise."""
+    import warnings
+
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=65536)},) if opts.dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(art.model.float().eval(), (_example(art),), dynamo=True,
+                                    input_names=["input"], output_names=["logits"], dynamic_shapes=dynamic,
+                                    opset_version=opts.opset, verbose=False)
+    program.save(str(path))
+
+
+def write_onnx_int8(art: Artifact, path: Path, opts: ExportOptions) -> None:
+    """Static int8 (QDQ, per-channel weights) with ONNX Runtime, calibrated on real images."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    if opts.calib is None:
+        raise UsageError("onnx-int8 needs real images to calibrate: pass --calib-data PATH (or export a run folder)")
+    fp32 = path.with_name(path.name + ".fp32.onnx")
+    write_onnx(art, fp32, opts)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(opts.calib.split(32))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch.numpy()}
+
+    try:
+        quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        fp32.unlink(missing_ok=True)
+        fp32.with_name(fp32.name + ".data").unlink(missing_ok=True)
+
+
+def write_dynamic_int8(art: Artifact, path: Path, opts: ExportOptions) -> None:
+    """PyTorch dynamic int8 (Linear layers), saved as TorchScript."""
+    model = torch.ao.quantization.quantize_dynamic(art.model.float().eval(), {nn.Linear}, dtype=torch.qint8)
+    with torch.no_grad():
+        torch.jit.trace(model, _example(art)).save(str(path))
+
+
+FORMATS = {
+    "torchscript": Format(".ts", (), write_torchscript),
+    "onnx": Format(".onnx", ("onnx", "onnxruntime", "onnxscript"), write_onnx),
+    "onnx-int8": Format("-int8.onnx", ("onnx", "onnxruntime", "onnxscript"), write_onnx_int8, 0.95, True),
+    "int8": Format("-int8.ts", (), write_dynamic_int8, 0.98, True),
+}
+
+
+def _check_needs(name: str, fmt: Format) -> None:
+    missing = [m for m in fmt.needs if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"export format '{name}' needs {', '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def verify(art: Artifact, path: Path, images: torch.Tensor, fmt: Format) -> dict:
+    """Run the exported file in its own runtime on `images`; compare with the artifact's fp32 logits."""
+    with torch.no_grad():
+        reference = art.model.float().eval()(images)
+    exported = Predictor(path).logits(images)
+    max_diff, agree = agreement(reference, exported)
+    tolerance = 1e-3 * max(1.0, float(reference.abs().max()))
+    ok = agree >= fmt.min_agreement and (fmt.quantized or max_diff <= tolerance)
+    return {"max_abs_logit_diff": max_diff, "top1_agreement": agree, "images": len(images),
+            "tolerance": None if fmt.quantized else tolerance, "min_agreement": fmt.min_agreement, "ok": ok}
+
+
+def export(target: str, formats: list[str], out_dir: str | None = None, dynamic_batch: bool = True, opset: int = 18,
+           calib: torch.Tensor | None = None, verify_images: int = 64) -> list[dict]:
+    """Export an artifact to each format, verify it, and record everything in export.json."""
+    names = list(FORMATS) if formats == ["all"] else formats
+    for name in names:
+        if name not in FORMATS:
+            raise UsageError(f"unknown export format '{name}'; choose from: {', '.join(FORMATS)}, all")
+        _check_needs(name, FORMATS[name])
+    art = load_artifact(target)
+    src = Path(target)
+    folder = Path(out_dir) if out_dir else (src if src.is_dir() else src.parent) / "export"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "preprocess.json", json.dumps(art.preprocess | {
+        "classes": art.classes, "model": art.name, "input": "input", "output": "logits", "layout": "NCHW",
+        "dtype": "float32", "pixel_scale": "0-1 before normalisation"}, indent=2))
+    images = calib[:verify_images] if calib is not None else _example(art, verify_images)
+    opts = ExportOptions(dynamic_batch, opset, calib)
+    results = []
+    if calib is None and formats == ["all"]:
+        names.remove("onnx-int8")  # static int8 needs real images; the rest export without them
+    for name in names:
+        fmt = FORMATS[name]
+        final = folder / f"model{fmt.suffix}"
+        tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+        start = time.perf_counter()
+        try:
+            fmt.write(art, tmp, opts)
+            check = verify(art, tmp, images, fmt)
+            if not check["ok"]:
+                raise RunError(f"{name} export does not match the model: max |Δlogit| {check['max_abs_logit_diff']:.2e}, "
+                               f"top-1 agreement {100 * check['top1_agreement']:.2f}% on {len(images)} images; "
+                               "nothing was written")
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        results.append({"format": name, "file": str(final), "size_bytes": final.stat().st_size,
+                        "seconds": round(time.perf_counter() - start, 2),
+                        "verified_on": "real images" if calib is not None else "generated images", **check})
+    record = folder / "export.json"
+    previous = json.loads(record.read_text()) if record.exists() else {}
+    atomic_write_text(record, json.dumps(previous | {r["format"]: r for r in results}, indent=2))
+    return results
+
+
+def calibration_images(source: str | None, target: str, n: int = 512, split: str = "val") -> torch.Tensor | None:
+    """Up to n normalised, unaugmented images from --calib-data, or from the run's own data for a run folder."""
+    from cnnmode.config import Config, config_from_dict, read_yaml
+    from cnnmode.data import build_data
+
+    path = Path(target)
+    if source is None and not (path.is_dir() and (path / "config.yaml").exists()):
+        return None
+    art = load_artifact(path)
+    cfg = config_from_dict(read_yaml(path / "config.yaml")) if path.is_dir() else Config()
+    if source:
+        cfg.data.path = source
+    cfg.data.img_size, cfg.data.channels = art.preprocess["img_size"], art.preprocess["channels"]
+    cfg.train.channels_last = False
+    bundle = build_data(cfg, torch.device("cpu"), norm=(art.preprocess["mean"], art.preprocess["std"]))
+    loader = bundle.test if split == "test" else bundle.val
+    batches, count = [], 0
+    for x, _ in loader:
+        batches.append(x.float())
+        count += len(x)
+        if count >= n:
+            break
+    return torch.cat(batches)[:n]

@@ -1,0 +1,133 @@
+"""`cnnmode predict` and `Predictor`: images → top-k classes, from a .pt artifact, an ONNX or a TorchScript file."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnmode.deploy.preprocess import expand_inputs, load_images
+from cnnmode.errors import UsageError
+from cnnmode.files import atomic_write_text
+
+
+@dataclass
+class Prediction:
+    """One image's result: top-k (class, probability) pairs and whether the best is under the threshold."""
+    file: str
+    top: list[tuple[str, float]]
+    uncertain: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.top[0][1]
+
+
+@dataclass
+class Results:
+    """Predictions plus the inputs that could not be read (path, reason)."""
+    predictions: list[Prediction]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read_preprocess(model_path: Path) -> dict:
+    """The `preprocess.json` written beside an exported model."""
+    meta = model_path.with_name("preprocess.json")
+    if not meta.exists():
+        raise UsageError(f"{model_path} has no preprocess.json beside it (written by `cnnmode export`)")
+    return json.loads(meta.read_text())
+
+
+class Predictor:
+    """Runs any CNN Mode model format on images with the preprocessing it was trained with."""
+
+    def __init__(self, model_path: str | Path, device: str = "cpu") -> None:
+        path = Path(model_path)
+        if path.is_dir():
+            path = path / "model.pt"
+        if not path.exists():
+            raise UsageError(f"no model at {model_path}")
+        self.path = path
+        if path.suffix == ".onnx":
+            import onnxruntime as ort
+
+            self.preprocess = read_preprocess(path)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            self._run = lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+        elif path.suffix == ".ts":
+            import warnings
+
+            self.preprocess = read_preprocess(path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still what users ship
+                module = torch.jit.load(str(path), map_location=device).eval()
+            self._run = lambda x: module(x).float()
+        else:
+            from cnnmode.deploy.artifact import load_artifact
+
+            art = load_artifact(path, device)
+            self.preprocess = art.preprocess | {"classes": art.classes}
+            self._run = lambda x: art.model(x.to(device)).float().cpu()
+        self.classes: list[str] = self.preprocess["classes"]
+
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Raw model outputs for a preprocessed batch."""
+        return self._run(batch.float().contiguous())
+
+    def predict(self, inputs: list[str | Path], topk: int = 5, threshold: float = 0.0,
+                batch_size: int = 64) -> Results:
+        """Predict files, folders or glob patterns in batches; unreadable files are listed, not fatal."""
+        paths = expand_inputs([str(i) for i in inputs])
+        k = min(topk, len(self.classes))
+        results = Results([])
+        for start in range(0, len(paths), batch_size):
+            batch, ok, failed = load_images(paths[start:start + batch_size], self.preprocess)
+            results.failed += [(str(p), r) for p, r in failed]
+            if not ok:
+                continue
+            probs = self.logits(batch).softmax(1)
+            top = probs.topk(k, dim=1)
+            for path, values, indices in zip(ok, top.values.tolist(), top.indices.tolist()):
+                pairs = [(self.classes[i], float(v)) for i, v in zip(indices, values)]
+                results.predictions.append(Prediction(str(path), pairs, pairs[0][1] < threshold))
+        return results
+
+
+def write_results(results: Results, out: Path) -> Path:
+    """CSV (one row per image, top-k columns) or JSON, by the file's suffix."""
+    if out.suffix == ".json":
+        data = {"predictions": [{"file": p.file, "label": p.label, "confidence": p.confidence,
+                                 "uncertain": p.uncertain, "top": [{"class": c, "prob": v} for c, v in p.top]}
+                                for p in results.predictions],
+                "failed": [{"file": f, "reason": r} for f, r in results.failed]}
+        return atomic_write_text(out, json.dumps(data, indent=2))
+    if out.suffix != ".csv":
+        raise UsageError(f"--out must end in .csv or .json, not {out.name}")
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    k = max((len(p.top) for p in results.predictions), default=0)
+    writer.writerow(["file", "label", "confidence", "uncertain"]
+                    + [c for i in range(k) for c in (f"top{i + 1}", f"prob{i + 1}")])
+    for p in results.predictions:
+        writer.writerow([p.file, p.label, f"{p.confidence:.6f}", int(p.uncertain)]
+                        + [x for c, v in p.top for x in (c, f"{v:.6f}")])
+    return atomic_write_text(out, buf.getvalue())
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(max |Δlogit|, top-1 agreement) between two logit tensors."""
+    return float((a - b).abs().max()), float((a.argmax(1) == b.argmax(1)).float().mean())
+
+
+def as_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().float().numpy()
