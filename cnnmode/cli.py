@@ -123,6 +123,76 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnmode.deploy.bench import bench
+
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    r = bench(args.artifact, sizes, args.backends.split(","), args.device, args.data, profile=args.profile,
+              out=args.out)
+    table = Table(title=f"{r['model']} at {r['img_size']}px on {r['device']} ({r['threads']} threads)")
+    table.add_column("backend")
+    for bs in sizes:
+        table.add_column(f"bs {bs}: p50 / p95 ms", justify="right")
+        table.add_column(f"bs {bs} img/s", justify="right")
+    table.add_column(f"agreement ({r['eval_data']})", justify="right")
+    table.add_column("accuracy", justify="right")
+    for name, row in r["backends"].items():
+        cells = []
+        for bs in sizes:
+            b = row["batches"][str(bs)]
+            cells += [f"{b['p50_ms']:.2f} / {b['p95_ms']:.2f}", f"{b['img_s']:.0f}"]
+        acc = f"{100 * row['accuracy']:.2f}%" if "accuracy" in row else "–"
+        table.add_row(name, *cells, f"{100 * row['top1_agreement']:.2f}%", acc)
+    Console(soft_wrap=True).print(table)
+    if "profile" in r:
+        print(f"trace: {r['profile']}")
+    print(f"bench: {r['file']}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from cnnmode.deploy.compress import run_prune
+
+    r = run_prune(args.artifact, args.amount, args.structured, args.finetune_epochs, args.data, args.out)
+    line = (f"sparsity {100 * r['sparsity']:.1f}%  accuracy {100 * r['accuracy_before']:.2f}% → "
+            f"{100 * r['accuracy_pruned']:.2f}% pruned")
+    if "accuracy_finetuned" in r:
+        line += f" → {100 * r['accuracy_finetuned']:.2f}% after {r['finetune_epochs']} fine-tuning epoch(s)"
+    print(line)
+    print(f"non-zero weights {r['nonzero_params']:,} of {r['params']:,} "
+          f"({r['nonzero_size_bytes'] / 2**20:.2f} MiB of {r['dense_size_bytes'] / 2**20:.2f} MiB dense)")
+    print(f"pruned: {r['artifact']}")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from cnnmode.deploy.artifact import load_artifact
+    from cnnmode.deploy.compress import distill_overrides
+    from cnnmode.engine.trainer import train
+
+    base, overrides = distill_overrides(args.teacher, args.student, args.overrides)
+    config = args.config or (None if args.recipe else base)
+    run_dir = train(recipe=None if config else (args.recipe or "default"), config_file=config, overrides=overrides,
+                    quiet=args.quiet)
+    teacher, student = load_artifact(args.teacher), load_artifact(run_dir)
+    rows = {"teacher": {"model": teacher.name, "test_accuracy": teacher.meta.get("test", {}).get("accuracy"),
+                        "params": sum(p.numel() for p in teacher.model.parameters())},
+            "student": {"model": student.name, "test_accuracy": student.meta["test"]["accuracy"],
+                        "params": sum(p.numel() for p in student.model.parameters())}}
+    (Path(run_dir) / "distill.json").write_text(json.dumps(rows, indent=2))
+    for role, r in rows.items():
+        acc = f"{100 * r['test_accuracy']:.2f}%" if r["test_accuracy"] is not None else "n/a"
+        print(f"{role:<8} {r['model']:<10} test accuracy {acc:>7}  params {r['params'] / 1e6:.2f} M")
+    print(f"run: {run_dir}")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from cnnmode.config import list_recipes
 
@@ -213,6 +283,41 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "(default: a run folder's own data)")
     p.add_argument("--out", metavar="DIR")
     p.set_defaults(func=cmd_export)
+
+    p = verbs.add_parser("bench", help="inference latency and throughput per backend and batch size",
+                         description="Benchmark an artifact or run folder. Agreement and accuracy are measured on "
+                                     "the test split of --data (or the run's own data), else on generated images.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--batch-sizes", default="1,8,64")
+    p.add_argument("--backends", default="eager,eager-bf16,torchscript,onnxruntime",
+                   help="comma-separated: eager, eager-bf16, compile, torchscript, onnxruntime, int8")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime backends run on the CPU)")
+    p.add_argument("--data", help="images with labels for agreement/accuracy and int8 calibration")
+    p.add_argument("--profile", action="store_true", help="write a torch.profiler Chrome trace of the eager model")
+    p.add_argument("--out", metavar="FILE.json")
+    p.set_defaults(func=cmd_bench)
+
+    p = verbs.add_parser("prune", help="prune weights (global or channel-structured), optionally fine-tune",
+                         description="Prune an artifact with torch.nn.utils.prune; reports sparsity, size and "
+                                     "accuracy before/after; writes <run>/pruned/model.pt and prune.json.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--amount", type=float, default=0.3, help="fraction of weights (or channels) to remove")
+    p.add_argument("--structured", action="store_true", help="remove whole conv output channels (L2 norm)")
+    p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--data", help="data for accuracy and fine-tuning (default: the run's own)")
+    p.add_argument("--out", metavar="DIR")
+    p.set_defaults(func=cmd_prune)
+
+    p = verbs.add_parser("distill", help="train a smaller student from a teacher (KL at temperature + CE)",
+                         description="Knowledge distillation: trains --student with train.distill_* keys; starts "
+                                     "from the teacher run's config unless --recipe/--config is given.")
+    p.add_argument("--teacher", required=True, metavar="ARTIFACT_OR_RUN")
+    p.add_argument("--student", required=True, metavar="MODEL")
+    p.add_argument("--recipe")
+    p.add_argument("--config", metavar="FILE.yaml")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_distill)
 
     p = verbs.add_parser("summary", help="parameters, FLOPs, per-layer table and training-memory estimate",
                          description="Summarise a registered model (by name) or an artifact.")

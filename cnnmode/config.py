@@ -96,6 +96,11 @@ class TrainConfig:
     early_stop_patience: int = opt(0, "stop after this many epochs without validation gain (0 = off)")
     early_stop_min_delta: float = opt(0.0, "minimum validation-accuracy gain that counts as progress")
     target_accuracy: float = opt(0.0, "report time_to_target_s when validation accuracy first reaches this (0 = off)")
+    distill_teacher: str = opt("", "artifact or run folder of a teacher to distil from (KL + CE); empty = off")
+    distill_temperature: float = opt(4.0, "distillation softmax temperature")
+    distill_alpha: float = opt(0.7, "weight of the distillation (KL) term; 1 - alpha weighs cross-entropy")
+    unfreeze_at: int = opt(0, "with model.freeze=backbone: unfreeze every layer after this epoch (0 = never)")
+    unfreeze_lr_scale: float = opt(0.1, "learning-rate factor applied when the backbone unfreezes")
     seed: int = opt(0, "random seed")
     deterministic: bool = opt(False, "deterministic algorithms (bitwise-reproducible on CPU)")
 
@@ -302,6 +307,14 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (0 <= cfg.train.ema < 1, "train.ema must be in [0, 1)"),
         (cfg.data.img_size >= 0, "data.img_size must be >= 0"),
+    ]
+    checks += [
+        (0 <= cfg.train.distill_alpha <= 1, "train.distill_alpha must be in [0, 1]"),
+        (cfg.train.distill_temperature > 0, "train.distill_temperature must be > 0"),
+        (not cfg.train.unfreeze_at or cfg.model.freeze == "backbone",
+         "train.unfreeze_at needs model.freeze=backbone"),
+        (not cfg.train.unfreeze_at or cfg.sched.name in ("step", "constant", "plateau"),
+         "train.unfreeze_at works with sched.name step, constant or plateau (onecycle/cosine fix the LR curve)"),
     ]
     for ok, message in checks:
         if not ok:

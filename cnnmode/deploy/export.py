@@ -91,7 +91,11 @@ def write_onnx_int8(art: Artifact, path: Path, opts: ExportOptions) -> None:
 
 def write_dynamic_int8(art: Artifact, path: Path, opts: ExportOptions) -> None:
     """PyTorch dynamic int8 (Linear layers), saved as TorchScript."""
-    model = torch.ao.quantization.quantize_dynamic(art.model.float().eval(), {nn.Linear}, dtype=torch.qint8)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao eager quantization warns of its move to torchao
+        model = torch.ao.quantization.quantize_dynamic(art.model.float().eval(), {nn.Linear}, dtype=torch.qint8)
     with torch.no_grad():
         torch.jit.trace(model, _example(art)).save(str(path))
 
@@ -166,8 +170,9 @@ def export(target: str, formats: list[str], out_dir: str | None = None, dynamic_
     return results
 
 
-def calibration_images(source: str | None, target: str, n: int = 512, split: str = "val") -> torch.Tensor | None:
-    """Up to n normalised, unaugmented images from --calib-data, or from the run's own data for a run folder."""
+def real_images(source: str | None, target: str, n: int = 512, split: str = "val"
+                ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Up to n normalised, unaugmented (images, labels) from `source`, or from a run folder's own data."""
     from cnnmode.config import Config, config_from_dict, read_yaml
     from cnnmode.data import build_data
 
@@ -181,11 +186,17 @@ def calibration_images(source: str | None, target: str, n: int = 512, split: str
     cfg.data.img_size, cfg.data.channels = art.preprocess["img_size"], art.preprocess["channels"]
     cfg.train.channels_last = False
     bundle = build_data(cfg, torch.device("cpu"), norm=(art.preprocess["mean"], art.preprocess["std"]))
-    loader = bundle.test if split == "test" else bundle.val
-    batches, count = [], 0
-    for x, _ in loader:
-        batches.append(x.float())
+    xs, ys, count = [], [], 0
+    for x, y in (bundle.test if split == "test" else bundle.val):
+        xs.append(x.float())
+        ys.append(y)
         count += len(x)
         if count >= n:
             break
-    return torch.cat(batches)[:n]
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
+
+
+def calibration_images(source: str | None, target: str, n: int = 512) -> torch.Tensor | None:
+    """Real images for calibration and verification (the validation split), or None."""
+    found = real_images(source, target, n, "val")
+    return found[0] if found else None

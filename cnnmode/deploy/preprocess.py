@@ -1,6 +1,7 @@
 """Images from disk → the tensors a model expects, exactly as its artifact describes."""
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ def expand_inputs(items: list[str]) -> list[Path]:
         elif p.exists():
             paths.append(p)
         else:
-            matches = sorted(Path().glob(item)) if any(c in item for c in "*?[") else []
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True)) if any(c in item for c in "*?[") else []
             if not matches:
                 raise UsageError(f"no such image, folder or pattern: {item}")
             paths += matches

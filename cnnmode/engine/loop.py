@@ -26,6 +26,22 @@ class StepSetup:
     grad_clip: float = 0.0
     scheduler: object | None = None  # advanced per optimizer step when not None
     ema: torch.optim.swa_utils.AveragedModel | None = None
+    teacher: nn.Module | None = None  # knowledge distillation: KL to the teacher's softened outputs
+    temperature: float = 4.0
+    alpha: float = 0.7
+
+
+def training_loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, setup: StepSetup) -> torch.Tensor:
+    """Cross-entropy (with label smoothing), mixed with KL(teacher || student) at temperature T when distilling."""
+    ce = F.cross_entropy(logits.float(), y, label_smoothing=setup.label_smoothing)
+    if setup.teacher is None:
+        return ce
+    with torch.no_grad():
+        target = setup.teacher(x).float()
+    t = setup.temperature
+    kl = F.kl_div(F.log_softmax(logits.float() / t, 1), F.log_softmax(target / t, 1), reduction="batchmean",
+                  log_target=True)
+    return setup.alpha * kl * t * t + (1 - setup.alpha) * ce
 
 
 def _hard_labels(y: torch.Tensor) -> torch.Tensor:
@@ -44,7 +60,7 @@ def train_one_epoch(model: nn.Module, loader, setup: StepSetup,
     for i, (x, y) in enumerate(loader):
         with setup.precision.autocast(setup.device):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=setup.label_smoothing)
+            loss = training_loss(logits, y, x, setup)
         setup.scaler.scale(loss / setup.accum_steps).backward()
         if (i + 1) % setup.accum_steps == 0 or i + 1 == n_steps:
             _optimizer_step(model, setup)

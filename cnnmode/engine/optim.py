@@ -13,11 +13,14 @@ SCHEDULES: Registry = Registry("schedule")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation parameters (1-D tensors); frozen params left out."""
+    """No weight decay on biases and normalisation parameters (1-D tensors).
+
+    Frozen parameters are included too (they get no gradient, so they do not move) so that a backbone
+    unfrozen later trains with the same optimizer.
+    """
     decay, no_decay = [], []
     for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+        (no_decay if p.ndim <= 1 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -156,12 +156,26 @@ def _build_model(cfg: Config, data: DataBundle, reporter: Reporter, fresh: bool)
     if fresh and cfg.model.pretrained:
         load_pretrained(model, cfg.model.pretrained, reporter)
     if cfg.model.freeze == "backbone":
-        head = head_module(model)
+        head = {id(p) for p in head_module(model).parameters()}
         for p in model.parameters():
-            p.requires_grad_(False)
-        for p in head.parameters():
-            p.requires_grad_(True)
+            if p.requires_grad and id(p) not in head:
+                p.requires_grad_(False)
+                p._cnnmode_frozen = True  # unfrozen by train.unfreeze_at; the model's own fixed weights stay fixed
     return model, args
+
+
+def _unfreeze(model: nn.Module) -> None:
+    for p in model.parameters():
+        if getattr(p, "_cnnmode_frozen", False):
+            p.requires_grad_(True)
+
+
+def _load_teacher(cfg: Config, device: torch.device):
+    if not cfg.train.distill_teacher:
+        return None
+    from cnnmode.deploy.artifact import load_artifact
+
+    return load_artifact(cfg.train.distill_teacher, device)
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
@@ -181,7 +195,11 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
     reporter.info(f"{'resuming' if resume else 'run'} {run_dir}  |  device {device}, {precision.name}, "
                   f"{torch.get_num_threads()} threads")
 
-    data = build_data(cfg, device)
+    teacher = _load_teacher(cfg, device)
+    data = build_data(cfg, device, norm=(teacher.preprocess["mean"], teacher.preprocess["std"]) if teacher else None)
+    if teacher is not None and (teacher.classes != data.classes or teacher.preprocess["img_size"] != data.img_size):
+        raise UsageError(f"the teacher was trained on {teacher.classes} at {teacher.preprocess['img_size']}px; "
+                         f"this data has {data.classes} at {data.img_size}px")
     sizes = data.sizes()
     reporter.info(f"data {data.source}: {len(data.classes)} classes, train {sizes['train']}, val {sizes['val']}, "
                   f"test {sizes['test']}, {data.img_size}px x{data.channels}")
@@ -194,10 +212,20 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
 
     model, model_args = _build_model(cfg, data, reporter, fresh=not resume)
     parts = _make_parts(cfg, model, len(data.train), device, precision)
+    if teacher is not None:
+        parts.setup.teacher = teacher.model.to(device).eval()
+        parts.setup.temperature, parts.setup.alpha = cfg.train.distill_temperature, cfg.train.distill_alpha
     state = _restore(run_dir, parts, reporter, cfg) if resume else RunState()
     board = _tensorboard(run_dir) if cfg.run.tensorboard else None
     stopped_early = False
+    if cfg.train.unfreeze_at and state.epoch >= cfg.train.unfreeze_at:
+        _unfreeze(model)  # resumed after the switch: the optimizer already holds the scaled LR
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+        if cfg.train.unfreeze_at and epoch == cfg.train.unfreeze_at + 1:
+            _unfreeze(model)
+            for group in parts.optimizer.param_groups:
+                group["lr"] *= cfg.train.unfreeze_lr_scale
+            reporter.info(f"stage 2: all layers train from epoch {epoch} at {cfg.train.unfreeze_lr_scale}x the LR")
         data.train.set_epoch(epoch)
         stats = _train_epoch(cfg, run_dir, reporter, data, parts, epoch)
         val = evaluate(parts.eval_model, data.val, precision, device, cfg.train.tta)

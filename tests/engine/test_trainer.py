@@ -80,3 +80,35 @@ def test_pretrained_head_replaced_and_backbone_frozen(tmp_path, tiny_tree):
     after = load_artifact(frozen).model
     assert torch.equal(after[0][0].weight, art.model[0][0].weight)  # frozen backbone unchanged
     assert not torch.equal(after[-1].weight, art.model[-1].weight)  # head trained
+
+
+def test_two_stage_finetune_unfreezes_backbone(tmp_path, tiny_tree):
+    src = train(_cfg(tmp_path, tiny_tree, **{"run.name": "base"}), quiet=True)
+    first = load_artifact(src).model[0][0].weight.clone()
+    cfg = _cfg(tmp_path, tiny_tree, **{"run.name": "ft", "model.pretrained": src, "model.freeze": "backbone",
+                                       "train.unfreeze_at": 1, "train.epochs": 2, "sched.name": "step"})
+    run = train(cfg, quiet=True, stop_after_epochs=1)
+    assert torch.equal(torch.load(run / "last.pt", weights_only=True)["model"]["0.0.weight"], first)  # stage 1
+    train(resume=run, quiet=True)
+    assert not torch.equal(_weights(run)["0.0.weight"], first)  # stage 2 trains the backbone
+    assert "stage 2: all layers train from epoch 2" in (run / "train.log").read_text()
+    lrs = [line.split(",")[1] for line in (run / "history.csv").read_text().splitlines()[1:]]
+    assert float(lrs[1]) == pytest.approx(float(lrs[0]) * 0.1)
+
+
+def test_unfreeze_needs_a_compatible_schedule(tmp_path, tiny_tree):
+    with pytest.raises(UsageError, match="train.unfreeze_at works with sched.name step"):
+        _cfg(tmp_path, tiny_tree, **{"model.freeze": "backbone", "train.unfreeze_at": 1, "sched.name": "onecycle"})
+
+
+def test_distillation_loss_pulls_towards_teacher():
+    from cnnmode.engine.device import Precision
+    from cnnmode.engine.loop import StepSetup, training_loss
+    teacher = torch.nn.Linear(4, 3)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    setup = StepSetup(None, Precision(None, False), torch.device("cpu"), None, teacher=teacher, alpha=1.0,
+                      temperature=2.0)
+    with torch.no_grad():
+        same = training_loss(teacher(x), y, x, setup)
+        other = training_loss(torch.randn(16, 3) * 3, y, x, setup)
+    assert same.item() == pytest.approx(0.0, abs=1e-5) and other.item() > 0.1
