@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cnnmode.deploy.predict import Predictor, write_results
 from cnnmode.errors import UsageError
