@@ -101,6 +101,7 @@ class TrainConfig:
     distill_alpha: float = opt(0.7, "weight of the distillation (KL) term; 1 - alpha weighs cross-entropy")
     unfreeze_at: int = opt(0, "with model.freeze=backbone: unfreeze every layer after this epoch (0 = never)")
     unfreeze_lr_scale: float = opt(0.1, "learning-rate factor applied when the backbone unfreezes")
+    qat: bool = opt(False, "quantization-aware training (fp32 with fake int8); also writes an int8 TorchScript")
     seed: int = opt(0, "random seed")
     deterministic: bool = opt(False, "deterministic algorithms (bitwise-reproducible on CPU)")
 
@@ -316,6 +317,11 @@ def validate(cfg: Config) -> None:
         (not cfg.train.unfreeze_at or cfg.sched.name in ("step", "constant", "plateau"),
          "train.unfreeze_at works with sched.name step, constant or plateau (onecycle/cosine fix the LR curve)"),
     ]
+    if cfg.train.qat:
+        from cnnmode.engine.qat import check_supported
+
+        check_supported(cfg.model.name)
+        checks.append((cfg.train.ema == 0, "train.qat=true does not combine with train.ema"))
     for ok, message in checks:
         if not ok:
             raise UsageError(message)

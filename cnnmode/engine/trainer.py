@@ -188,7 +188,7 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
 
 def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_after: int | None) -> Path:
     device = pick_device(cfg.run.device)
-    precision = pick_precision(cfg.train.amp, device)
+    precision = pick_precision("off" if cfg.train.qat else cfg.train.amp, device)  # fake-quant runs in fp32
     set_determinism(cfg.train.seed, cfg.train.deterministic)
     reporter.attach_log(run_dir / "train.log")
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
@@ -211,6 +211,11 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
             reporter.log_only(f"skipped {name}: {reason}")
 
     model, model_args = _build_model(cfg, data, reporter, fresh=not resume)
+    float_model = model
+    if cfg.train.qat:
+        from cnnmode.engine import qat
+
+        model = qat.prepare(model, cfg.model.name, model_args)
     parts = _make_parts(cfg, model, len(data.train), device, precision)
     if teacher is not None:
         parts.setup.teacher = teacher.model.to(device).eval()
@@ -243,7 +248,8 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
             break
         if stop_after is not None and epoch >= stop_after:
             return run_dir
-    _finish(cfg, run_dir, reporter, data, parts.eval_model, model_args, precision, device, state, stopped_early)
+    _finish(cfg, run_dir, reporter, data, parts.eval_model, model_args, precision, device, state, stopped_early,
+            float_model)
     return run_dir
 
 
@@ -362,7 +368,8 @@ def _plain_state(model: nn.Module) -> dict:
 
 
 def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, eval_model: nn.Module,
-            model_args: dict, precision, device: torch.device, state: RunState, stopped_early: bool) -> None:
+            model_args: dict, precision, device: torch.device, state: RunState, stopped_early: bool,
+            float_model: nn.Module) -> None:
     """Best weights → test evaluation (eval/), metrics.json, artifact, plots, report, summary."""
     from cnnmode.evaluation.evaluate import evaluate_model, gather_images
     from cnnmode.evaluation.report import write_report
@@ -381,9 +388,14 @@ def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, ev
                "images_per_s": round(train_imgs / max(state.train_time_s, 1e-9), 1), "params": params,
                "classes": data.classes, "skipped_files": len(data.skipped), "seed": cfg.train.seed,
                "environment": _environment(device, precision.name)}
+    artifact_model = getattr(eval_model, "_orig_mod", eval_model)
+    if cfg.train.qat:
+        metrics["qat"] = _finish_qat(eval_model, float_model, data, run_dir)
+        artifact_model = float_model
+        rows_qat = [("int8 (QAT) accuracy", f"{100 * metrics['qat']['int8_accuracy']:.2f}%")]
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     preprocess = {"img_size": data.img_size, "mean": data.mean, "std": data.std, "channels": data.channels}
-    save_artifact(run_dir / "model.pt", getattr(eval_model, "_orig_mod", eval_model), cfg.model.name, model_args,
+    save_artifact(run_dir / "model.pt", artifact_model, cfg.model.name, model_args,
                   data.classes, preprocess, {"test": test, "recipe": cfg.recipe, "best_epoch": state.best_epoch})
     training_curves(state.history, run_dir / "plots" / "training_curves.png")
     pick = torch.randperm(len(data.test.labels), generator=torch.Generator().manual_seed(cfg.train.seed))[:6]
@@ -396,11 +408,31 @@ def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, ev
             ("best epoch", f"{state.best_epoch} (val {100 * state.best_acc:.2f}%)"),
             ("train time", f"{state.train_time_s:.1f} s ({metrics['images_per_s']:.0f} img/s)"),
             ("parameters", f"{params / 1e6:.2f} M"), ("report", str(run_dir / "report.html"))]
+    if cfg.train.qat:
+        rows += rows_qat
     if cfg.train.target_accuracy:
         ttt = state.time_to_target_s
         rows.append((f"time to {100 * cfg.train.target_accuracy:.1f}% val",
                      f"{ttt:.1f} s" if ttt is not None else "not reached"))
     reporter.table(f"{cfg.recipe or cfg.model.name}: results", rows)
+
+
+@torch.no_grad()
+def _finish_qat(qat_model: nn.Module, float_model: nn.Module, data: DataBundle, run_dir: Path) -> dict:
+    """Float weights into the registry model; the int8 model converted, scored on test, saved as TorchScript."""
+    from cnnmode.engine import qat
+
+    float_model.load_state_dict(qat.float_state(qat_model, float_model))
+    int8 = qat.convert(qat_model)
+    correct = total = 0
+    for x, y in data.test:
+        correct += int((int8(x.cpu().contiguous()).argmax(1) == y.cpu()).sum())
+        total += len(y)
+    path = run_dir / "export" / "model-int8-qat.ts"
+    path.parent.mkdir(exist_ok=True)
+    example = next(iter(data.test))[0][:2].cpu().contiguous()
+    torch.jit.trace(int8, example).save(str(path))
+    return {"int8_accuracy": correct / max(total, 1), "file": str(path), "backend": "x86"}
 
 
 @torch.no_grad()

@@ -112,3 +112,22 @@ def test_distillation_loss_pulls_towards_teacher():
         same = training_loss(teacher(x), y, x, setup)
         other = training_loss(torch.randn(16, 3) * 3, y, x, setup)
     assert same.item() == pytest.approx(0.0, abs=1e-5) and other.item() > 0.1
+
+
+@pytest.mark.parametrize("model", ["simplecnn", "resnet18"])
+def test_quantization_aware_training(tmp_path, tiny_tree, model):
+    import json
+    run = train(_cfg(tmp_path, tiny_tree, **{"model.name": model, "train.qat": True, "train.epochs": 2,
+                                             "run.name": model}), quiet=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["qat"]["backend"] == "x86" and 0 <= metrics["qat"]["int8_accuracy"] <= 1
+    assert abs(metrics["qat"]["int8_accuracy"] - metrics["test"]["accuracy"]) <= 0.15
+    int8 = torch.jit.load(metrics["qat"]["file"])
+    assert int8(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    art = load_artifact(run)  # the float weights load into the plain registry model
+    assert art.model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_qat_refuses_models_without_int8_kernels(tmp_path, tiny_tree):
+    with pytest.raises(UsageError, match="train.qat=true supports resnet18"):
+        _cfg(tmp_path, tiny_tree, **{"model.name": "fastnet", "train.qat": True})
