@@ -1,0 +1,91 @@
+"""Augmentation: whole-batch tensor ops for small images, torchvision policies per sample where needed."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from cnnmode.config import AugConfig
+
+
+def batch_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the batch left-right."""
+    mask = torch.rand(x.shape[0], generator=gen).to(x.device) < 0.5
+    return torch.where(mask[:, None, None, None], x.flip(3), x)
+
+
+def batch_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+    """Pad by `padding` (reflect) and take a random same-size crop per image (random translation)."""
+    if padding <= 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4, mode="reflect" if padding < min(h, w) else "constant")
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def batch_cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero a random `size`-pixel square per image (square may extend past the border)."""
+    if size <= 0:
+        return x
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b,), generator=gen).to(x.device)[:, None, None]
+    cx = torch.randint(0, w, (b,), generator=gen).to(x.device)[:, None, None]
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    y0, x0 = cy - size // 2, cx - size // 2
+    hole = (ys >= y0) & (ys < y0 + size) & (xs >= x0) & (xs < x0 + size)
+    return x.masked_fill(hole[:, None], 0)
+
+
+def sample_policy(aug: AugConfig) -> v2.Transform | None:
+    """The per-image torchvision policy (AutoAugment/RandAugment/TrivialAugment), or None."""
+    chosen = []
+    if aug.autoaugment:
+        chosen.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
+    if aug.randaugment:
+        chosen.append(v2.RandAugment())
+    if aug.trivialaugment:
+        chosen.append(v2.TrivialAugmentWide())
+    return v2.Compose(chosen) if chosen else None
+
+
+def apply_per_image(x: torch.Tensor, transform: v2.Transform) -> torch.Tensor:
+    """Run a torchvision transform on each image of a batch (policies must differ per image)."""
+    return torch.stack([transform(img) for img in x])
+
+
+def batch_mix(aug: AugConfig, num_classes: int) -> v2.Transform | None:
+    """MixUp and/or CutMix over whole batches (soft labels), or None."""
+    mixes = []
+    if aug.mixup > 0:
+        mixes.append(v2.MixUp(alpha=aug.mixup, num_classes=num_classes))
+    if aug.cutmix > 0:
+        mixes.append(v2.CutMix(alpha=aug.cutmix, num_classes=num_classes))
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+
+
+def stream_transforms(aug: AugConfig, size: int, channels: int, mean: list[float], std: list[float],
+                      train: bool) -> v2.Transform:
+    """Per-sample pipeline for large images streamed from disk (PIL in, normalised float tensor out)."""
+    steps: list[v2.Transform] = [v2.ToImage()]
+    if train:
+        steps.append(v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True))
+        if aug.flip:
+            steps.append(v2.RandomHorizontalFlip())
+        policy = sample_policy(aug)
+        if policy is not None:
+            steps.append(policy)
+    else:
+        steps += [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    if train and aug.random_erasing > 0:
+        steps.append(v2.RandomErasing(p=aug.random_erasing))
+    return v2.Compose(steps)

@@ -1,0 +1,125 @@
+"""Loaders: one object per split with `__iter__`/`__len__`/`set_epoch`, yielding normalised batches on the device."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnmode.config import AugConfig
+from cnnmode.data import augment
+from cnnmode.data.decode import pil_to_mode
+
+
+def _finish(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class TensorLoader:
+    """A whole split in memory as uint8 (N, C, H, W); shuffling and augmentation run on whole batches.
+
+    Randomness comes from a generator seeded by (seed, epoch), so any epoch can be replayed exactly.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, train: bool,
+                 aug: AugConfig, mean: list[float], std: list[float], img_size: int, device: torch.device,
+                 channels_last: bool = True, seed: int = 0, num_classes: int = 0,
+                 names: list[str] | None = None) -> None:
+        self.images, self.labels, self.names = images, labels, names
+        self.batch_size, self.train, self.aug = batch_size, train, aug
+        self.img_size, self.device, self.channels_last, self.seed = img_size, device, channels_last, seed
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        self.policy = augment.sample_policy(aug) if train else None
+        self.mix = augment.batch_mix(aug, num_classes) if train else None
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose shuffle and augmentation to produce."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.labels), generator=gen) if self.train else torch.arange(len(self.labels))
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[idx].to(self.device, non_blocking=True)
+            y = self.labels[idx].to(self.device, non_blocking=True)
+            yield self.prepare(x, y, gen)
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 batch → augmented, resized, normalised float batch."""
+        if self.train and self.policy is not None:
+            x = augment.apply_per_image(x, self.policy)
+        x = x.float()
+        if self.img_size and x.shape[-1] != self.img_size:
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.img_size)
+        if self.train:
+            if self.aug.flip:
+                x = augment.batch_flip(x, gen)
+            x = augment.batch_crop(x, self.aug.crop_padding, gen)
+        x = (x - self.mean) / self.std
+        if self.train:
+            x = augment.batch_cutout(x, self.aug.cutout, gen)
+            if self.aug.random_erasing > 0:
+                from torchvision.transforms import v2
+                x = augment.apply_per_image(x, v2.RandomErasing(p=self.aug.random_erasing))
+            if self.mix is not None:
+                x, y = self.mix(x, y)
+        return _finish(x, self.channels_last), y
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files on disk → (transformed image, label); for images too large to keep in memory."""
+
+    def __init__(self, items: list[tuple[Path, int]], channels: int, transform) -> None:
+        self.items, self.channels, self.transform = items, channels, transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        path, label = self.items[i]
+        with Image.open(path) as img:
+            img = pil_to_mode(img, self.channels)
+            return self.transform(img), label
+
+
+class StreamLoader:
+    """A DataLoader over image files with per-sample torchvision transforms; same interface as TensorLoader."""
+
+    def __init__(self, dataset: ImageFiles, batch_size: int, *, train: bool, aug: AugConfig, device: torch.device,
+                 workers: int, channels_last: bool = True, seed: int = 0, num_classes: int = 0) -> None:
+        self.dataset, self.batch_size, self.train = dataset, batch_size, train
+        self.device, self.workers, self.channels_last, self.seed = device, workers, channels_last, seed
+        self.mix = augment.batch_mix(aug, num_classes) if train else None
+        self.labels = torch.tensor([y for _, y in dataset.items])
+        self.names = [str(p) for p, _ in dataset.items]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose shuffle to produce."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, shuffle=self.train, generator=gen,
+            drop_last=self.train and len(self.dataset) >= self.batch_size, num_workers=self.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        for x, y in loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.mix is not None:
+                x, y = self.mix(x, y)
+            yield _finish(x, self.channels_last), y

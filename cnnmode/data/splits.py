@@ -1,0 +1,28 @@
+"""Stratified, seeded index selection: validation/test hold-outs and subsets."""
+from __future__ import annotations
+
+import torch
+
+
+def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into (kept, held) with `fraction` of every class held out (at least one per class)."""
+    gen = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
+        held.append(idx[:n])
+        kept.append(idx[n:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values
+
+
+def stratified_subset(labels: torch.Tensor, amount: float, seed: int) -> torch.Tensor:
+    """Indices of `amount` samples (>= 1: a count, < 1: a fraction), spread evenly over classes."""
+    if amount <= 0:
+        return torch.arange(len(labels))
+    fraction = amount if amount < 1 else min(1.0, amount / max(len(labels), 1))
+    if fraction >= 1:
+        return torch.arange(len(labels))
+    _, held = stratified_holdout(labels, fraction, seed)
+    return held

@@ -1,0 +1,80 @@
+import torch
+
+from cnnmode.config import AugConfig
+from cnnmode.data.augment import batch_crop, batch_cutout, batch_flip
+from cnnmode.data.loaders import TensorLoader
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_flip_mirrors_some_images_exactly():
+    x = torch.arange(64 * 3 * 4 * 4, dtype=torch.float32).view(64, 3, 4, 4)
+    out = batch_flip(x, gen())
+    flipped = (out == x.flip(3)).flatten(1).all(1)
+    same = (out == x).flatten(1).all(1)
+    assert (flipped ^ same).all() and 10 < flipped.sum() < 54
+
+
+def test_crop_is_a_translation_of_the_padded_image():
+    x = torch.rand(32, 3, 8, 8)
+    out = batch_crop(x, 2, gen())
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2,) * 4, mode="reflect")
+    for i in range(32):
+        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+    assert not torch.equal(out, x)
+
+
+def test_cutout_zeroes_one_square_per_image():
+    x = torch.ones(16, 3, 16, 16)
+    out = batch_cutout(x, 4, gen())
+    zeros = (out == 0).all(1)  # (N, H, W): same hole in every channel
+    for i in range(16):
+        ys, xs = torch.nonzero(zeros[i], as_tuple=True)
+        assert 0 < len(ys) <= 16
+        assert ys.max() - ys.min() < 4 and xs.max() - xs.min() < 4
+
+
+def _loader(train=True, seed=0, aug=None):
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 3, 8, 8).contiguous()
+    labels = torch.arange(40) % 5
+    return TensorLoader(images, labels, 8, train=train, aug=aug or AugConfig(crop_padding=2), mean=[0.0] * 3,
+                        std=[1 / 255] * 3, img_size=8, device=torch.device("cpu"), seed=seed, num_classes=5)
+
+
+def test_loader_keeps_labels_aligned_and_shapes_dtypes():
+    loader = _loader()
+    seen = []
+    for x, y in loader:
+        assert x.dtype == torch.float32 and x.shape == (8, 3, 8, 8) and y.dtype == torch.long
+        # each image is one constant value == its index, which reflect-padding keeps
+        idx = x[:, 0, 0, 0].round().long()
+        assert torch.equal(idx % 5, y)
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(40))
+
+
+def test_loader_is_deterministic_per_seed_and_epoch():
+    a, b = _loader(seed=1), _loader(seed=1)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert all(torch.equal(xa, xb) for (xa, _), (xb, _) in zip(a, b))
+    b.set_epoch(4)
+    assert not all(torch.equal(ya, yb) for (_, ya), (_, yb) in zip(a, b))
+
+
+def test_eval_loader_is_ordered_and_unaugmented():
+    loader = _loader(train=False)
+    x = torch.cat([x for x, _ in loader])
+    assert torch.equal(x[:, 0, 0, 0], torch.arange(40, dtype=torch.float32))
+
+
+def test_policies_and_mix_run_on_batches():
+    aug = AugConfig(autoaugment=True, randaugment=True, trivialaugment=True, cutout=2, random_erasing=0.5,
+                    mixup=0.2)
+    x, y = next(iter(_loader(aug=aug)))
+    assert x.shape == (8, 3, 8, 8) and y.shape == (8, 5)  # soft labels from MixUp
+    assert torch.allclose(y.sum(1), torch.ones(8))
