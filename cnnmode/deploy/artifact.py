@@ -50,3 +50,26 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
     model.to(device).eval()
     return Artifact(model, blob["model"]["name"], blob["model"]["args"], blob["classes"], blob["preprocess"],
                     blob.get("meta", {}))
+
+
+def artifact_data(target: str | Path, art: Artifact, data: str | None, purpose: str,
+                  device: str | torch.device = "cpu"):
+    """(config, DataBundle) to run an artifact on: `data`, else its run folder's own data; always with the
+    artifact's size, channels and normalisation, and refused when the class lists differ."""
+    from cnnmode.config import Config, config_from_dict, read_yaml
+    from cnnmode.data import build_data
+
+    path = Path(target)
+    run_dir = path if path.is_dir() and (path / "config.yaml").exists() else None
+    cfg = config_from_dict(read_yaml(run_dir / "config.yaml")) if run_dir else Config()
+    if data:
+        cfg.data.path = data
+    elif run_dir is None:
+        raise UsageError(f"{purpose} an artifact file needs --data PATH (a run folder remembers its data)")
+    cfg.data.img_size, cfg.data.channels = art.preprocess["img_size"], art.preprocess["channels"]
+    cfg.train.channels_last = False
+    bundle = build_data(cfg, torch.device(device), norm=(art.preprocess["mean"], art.preprocess["std"]))
+    if bundle.classes != art.classes:
+        raise UsageError(f"the model was trained on classes {art.classes} but {cfg.data.path} has "
+                         f"{bundle.classes}; use data with the same class folders")
+    return cfg, bundle

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as prune
 
-from cnnmode.config import Config, config_from_dict, read_yaml
-from cnnmode.deploy.artifact import load_artifact, save_artifact
+from cnnmode.config import Config
+from cnnmode.deploy.artifact import artifact_data, load_artifact, save_artifact
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
 
@@ -73,19 +73,10 @@ def _finetune(model: nn.Module, cfg: Config, data, epochs: int) -> None:
 def run_prune(target: str, amount: float, structured: bool = False, finetune_epochs: int = 0,
               data: str | None = None, out: str | None = None) -> dict:
     """Prune an artifact, measure accuracy before/after (and after fine-tuning), save the pruned artifact."""
-    from cnnmode.data import build_data
-
     path = Path(target)
     art = load_artifact(path)
     run_dir = path if path.is_dir() else None
-    cfg = config_from_dict(read_yaml(run_dir / "config.yaml")) if run_dir else Config()
-    if data:
-        cfg.data.path = data
-    elif run_dir is None:
-        raise UsageError("pruning an artifact file needs --data PATH to measure accuracy")
-    cfg.data.img_size, cfg.data.channels = art.preprocess["img_size"], art.preprocess["channels"]
-    cfg.train.channels_last = False
-    bundle = build_data(cfg, torch.device("cpu"), norm=(art.preprocess["mean"], art.preprocess["std"]))
+    cfg, bundle = artifact_data(path, art, data, "pruning")
     model = copy.deepcopy(art.model).float()
     report = {"amount": amount, "structured": structured, "finetune_epochs": finetune_epochs,
               "accuracy_before": _accuracy(model, bundle.test), "params": sum(p.numel() for p in model.parameters())}

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from cnnmode.deploy.artifact import Artifact, load_artifact
+from cnnmode.deploy.artifact import Artifact, artifact_data, load_artifact
 from cnnmode.deploy.predict import Predictor, agreement
 from cnnmode.errors import RunError, UsageError
 from cnnmode.files import atomic_write_text
@@ -173,19 +173,10 @@ def export(target: str, formats: list[str], out_dir: str | None = None, dynamic_
 def real_images(source: str | None, target: str, n: int = 512, split: str = "val"
                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Up to n normalised, unaugmented (images, labels) from `source`, or from a run folder's own data."""
-    from cnnmode.config import Config, config_from_dict, read_yaml
-    from cnnmode.data import build_data
-
     path = Path(target)
     if source is None and not (path.is_dir() and (path / "config.yaml").exists()):
         return None
-    art = load_artifact(path)
-    cfg = config_from_dict(read_yaml(path / "config.yaml")) if path.is_dir() else Config()
-    if source:
-        cfg.data.path = source
-    cfg.data.img_size, cfg.data.channels = art.preprocess["img_size"], art.preprocess["channels"]
-    cfg.train.channels_last = False
-    bundle = build_data(cfg, torch.device("cpu"), norm=(art.preprocess["mean"], art.preprocess["std"]))
+    _, bundle = artifact_data(path, load_artifact(path), source, "reading images for")
     xs, ys, count = [], [], 0
     for x, y in (bundle.test if split == "test" else bundle.val):
         xs.append(x.float())

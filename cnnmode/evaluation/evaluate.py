@@ -13,8 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from cnnmode.config import Config, config_from_dict, read_yaml
-from cnnmode.deploy.artifact import load_artifact
+from cnnmode.deploy.artifact import artifact_data, load_artifact
 from cnnmode.engine.device import Precision, pick_device, pick_precision
 from cnnmode.engine.loop import predict_logits
 from cnnmode.errors import UsageError
@@ -99,31 +98,15 @@ def _grid(loader, idx, labels, preds, conf, classes, mean, std, path: Path, titl
 def run_eval(target: str, data: str | None = None, split: str = "test", out: str | None = None,
              device: str = "auto") -> tuple[Path, dict]:
     """Evaluate a run folder or an artifact file on a data split; returns (output folder, metrics)."""
-    from cnnmode.data import build_data
-
-    path = Path(target)
-    run_dir = path if path.is_dir() else None
-    art = load_artifact(path)
-    cfg = config_from_dict(read_yaml(run_dir / "config.yaml")) if run_dir and (run_dir / "config.yaml").exists() \
-        else Config()
-    if data:
-        cfg.data.path = data
-    elif run_dir is None:
-        raise UsageError("evaluating an artifact file needs --data PATH (a run folder remembers its data)")
-    cfg.data.img_size = art.preprocess["img_size"]
-    cfg.data.channels = art.preprocess["channels"]
-    dev = pick_device(device)
-    bundle = build_data(cfg, dev, norm=(art.preprocess["mean"], art.preprocess["std"]))
-    if bundle.classes != art.classes:
-        raise UsageError(f"the model was trained on classes {art.classes} but {cfg.data.path} has "
-                         f"{bundle.classes}; evaluate it on data with the same class folders")
     if split not in ("test", "val"):
         raise UsageError(f"--split must be test or val, not {split!r}")
+    path = Path(target)
+    run_dir = path if path.is_dir() else None
+    dev = pick_device(device)
+    art = load_artifact(path, dev)
+    cfg, bundle = artifact_data(path, art, data, "evaluating", dev)
     out_dir = Path(out) if out else (run_dir or path.parent) / "eval"
-    model = art.model.to(dev)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    metrics = evaluate_model(model, getattr(bundle, split), art.classes, art.preprocess["mean"],
+    metrics = evaluate_model(art.model, getattr(bundle, split), art.classes, art.preprocess["mean"],
                              art.preprocess["std"], out_dir, pick_precision(cfg.train.amp, dev), dev,
                              cfg.train.tta, cfg.train.seed)
     if run_dir is not None and out is None:

@@ -212,17 +212,8 @@ def run_explain(target: str, inputs: list[str], method: str = "gradcam", layer: 
 
 
 def _embedding(path: Path, art, data: str | None, split: str, out_dir: Path, tsne: bool) -> list[Path]:
-    from cnnmode.config import Config, config_from_dict, read_yaml
-    from cnnmode.data import build_data
+    from cnnmode.deploy.artifact import artifact_data
 
-    run_dir = path if path.is_dir() else None
-    cfg = config_from_dict(read_yaml(run_dir / "config.yaml")) if run_dir else Config()
-    if data:
-        cfg.data.path = data
-    elif run_dir is None:
-        raise UsageError("--embedding with an artifact file needs --data PATH")
-    cfg.data.img_size, cfg.data.channels = art.preprocess["img_size"], art.preprocess["channels"]
-    cfg.train.channels_last = False
-    bundle = build_data(cfg, torch.device("cpu"), norm=(art.preprocess["mean"], art.preprocess["std"]))
+    _, bundle = artifact_data(path, art, data, "--embedding with")
     feats, labels = penultimate_features(art.model.float(), getattr(bundle, split), torch.device("cpu"))
     return embedding_plots(feats, labels, art.classes, out_dir, tsne)
