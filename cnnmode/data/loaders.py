@@ -17,7 +17,29 @@ def _finish(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-class TensorLoader:
+class EpochLoader:
+    """What both loaders share: labels, batch size, and per-(seed, epoch) reproducible randomness."""
+
+    labels: torch.Tensor
+    batch_size: int
+    train: bool
+    seed: int
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose shuffle and augmentation to produce."""
+        self.epoch = epoch
+
+    def generator(self) -> torch.Generator:
+        """This epoch's random generator."""
+        return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
+
+
+class TensorLoader(EpochLoader):
     """A whole split in memory as uint8 (N, C, H, W); shuffling and augmentation run on whole batches.
 
     Randomness comes from a generator seeded by (seed, epoch), so any epoch can be replayed exactly.
@@ -34,18 +56,9 @@ class TensorLoader:
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
         self.policy = augment.sample_policy(aug) if train else None
         self.mix = augment.batch_mix(aug, num_classes) if train else None
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose shuffle and augmentation to produce."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        gen = self.generator()
         order = torch.randperm(len(self.labels), generator=gen) if self.train else torch.arange(len(self.labels))
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
@@ -92,7 +105,7 @@ class ImageFiles(torch.utils.data.Dataset):
             return self.transform(img), label
 
 
-class StreamLoader:
+class StreamLoader(EpochLoader):
     """A DataLoader over image files with per-sample torchvision transforms; same interface as TensorLoader."""
 
     def __init__(self, dataset: ImageFiles, batch_size: int, *, train: bool, aug: AugConfig, device: torch.device,
@@ -102,18 +115,9 @@ class StreamLoader:
         self.mix = augment.batch_mix(aug, num_classes) if train else None
         self.labels = torch.tensor([y for _, y in dataset.items])
         self.names = [str(p) for p, _ in dataset.items]
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose shuffle to produce."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        gen = self.generator()
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.batch_size, shuffle=self.train, generator=gen,
             drop_last=self.train and len(self.dataset) >= self.batch_size, num_workers=self.workers,
