@@ -53,9 +53,10 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
 
 
 def artifact_data(target: str | Path, art: Artifact, data: str | None, purpose: str,
-                  device: str | torch.device = "cpu"):
+                  device: str | torch.device = "cpu", subset: float = 0):
     """(config, DataBundle) to run an artifact on: `data`, else its run folder's own data; always with the
-    artifact's size, channels and normalisation, and refused when the class lists differ."""
+    artifact's size, channels and normalisation, and refused when the class lists differ. `subset` keeps a
+    stratified sample of every split (as `data.subset`)."""
     from cnnmode.config import Config, config_from_dict, read_yaml
     from cnnmode.data import build_data
 
@@ -68,6 +69,8 @@ def artifact_data(target: str | Path, art: Artifact, data: str | None, purpose: 
         raise UsageError(f"{purpose} an artifact file needs --data PATH (a run folder remembers its data)")
     cfg.data.img_size, cfg.data.channels = art.preprocess["img_size"], art.preprocess["channels"]
     cfg.train.channels_last = False
+    if subset:
+        cfg.data.subset = subset
     bundle = build_data(cfg, torch.device(device), norm=(art.preprocess["mean"], art.preprocess["std"]))
     if bundle.classes != art.classes:
         raise UsageError(f"the model was trained on classes {art.classes} but {cfg.data.path} has "

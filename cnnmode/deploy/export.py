@@ -172,11 +172,12 @@ def export(target: str, formats: list[str], out_dir: str | None = None, dynamic_
 
 def real_images(source: str | None, target: str, n: int = 512, split: str = "val"
                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Up to n normalised, unaugmented (images, labels) from `source`, or from a run folder's own data."""
+    """Up to n normalised, unaugmented (images, labels), a stratified sample of a split of `source` or of a
+    run folder's own data (so every class is represented)."""
     path = Path(target)
     if source is None and not (path.is_dir() and (path / "config.yaml").exists()):
         return None
-    _, bundle = artifact_data(path, load_artifact(path), source, "reading images for")
+    _, bundle = artifact_data(path, load_artifact(path), source, "reading images for", subset=n)
     xs, ys, count = [], [], 0
     for x, y in (bundle.test if split == "test" else bundle.val):
         xs.append(x.float())
