@@ -322,6 +322,7 @@ def validate(cfg: Config) -> None:
 
         check_supported(cfg.model.name)
         checks.append((cfg.train.ema == 0, "train.qat=true does not combine with train.ema"))
+        checks.append((cfg.model.freeze == "none", "train.qat=true trains every layer; use model.freeze=none"))
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
