@@ -102,6 +102,7 @@ class TrainConfig:
     unfreeze_at: int = opt(0, "with model.freeze=backbone: unfreeze every layer after this epoch (0 = never)")
     unfreeze_lr_scale: float = opt(0.1, "learning-rate factor applied when the backbone unfreezes")
     qat: bool = opt(False, "quantization-aware training (fp32 with fake int8); also writes an int8 TorchScript")
+    profile: bool = opt(False, "profile a few training steps with torch.profiler (trace in the run folder)")
     seed: int = opt(0, "random seed")
     deterministic: bool = opt(False, "deterministic algorithms (bitwise-reproducible on CPU)")
 

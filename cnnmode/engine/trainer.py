@@ -221,6 +221,8 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
         parts.setup.teacher = teacher.model.to(device).eval()
         parts.setup.temperature, parts.setup.alpha = cfg.train.distill_temperature, cfg.train.distill_alpha
     state = _restore(run_dir, parts, reporter, cfg) if resume else RunState()
+    if cfg.train.profile:
+        _profile_steps(parts, data, run_dir, reporter)
     board = _tensorboard(run_dir) if cfg.run.tensorboard else None
     stopped_early = False
     if cfg.train.unfreeze_at and state.epoch >= cfg.train.unfreeze_at:
@@ -352,6 +354,33 @@ def _record_epoch(cfg: Config, run_dir: Path, state: RunState, parts: Parts, epo
     atomic_torch_save({"model": _plain_state(parts.eval_model), "epoch": epoch, "val_acc": val["accuracy"]},
                       run_dir / "best.pt")
     return True
+
+
+def _profile_steps(parts: "Parts", data: DataBundle, run_dir: Path, reporter: Reporter, steps: int = 5) -> None:
+    """Trace a few training steps (on a copy of the model) into profile_trace.json and print the top operators."""
+    import copy
+    import itertools
+
+    from cnnmode.engine.checkpoint import rng_state
+
+    saved_rng = rng_state()  # profiling must not change the run that follows
+    model = copy.deepcopy(parts.model)
+    setup = StepSetup(torch.optim.SGD(model.parameters(), lr=0.0), parts.setup.precision, parts.setup.device,
+                      torch.amp.GradScaler(parts.setup.device.type, enabled=False), parts.setup.label_smoothing)
+    data.train.set_epoch(0)
+    loader = list(itertools.islice(iter(data.train), steps + 1))
+    train_one_epoch(model, loader[:1], setup)  # warm-up outside the trace
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if parts.setup.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        train_one_epoch(model, loader[1:], setup)
+    set_rng_state(saved_rng)
+    prof.export_chrome_trace(str(run_dir / "profile_trace.json"))
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    atomic_write_text(run_dir / "profile_top_ops.txt", table)
+    reporter.info(f"profile of {len(loader) - 1} steps: {run_dir / 'profile_trace.json'} (open in chrome://tracing "
+                  f"or Perfetto); top operators by self CPU time:\n{table}")
 
 
 def _tensorboard(run_dir: Path):

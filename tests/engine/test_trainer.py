@@ -131,3 +131,11 @@ def test_quantization_aware_training(tmp_path, tiny_tree, model):
 def test_qat_refuses_models_without_int8_kernels(tmp_path, tiny_tree):
     with pytest.raises(UsageError, match="train.qat=true supports resnet18"):
         _cfg(tmp_path, tiny_tree, **{"model.name": "fastnet", "train.qat": True})
+
+
+def test_profile_writes_trace_and_top_ops(tmp_path, tiny_tree):
+    import json
+    run = train(_cfg(tmp_path, tiny_tree, **{"train.profile": True, "run.name": "prof"}), quiet=True)
+    trace = json.loads((run / "profile_trace.json").read_text())
+    assert trace["traceEvents"] and "convolution" in (run / "profile_top_ops.txt").read_text()
+    assert "top operators" in (run / "train.log").read_text()
