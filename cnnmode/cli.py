@@ -353,3 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; a run can be continued with --resume RUN_DIR", file=sys.stderr)
         return 130
+    except Exception as e:  # an unforeseen failure still gets one line; CNNMODE_DEBUG=1 shows the traceback
+        import os
+
+        if os.environ.get("CNNMODE_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (set CNNMODE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

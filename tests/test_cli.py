@@ -133,3 +133,11 @@ def test_corrupt_files_reported(tmp_path, tiny_tree):
     log = (tmp_path / "runs" / "c" / "train.log").read_text()
     assert "broken.png" in log and "empty.jpg" in log
     assert json.loads((tmp_path / "runs" / "c" / "metrics.json").read_text())["skipped_files"] == 2
+
+
+def test_unforeseen_failure_is_one_line(tmp_path):
+    not_an_artifact = tmp_path / "model.pt"
+    not_an_artifact.write_bytes(b"this is not a torch file")
+    result = run_cli("predict", str(not_an_artifact), str(tmp_path))
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert "CNNMODE_DEBUG" in result.stderr
