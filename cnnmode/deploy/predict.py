@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cnnmode.deploy.preprocess import expand_inputs, load_images
@@ -128,6 +127,3 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """(max |Δlogit|, top-1 agreement) between two logit tensors."""
     return float((a - b).abs().max()), float((a.argmax(1) == b.argmax(1)).float().mean())
 
-
-def as_numpy(x: torch.Tensor) -> np.ndarray:
-    return x.detach().cpu().float().numpy()

@@ -20,12 +20,12 @@ from cnnmode.engine.callbacks import EarlyStopping
 from cnnmode.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from cnnmode.engine.console import Reporter
 from cnnmode.engine.device import peak_memory_mb, pick_device, pick_precision, set_determinism
-from cnnmode.engine.loop import StepSetup, evaluate, train_one_epoch
+from cnnmode.engine.loop import StepSetup, evaluate, predict_logits, train_one_epoch
 from cnnmode.engine.optim import LENGTH_BOUND, build_optimizer, build_scheduler
 from cnnmode.errors import RunError, UsageError
 from cnnmode.evaluation.plots import predictions_figure, training_curves
 from cnnmode.files import atomic_torch_save, atomic_write_text, torch_load
-from cnnmode.models import build_model, resolve_stem
+from cnnmode.models import build_model, head_module, resolve_stem
 
 HISTORY_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "images_per_s",
                   "peak_mem_mb"]
@@ -103,12 +103,6 @@ def _environment(device: torch.device, precision_name: str) -> dict:
     return {"cnnmode": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "git_commit": commit, "device": str(device),
             "precision": precision_name, "threads": torch.get_num_threads(), "platform": platform.platform()}
-
-
-def head_module(model: nn.Module) -> nn.Module:
-    """The classifier head: the model's last Linear layer."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1]
 
 
 def load_pretrained(model: nn.Module, source: str, reporter: Reporter) -> None:
@@ -429,7 +423,8 @@ def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, ev
     training_curves(state.history, run_dir / "plots" / "training_curves.png")
     pick = torch.randperm(len(data.test.labels), generator=torch.Generator().manual_seed(cfg.train.seed))[:6]
     images = gather_images(data.test, pick.tolist())
-    predictions_figure(state.history, images, data.test.labels[pick], _probs_of(eval_model, images, precision, device),
+    logits, _ = predict_logits(eval_model, [(images.to(device), data.test.labels[pick])], precision, device)
+    predictions_figure(state.history, images, data.test.labels[pick], logits.softmax(1),
                        data.classes, data.mean, data.std, run_dir / "plots" / "predictions.png")
     write_report(run_dir)
     rows = [("test accuracy", f"{100 * test['accuracy']:.2f}%"), ("test top-5", f"{100 * test['top5']:.2f}%"),
@@ -462,11 +457,3 @@ def _finish_qat(qat_model: nn.Module, float_model: nn.Module, data: DataBundle, 
     example = next(iter(data.test))[0][:2].cpu().contiguous()
     torch.jit.trace(int8, example).save(str(path))
     return {"int8_accuracy": correct / max(total, 1), "file": str(path), "backend": "x86"}
-
-
-@torch.no_grad()
-def _probs_of(model: nn.Module, images: torch.Tensor, precision, device: torch.device) -> torch.Tensor:
-    model.eval()
-    x = images.to(device).contiguous(memory_format=torch.channels_last)
-    with precision.autocast(device):
-        return model(x).float().softmax(1).cpu()

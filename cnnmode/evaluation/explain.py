@@ -114,7 +114,9 @@ def feature_figure(maps: torch.Tensor, layer_name: str, image_name: str, path: P
 
 def penultimate_features(model: nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Inputs of the last Linear layer (the embedding) over a loader, with labels."""
-    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    from cnnmode.models import head_module
+
+    head = head_module(model)
     feats, labels = [], []
     handle = head.register_forward_pre_hook(lambda m, args: feats.append(args[0].detach().float().flatten(1).cpu()))
     try:

@@ -27,3 +27,8 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, stem: str = "
 def list_models() -> list[str]:
     """Registered model names."""
     return MODELS.names()
+
+
+def head_module(model: nn.Module) -> nn.Linear:
+    """The classifier head: the model's last Linear layer."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
