@@ -54,6 +54,7 @@ class OptimConfig:
     weight_decay: float = opt(5e-4, "weight decay (decoupled for adamw)")
     momentum: float = opt(0.9, "SGD momentum")
     nesterov: bool = opt(True, "SGD Nesterov momentum")
+    bias_lr_scale: float = opt(1.0, "learning-rate factor for biases and normalisation parameters")
 
 
 @dataclass
@@ -69,6 +70,8 @@ class SchedConfig:
 @dataclass
 class AugConfig:
     flip: bool = opt(True, "random horizontal flip")
+    alternate_flip: bool = opt(False, "with flip: mirror each image on alternate epochs (a random half in the "
+                               "first) instead of by a fresh coin each epoch; small in-memory images only")
     crop_padding: int = opt(4, "pad-and-random-crop padding in pixels (0 = off)")
     autoaugment: bool = opt(False, "AutoAugment with the CIFAR10 policy")
     randaugment: bool = opt(False, "RandAugment")
@@ -91,8 +94,13 @@ class TrainConfig:
                    ("auto", "off", "bf16", "fp16"))
     channels_last: bool = opt(True, "channels-last memory format")
     compile: bool = opt(False, "torch.compile the model")
+    progressive_size: int = opt(0, "progressive resizing: train the first epoch at this image size, growing to "
+                                "data.img_size over train.progressive_fraction of the epochs (0 = off)")
+    progressive_fraction: float = opt(0.5, "fraction of the epochs over which progressive resizing grows the size")
     ema: float = opt(0.0, "exponential moving average of weights, decay per step (0 = off); evaluation uses it")
     tta: bool = opt(False, "flip test-time augmentation at evaluation")
+    tta_translate: int = opt(0, "with tta: also average over +/- this many pixels of shift at the final test "
+                             "evaluation (per-epoch validation uses flips only)")
     early_stop_patience: int = opt(0, "stop after this many epochs without validation gain (0 = off)")
     early_stop_min_delta: float = opt(0.0, "minimum validation-accuracy gain that counts as progress")
     target_accuracy: float = opt(0.0, "report time_to_target_s when validation accuracy first reaches this (0 = off)")
@@ -210,7 +218,7 @@ def apply_dict(cfg: Config, tree: dict[str, Any], source: str) -> None:
     if not isinstance(tree, dict):
         raise UsageError(f"{source}: expected a mapping of config sections, got {type(tree).__name__}")
     for key, value in flatten(tree).items():
-        if key == "on_cuda":
+        if key in ("on_cuda", "on_cpu"):
             continue
         try:
             set_key(cfg, key, value)
@@ -259,13 +267,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def recipe_tree(name: str, cuda: bool = False) -> dict[str, Any]:
-    """A recipe's YAML; `default` defers to its `on_cuda` recipe when a GPU is present."""
+    """A recipe's YAML; a recipe with `on_cpu`/`on_cuda` (like `default`) defers to the one for the hardware."""
     files = _recipe_files()
     if name not in files:
         raise UsageError(f"unknown recipe '{name}'; choose one of: {', '.join(sorted(files))}")
     tree = read_yaml(files[name])
-    if cuda and tree.get("on_cuda"):
-        return recipe_tree(tree["on_cuda"], cuda=False) | {"recipe": name}
+    target = tree.get("on_cuda" if cuda else "on_cpu")
+    if target:
+        return recipe_tree(target, cuda) | {"recipe": name}
     return tree | {"recipe": name}
 
 

@@ -8,10 +8,20 @@ from torchvision.transforms import v2
 from cnnmode.config import AugConfig
 
 
-def batch_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of the batch left-right."""
-    mask = torch.rand(x.shape[0], generator=gen).to(x.device) < 0.5
-    return torch.where(mask[:, None, None, None], x.flip(3), x)
+def batch_flip(x: torch.Tensor, gen: torch.Generator, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mirror the images where `mask` is true (default: a random half of the batch) left-right."""
+    if mask is None:
+        mask = torch.rand(x.shape[0], generator=gen) < 0.5
+    return torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
+
+
+def alternating_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of `n` images to mirror in `epoch` (1-based): a seeded random half in odd epochs, the rest in even ones.
+
+    Every image is seen both ways in each pair of epochs, which beats a fresh coin per epoch on short runs.
+    """
+    first = torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5
+    return first if epoch % 2 == 1 else ~first
 
 
 def batch_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:

@@ -60,14 +60,18 @@ class TensorLoader(EpochLoader):
     def __iter__(self):
         gen = self.generator()
         order = torch.randperm(len(self.labels), generator=gen) if self.train else torch.arange(len(self.labels))
+        flips = None
+        if self.train and self.aug.flip and self.aug.alternate_flip:
+            flips = augment.alternating_flips(len(self.labels), self.seed, self.epoch)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             x = self.images[idx].to(self.device, non_blocking=True)
             y = self.labels[idx].to(self.device, non_blocking=True)
-            yield self.prepare(x, y, gen)
+            yield self.prepare(x, y, gen, None if flips is None else flips[idx])
 
-    def prepare(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 batch → augmented, resized, normalised float batch."""
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+                flips: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 batch → augmented, resized, normalised float batch (`flips`: which to mirror, else random)."""
         if self.train and self.policy is not None:
             x = augment.apply_per_image(x, self.policy)
         x = x.float()
@@ -76,7 +80,7 @@ class TensorLoader(EpochLoader):
                               antialias=x.shape[-1] > self.img_size)
         if self.train:
             if self.aug.flip:
-                x = augment.batch_flip(x, gen)
+                x = augment.batch_flip(x, gen, flips)
             x = augment.batch_crop(x, self.aug.crop_padding, gen)
         x = (x - self.mean) / self.std
         if self.train:

@@ -95,17 +95,35 @@ def _optimizer_step(model: nn.Module, setup: StepSetup) -> None:
         setup.ema.update_parameters(model)
 
 
+def _mirrored_logits(model: nn.Module, x: torch.Tensor, flip: bool) -> torch.Tensor:
+    logits = model(x).float()
+    return (logits + model(x.flip(3)).float()) / 2 if flip else logits
+
+
+def _tta_logits(model: nn.Module, x: torch.Tensor, flip: bool, shift: int) -> torch.Tensor:
+    """Logits averaged over mirrors and, with `shift`, half-weighted diagonal shifts by +/- `shift` pixels."""
+    logits = _mirrored_logits(model, x, flip)
+    if shift <= 0:
+        return logits
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (shift,) * 4, mode="reflect")
+    shifted = [padded[:, :, :h, :w], padded[:, :, 2 * shift:, 2 * shift:]]
+    moved = sum(_mirrored_logits(model, s.contiguous(memory_format=torch.channels_last), flip) for s in shifted) / 2
+    return (logits + moved) / 2
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader, precision: Precision, device: torch.device,
-                   tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) over a whole loader, in fp32 on the CPU; `tta` averages with the mirrored image."""
+                   tta: bool = False, shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) over a whole loader, in fp32 on the CPU.
+
+    `tta` averages with the mirrored image; `shift` also averages over images shifted by +/- `shift` pixels.
+    """
     model.eval()
     all_logits, all_labels = [], []
     for x, y in loader:
         with precision.autocast(device):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
+            logits = _tta_logits(model, x, tta, shift)
         all_logits.append(logits.cpu())
         all_labels.append(_hard_labels(y).cpu())
     return torch.cat(all_logits), torch.cat(all_labels)

@@ -1,6 +1,8 @@
 """Optimizer and learning-rate schedule factories."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from torch.optim import lr_scheduler
@@ -12,8 +14,8 @@ OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("schedule")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation parameters (1-D tensors).
+def param_groups(model: nn.Module, weight_decay: float, lr: float, bias_lr_scale: float = 1.0) -> list[dict]:
+    """No weight decay on biases and normalisation parameters (1-D tensors), which train at `bias_lr_scale` x lr.
 
     Frozen parameters are included too (they get no gradient, so they do not move) so that a backbone
     unfrozen later trains with the same optimizer.
@@ -21,7 +23,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr * bias_lr_scale}]
 
 
 @OPTIMIZERS.register("sgd")
@@ -47,14 +50,16 @@ def _radam(groups, cfg: Config):
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer named by `optim.name` over the model's trainable parameters."""
-    return OPTIMIZERS.get(cfg.optim.name)(param_groups(model, cfg.optim.weight_decay), cfg)
+    groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.lr, cfg.optim.bias_lr_scale)
+    return OPTIMIZERS.get(cfg.optim.name)(groups, cfg)
 
 
 # Each schedule returns (scheduler, steps per call): "step" schedulers advance every optimizer step,
 # "epoch" ones once per epoch (plateau with the validation accuracy).
 @SCHEDULES.register("onecycle")
 def _onecycle(opt, cfg: Config, steps: int):
-    return lr_scheduler.OneCycleLR(opt, max_lr=cfg.optim.lr, total_steps=steps * cfg.train.epochs + 1,
+    max_lr = [group["lr"] for group in opt.param_groups]
+    return lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps * cfg.train.epochs + 1,
                                    pct_start=cfg.sched.pct_start, anneal_strategy="linear",
                                    cycle_momentum=False, div_factor=25, final_div_factor=1e3), "step"
 
@@ -63,11 +68,14 @@ def _onecycle(opt, cfg: Config, steps: int):
 def _cosine(opt, cfg: Config, steps: int):
     warm = int(round(cfg.sched.warmup_epochs * steps))
     total = steps * cfg.train.epochs
-    cosine = lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total - warm), eta_min=cfg.optim.lr * 1e-3)
-    if warm == 0:
-        return cosine, "step"
-    warmup = lr_scheduler.LinearLR(opt, start_factor=1e-3, total_iters=warm)
-    return lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[warm]), "step"
+
+    def factor(step: int) -> float:  # of each group's own peak lr: linear warm-up, then cosine down to 1e-3
+        if step < warm:
+            return 1e-3 + (1 - 1e-3) * step / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return lr_scheduler.LambdaLR(opt, factor), "step"
 
 
 @SCHEDULES.register("step")

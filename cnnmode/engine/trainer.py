@@ -228,6 +228,7 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
                 group["lr"] *= cfg.train.unfreeze_lr_scale
             reporter.info(f"stage 2: all layers train from epoch {epoch} at {cfg.train.unfreeze_lr_scale}x the LR")
         data.train.set_epoch(epoch)
+        _set_train_size(cfg, data, epoch)
         stats = _train_epoch(cfg, run_dir, reporter, data, parts, epoch)
         val = evaluate(parts.eval_model, data.val, precision, device, cfg.train.tta)
         if parts.sched_every == "epoch":
@@ -323,6 +324,22 @@ def _train_epoch(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundl
                        "train.accum_steps to keep the effective batch) or a smaller data.img_size") from None
 
 
+def train_size(cfg: Config, full: int, epoch: int) -> int:
+    """Image size for `epoch` (1-based) under progressive resizing: linear from train.progressive_size to `full`
+    over train.progressive_fraction of the epochs, in steps of 4 pixels."""
+    start = cfg.train.progressive_size
+    ramp = cfg.train.progressive_fraction * cfg.train.epochs
+    if not start or start >= full or epoch > ramp:
+        return full
+    size = start + (full - start) * (epoch - 1) / ramp
+    return min(full, int(round(size / 4)) * 4)
+
+
+def _set_train_size(cfg: Config, data: DataBundle, epoch: int) -> None:
+    if cfg.train.progressive_size and isinstance(data.train, TensorLoader):
+        data.train.img_size = train_size(cfg, data.img_size, epoch)
+
+
 def _record_epoch(cfg: Config, run_dir: Path, state: RunState, parts: Parts, epoch: int, stats: dict, val: dict,
                   device: torch.device, board) -> bool:
     """Update history, history.csv, TensorBoard and best.pt; True when validation accuracy improved."""
@@ -400,7 +417,7 @@ def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, ev
     best = torch_load(run_dir / "best.pt")
     getattr(eval_model, "_orig_mod", eval_model).load_state_dict(best["model"])
     ev = evaluate_model(eval_model, data.test, data.classes, data.mean, data.std, run_dir / "eval", precision,
-                        device, cfg.train.tta, cfg.train.seed)
+                        device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate)
     test = {k: ev[k] for k in ("accuracy", "top5", "loss", "f1_macro", "ece")}
     params = sum(p.numel() for p in eval_model.parameters())
     train_imgs = len(data.train) * cfg.train.batch_size * len(state.history)

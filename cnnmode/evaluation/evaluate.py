@@ -54,10 +54,11 @@ def predictions_table(labels: np.ndarray, probs: np.ndarray, classes: list[str],
 
 
 def evaluate_model(model: nn.Module, loader, classes: list[str], mean: list[float], std: list[float], out_dir: Path,
-                   precision: Precision, device: torch.device, tta: bool = False, seed: int = 0) -> dict:
+                   precision: Precision, device: torch.device, tta: bool = False, seed: int = 0,
+                   shift: int = 0) -> dict:
     """Run `model` over `loader` and write metrics.json, predictions.csv, classification_report.txt and plots."""
     out_dir = Path(out_dir)
-    logits, labels_t = predict_logits(model, loader, precision, device, tta)
+    logits, labels_t = predict_logits(model, loader, precision, device, tta, shift)
     probs, labels = logits.softmax(1).numpy().astype(np.float64), labels_t.numpy()
     metrics = compute_metrics(labels, probs, classes)
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
@@ -108,7 +109,7 @@ def run_eval(target: str, data: str | None = None, split: str = "test", out: str
     out_dir = Path(out) if out else (run_dir or path.parent) / "eval"
     metrics = evaluate_model(art.model, getattr(bundle, split), art.classes, art.preprocess["mean"],
                              art.preprocess["std"], out_dir, pick_precision(cfg.train.amp, dev), dev,
-                             cfg.train.tta, cfg.train.seed)
+                             cfg.train.tta, cfg.train.seed, cfg.train.tta_translate)
     if run_dir is not None and out is None:
         from cnnmode.evaluation.report import write_report
         write_report(run_dir)

@@ -4,6 +4,8 @@ Design notes (from the published CIFAR-10 speed-run techniques, written here fro
 - a 2x2 patch-whitening first layer: filters are the eigenvectors of the training patches' covariance,
   scaled by 1/sqrt(eigenvalue), in +/- pairs, and frozen (`init_from_data`);
 - three stages of conv3x3 → max-pool → BN → GELU → conv3x3 → BN → GELU, widths that suit AMX tiles;
+  convs start as identity maps on their first input channels (Dirac init), BatchNorm keeps its scale fixed
+  at 1 and only learns its shift, with fast-moving running statistics for short runs;
 - a global max-pool and a bias-free linear head whose output is scaled down for a calmer start.
 """
 from __future__ import annotations
@@ -15,8 +17,13 @@ from cnnmode.models import MODELS
 
 
 def conv_bn(cin: int, cout: int) -> list[nn.Module]:
-    """3x3 conv (no bias) + BatchNorm + GELU."""
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+    """3x3 conv (no bias, Dirac-initialised) + shift-only BatchNorm + GELU."""
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[:min(cin, cout)])
+    norm = nn.BatchNorm2d(cout, momentum=0.4)
+    norm.weight.requires_grad_(False)
+    return [conv, norm, nn.GELU()]
 
 
 class Stage(nn.Sequential):
@@ -42,9 +49,6 @@ class FastNet(nn.Module):
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(widths[2], num_classes, bias=False)
         self.head_scale = head_scale
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m is not self.whiten:
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:

@@ -1,7 +1,7 @@
 import torch
 
 from cnnmode.config import AugConfig
-from cnnmode.data.augment import batch_crop, batch_cutout, batch_flip
+from cnnmode.data.augment import alternating_flips, batch_crop, batch_cutout, batch_flip
 from cnnmode.data.loaders import TensorLoader
 
 
@@ -78,3 +78,27 @@ def test_policies_and_mix_run_on_batches():
     x, y = next(iter(_loader(aug=aug)))
     assert x.shape == (8, 3, 8, 8) and y.shape == (8, 5)  # soft labels from MixUp
     assert torch.allclose(y.sum(1), torch.ones(8))
+
+
+def test_alternating_flips_complement_each_other_and_are_seeded():
+    odd, even = alternating_flips(100, seed=3, epoch=1), alternating_flips(100, seed=3, epoch=2)
+    assert torch.equal(odd, ~even) and torch.equal(odd, alternating_flips(100, seed=3, epoch=5))
+    assert 20 < odd.sum() < 80 and not torch.equal(odd, alternating_flips(100, seed=4, epoch=1))
+
+
+def test_loader_alternate_flip_mirrors_each_image_in_exactly_one_of_two_epochs():
+    images = torch.zeros(40, 3, 4, 4, dtype=torch.uint8)
+    images[:, :, :, 0] = torch.arange(1, 41, dtype=torch.uint8)[:, None, None]  # id in the left column
+    aug = AugConfig(flip=True, alternate_flip=True, crop_padding=0)
+    loader = TensorLoader(images, torch.arange(40) % 5, 8, train=True, aug=aug, mean=[0.0] * 3,
+                          std=[1 / 255] * 3, img_size=4, device=torch.device("cpu"), seed=0, num_classes=5)
+    flipped = {}
+    for epoch in (1, 2):
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            for img, label in zip(x, y):
+                left, right = img[0, 0, 0].round().long().item(), img[0, 0, -1].round().long().item()
+                ident = left or right
+                assert (ident - 1) % 5 == label.item()  # labels stay with their images
+                flipped.setdefault(ident, []).append(right > 0)
+    assert len(flipped) == 40 and all(sorted(v) == [False, True] for v in flipped.values())

@@ -55,3 +55,15 @@ def test_precision_choice_on_cpu():
     assert pick_precision("bf16", cpu).dtype is torch.bfloat16
     assert pick_precision("auto", cpu).dtype is (torch.bfloat16 if cpu_supports_bf16() else None)
     assert not pick_precision("fp16", cpu).use_scaler  # GradScaler only on CUDA
+
+
+@pytest.mark.parametrize("sched", ["onecycle", "cosine", "constant"])
+def test_bias_lr_scale_keeps_its_ratio_through_the_schedule(sched):
+    cfg = build_config(overrides=[f"sched.name={sched}", "train.epochs=1", "optim.lr=0.1", "optim.bias_lr_scale=8"])
+    optimizer = build_optimizer(cfg, torch.nn.Linear(3, 2))
+    scheduler, _ = build_scheduler(cfg, optimizer, steps_per_epoch=10)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+        weights, biases = optimizer.param_groups
+        assert biases["lr"] == pytest.approx(8 * weights["lr"])

@@ -55,3 +55,20 @@ def test_fastnet_whitening_init_decorrelates_patches():
 def test_unknown_model_lists_choices():
     with pytest.raises(UsageError, match="resnet50"):
         build_model("vgg16", 10)
+
+
+def test_speed_recipe_model_trains_and_starts_near_identity():
+    from cnnmode.config import build_config
+
+    cfg = build_config(recipe="speed")
+    model = build_model(cfg.model.name, 10, width=cfg.model.width)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6 == pytest.approx(1.97, rel=0.01)
+    conv = model.stages[0][0]
+    assert torch.equal(conv.weight[:24, :, 1, 1], torch.eye(24))  # Dirac init on the first input channels
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not n.weight.requires_grad and n.bias.requires_grad for n in norms)
+    x = torch.randn(4, 3, 32, 32).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = torch.nn.functional.cross_entropy(model(x).float(), torch.arange(4))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,88 @@
+"""The data path: decoding and caching the CIFAR-10 JPEGs, and the loader's share of training step time.
+
+    python benchmarks/data_path.py --data ../shared/datasets/cifar10-jpeg.tar.gz [--recipes speed cnnmode-resnet50]
+
+1. Decodes every image of `--data` into a fresh uint8 cache in a temporary folder (what the first run of a
+   recipe pays once), then loads the cache again (what every later run pays).
+2. For each recipe (at 32 px, its own batch size and augmentation), times `--steps` batches of the training
+   loader alone, and `--steps` full training steps that include the loader; the loader's share is their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_speed import FirstBatches, probe  # noqa: E402
+
+from cnnmode.config import build_config  # noqa: E402
+from cnnmode.data import build_data  # noqa: E402
+from cnnmode.engine.device import pick_device, pick_precision  # noqa: E402
+from cnnmode.engine.loop import StepSetup, train_one_epoch  # noqa: E402
+from cnnmode.engine.optim import build_optimizer  # noqa: E402
+from cnnmode.models import build_model  # noqa: E402
+
+
+def timed_build(data: str, root: str) -> float:
+    """Seconds to build the data bundle (decode or cache load, splits, normalisation statistics)."""
+    cfg = build_config(overrides=[f"data.path={data}", f"data.root={root}"])
+    start = time.perf_counter()
+    build_data(cfg, pick_device("cpu"))
+    return time.perf_counter() - start
+
+
+def loader_share(data: str, recipe: str, steps: int, rounds: int) -> tuple[float, float, float]:
+    """(median loader seconds per batch, median training seconds per step, loader share) for a recipe at 32 px."""
+    cfg = build_config(recipe=recipe, overrides=[f"data.path={data}", "data.img_size=32"])
+    device = pick_device(cfg.run.device)
+    bundle = build_data(cfg, device)
+    model = build_model(cfg.model.name, num_classes=len(bundle.classes), stem="cifar")
+    if hasattr(model, "init_from_data"):
+        model.init_from_data(next(iter(bundle.val))[0].float())
+    model = model.to(device, memory_format=torch.channels_last)
+    precision = pick_precision(cfg.train.amp, device)
+    setup = StepSetup(build_optimizer(cfg, model), precision, device,
+                      torch.amp.GradScaler(device.type, enabled=precision.use_scaler), cfg.train.label_smoothing)
+    loader = bundle.train
+    loader.set_epoch(1)
+    train_one_epoch(model, FirstBatches(loader, 2), setup)  # warm-up
+    load_s, step_s = [], []
+    for round_ in range(rounds):
+        loader.set_epoch(round_ + 2)
+        start = time.perf_counter()
+        for _ in itertools.islice(iter(loader), steps):
+            pass
+        load_s.append((time.perf_counter() - start) / steps)
+        step_s.append(train_one_epoch(model, FirstBatches(loader, steps), setup)["time"] / steps)
+    load, step = statistics.median(load_s), statistics.median(step_s)
+    return load, step, load / step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--recipes", nargs="+", default=["speed", "cnnmode-resnet50"])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    print(f"probe before: {probe()} img/s", flush=True)
+    with tempfile.TemporaryDirectory() as root:
+        first = timed_build(args.data, root)
+        again = timed_build(args.data, root)
+    print(f"decode + cache all images: {first:.1f} s; later runs load the cache in {again:.1f} s", flush=True)
+    for recipe in args.recipes:
+        load, step, share = loader_share(args.data, recipe, args.steps, args.rounds)
+        print(f"{recipe}: loader {1000 * load:.1f} ms/batch, training step {1000 * step:.1f} ms "
+              f"(loader included): loader share {100 * share:.1f}%", flush=True)
+    print(f"probe after: {probe()} img/s")
+
+
+if __name__ == "__main__":
+    main()
