@@ -1,7 +1,10 @@
 """Device choice and mixed-precision settings, device-agnostic through `torch.amp`."""
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -14,8 +17,27 @@ def prepare_cuda_env() -> None:
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
+@functools.cache
+def tune_cpu_allocator() -> bool:
+    """Stop glibc from handing large freed blocks back to the OS after every step (Linux only; True if applied).
+
+    By default each multi-megabyte batch or activation is a fresh mmap that page-faults and is zeroed by the
+    kernel, then unmapped when freed: on a 2-core CPU that system time cost about 15-20% of every training step.
+    Keeping them in the heap (what jemalloc or tcmalloc give through LD_PRELOAD) needs only three mallopt calls.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl)
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's maximum
+                & libc.mallopt(m_trim_threshold, (1 << 31) - 1) & libc.mallopt(m_top_pad, 1 << 30))
+
+
 def pick_device(name: str) -> torch.device:
-    """`auto` → cuda > mps > cpu; explicit names are checked."""
+    """`auto` → cuda > mps > cpu; explicit names are checked. On a CPU, also `tune_cpu_allocator`."""
     prepare_cuda_env()
     if name == "auto":
         if torch.cuda.is_available():
@@ -34,6 +56,8 @@ def pick_device(name: str) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+    if device.type == "cpu":
+        tune_cpu_allocator()
     return device
 
 

@@ -198,7 +198,8 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
     reporter.info(f"data {data.source}: {len(data.classes)} classes, train {sizes['train']}, val {sizes['val']}, "
                   f"test {sizes['test']}, {data.img_size}px x{data.channels}")
     if data.val_is_test:
-        reporter.warn("data.val_split=0: the test split also selects the best epoch")
+        reporter.warn("data.val_split=0: no validation split; per-epoch figures are on the test split and the "
+                      "last epoch is kept (no selection on test)")
     if data.skipped:
         reporter.warn(f"skipped {len(data.skipped)} unreadable or non-image file(s); see train.log")
         for name, reason in data.skipped:
@@ -233,7 +234,8 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
         val = evaluate(parts.eval_model, data.val, precision, device, cfg.train.tta)
         if parts.sched_every == "epoch":
             parts.scheduler.step(val["accuracy"]) if cfg.sched.name == "plateau" else parts.scheduler.step()
-        improved = _record_epoch(cfg, run_dir, state, parts, epoch, stats, val, device, board)
+        improved = _record_epoch(cfg, run_dir, state, parts, epoch, stats, val, device, board,
+                                 keep_last=data.val_is_test)
         stop = parts.stopper.update(val["accuracy"])
         save_checkpoint(run_dir / "last.pt", **parts.state_dict(), state=state.__dict__.copy(), config=cfg.to_dict())
         reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
@@ -341,8 +343,11 @@ def _set_train_size(cfg: Config, data: DataBundle, epoch: int) -> None:
 
 
 def _record_epoch(cfg: Config, run_dir: Path, state: RunState, parts: Parts, epoch: int, stats: dict, val: dict,
-                  device: torch.device, board) -> bool:
-    """Update history, history.csv, TensorBoard and best.pt; True when validation accuracy improved."""
+                  device: torch.device, board, keep_last: bool = False) -> bool:
+    """Update history, history.csv, TensorBoard and best.pt; True when validation accuracy improved.
+
+    `keep_last` (no validation split): best.pt is always the latest epoch, so the test split selects nothing.
+    """
     state.epoch = epoch
     state.train_time_s += stats["time"]
     target = cfg.train.target_accuracy
@@ -359,7 +364,7 @@ def _record_epoch(cfg: Config, run_dir: Path, state: RunState, parts: Parts, epo
             if key != "epoch":
                 board.add_scalar(key, value, epoch)
         board.flush()
-    if val["accuracy"] <= state.best_acc:
+    if val["accuracy"] <= state.best_acc and not keep_last:
         return False
     state.best_acc, state.best_epoch = val["accuracy"], epoch
     atomic_torch_save({"model": _plain_state(parts.eval_model), "epoch": epoch, "val_acc": val["accuracy"]},
@@ -421,7 +426,8 @@ def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, ev
     test = {k: ev[k] for k in ("accuracy", "top5", "loss", "f1_macro", "ece")}
     params = sum(p.numel() for p in eval_model.parameters())
     train_imgs = len(data.train) * cfg.train.batch_size * len(state.history)
-    metrics = {"test": test, "val": {"accuracy": state.best_acc}, "best_epoch": state.best_epoch,
+    val = None if data.val_is_test else {"accuracy": state.best_acc}
+    metrics = {"test": test, "val": val, "best_epoch": state.best_epoch,
                "epochs_run": state.epoch, "stopped_early": stopped_early,
                "train_time_s": round(state.train_time_s, 2), "time_to_target_s": state.time_to_target_s,
                "target_accuracy": cfg.train.target_accuracy or None,
@@ -446,6 +452,7 @@ def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, ev
     write_report(run_dir)
     rows = [("test accuracy", f"{100 * test['accuracy']:.2f}%"), ("test top-5", f"{100 * test['top5']:.2f}%"),
             ("test F1 macro", f"{100 * test['f1_macro']:.2f}%"), ("test loss", f"{test['loss']:.4f}"),
+            ("kept epoch", f"{state.best_epoch} (last; no validation split)") if data.val_is_test else
             ("best epoch", f"{state.best_epoch} (val {100 * state.best_acc:.2f}%)"),
             ("train time", f"{state.train_time_s:.1f} s ({metrics['images_per_s']:.0f} img/s)"),
             ("parameters", f"{params / 1e6:.2f} M"), ("report", str(run_dir / "report.html"))]

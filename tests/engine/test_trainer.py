@@ -139,3 +139,14 @@ def test_profile_writes_trace_and_top_ops(tmp_path, tiny_tree):
     trace = json.loads((run / "profile_trace.json").read_text())
     assert trace["traceEvents"] and "convolution" in (run / "profile_top_ops.txt").read_text()
     assert "top operators" in (run / "train.log").read_text()
+
+
+def test_speed_tricks_train_fastnet_and_no_val_split_keeps_last_epoch(tmp_path, tiny_tree):
+    # the speed recipe's keys on tiny data: progressive resizing, alternating flips, bias LR, shift TTA
+    extra = {"model.name": "fastnet", "optim.name": "sgd", "optim.lr": 0.1, "optim.bias_lr_scale": 8,
+             "train.epochs": 3, "train.progressive_size": 16, "aug.alternate_flip": True, "train.tta": True,
+             "train.tta_translate": 1, "train.target_accuracy": 0.01, "data.val_split": 0}
+    run = train(_cfg(tmp_path, tiny_tree, **extra), quiet=True)
+    metrics = __import__("json").loads((run / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 3 and metrics["val"] is None  # no selection on the test split
+    assert metrics["time_to_target_s"] is not None and 0 <= metrics["test"]["accuracy"] <= 1
