@@ -193,6 +193,57 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnmode.experiments.compare import COLUMNS, _cell, compare_runs
+
+    rows, out = compare_runs(args.runs, args.out)
+    table = Table(title="comparison")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("run", "model") else "right")
+    for row in rows:
+        table.add_row(*(_cell(c, row.get(c)) for c in COLUMNS))
+    Console(width=200).print(table)
+    print(f"comparison: {out / 'comparison.md'} (also .csv and .png)")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from pathlib import Path
+
+    from cnnmode.config import build_config
+    from cnnmode.experiments.lr_find import run_lr_find
+
+    recipe = args.recipe if (args.recipe or args.config) else "default"
+    cfg = build_config(recipe, args.config, args.overrides)
+    out = args.out or Path(cfg.run.dir) / f"lr-find-{datetime.now():%Y%m%d-%H%M%S}"
+    r = run_lr_find(cfg, out, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    print(f"suggested lr {r['suggested_lr']:.3g} (steepest descent of the smoothed loss; minimum at "
+          f"{r['min_loss_lr']:.3g}) after {len(r['lrs'])} steps")
+    print(f"plot: {r['plot']}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    import json
+
+    from cnnmode.config import build_config
+    from cnnmode.experiments.baseline import run_hog_svm
+
+    overrides = list(args.overrides) + ([f"data.path={args.data}"] if args.data else [])
+    run_dir = run_hog_svm(build_config(overrides=overrides), args.img_size, args.kernel, args.components, args.C,
+                          args.cell)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    print(f"hog-svm ({args.kernel}): test accuracy {100 * m['test']['accuracy']:.2f}%  F1 macro "
+          f"{100 * m['test']['f1_macro']:.2f}%  fit {m['train_time_s']:.0f} s on {m['baseline']['features']} "
+          f"features per image")
+    print(f"run: {run_dir}")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from cnnmode.config import list_recipes
 
@@ -331,6 +382,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_summary)
 
+    p = verbs.add_parser("compare", help="one table and bar plot across run folders",
+                         description="Compare finished run folders: test accuracy, top-5, F1 macro, best epoch, "
+                                     "training time, img/s, peak memory, parameters. Writes comparison.csv/.md/.png.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="comparison", help="output folder (default ./comparison)")
+    p.set_defaults(func=cmd_compare)
+
+    p = verbs.add_parser("lr-find", help="exponential learning-rate sweep with a suggested LR",
+                         description="Train fresh weights for a few hundred steps while the LR grows exponentially; "
+                                     "plots the smoothed loss against the LR and marks the suggested LR.")
+    p.add_argument("--recipe", help="named recipe (default: default)")
+    p.add_argument("--config", metavar="FILE.yaml")
+    p.add_argument("--start-lr", type=float, default=1e-6)
+    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--out", help="output folder (default <run.dir>/lr-find-<time>)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_lr_find)
+
+    p = verbs.add_parser("baseline", help="a classical baseline (HOG + SVM) reported like a CNN run",
+                         description="HOG features (scikit-image) + a linear SVM on an RBF kernel map (scikit-learn "
+                                     "Nystroem), fitted on the train split and scored on the test split; writes a run "
+                                     "folder with metrics.json and eval/ like `cnnmode train`.")
+    p.add_argument("method", choices=["hog-svm"])
+    p.add_argument("--data", help="data.path (default: cifar10)")
+    p.add_argument("--img-size", type=int, default=0, help="resize images to this side first (0 = as they are)")
+    p.add_argument("--kernel", choices=["rbf", "linear"], default="rbf")
+    p.add_argument("--components", type=int, default=3000, help="Nystroem components for the RBF kernel map")
+    p.add_argument("--C", type=float, default=0.01, help="SVM regularisation (smaller = stronger)")
+    p.add_argument("--cell", type=int, default=4, help="HOG cell size in pixels")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys (data.*, run.*, train.seed)")
+    p.set_defaults(func=cmd_baseline)
+
     verbs.add_parser("recipes", help="list named recipes").set_defaults(func=cmd_recipes)
     verbs.add_parser("models", help="list registered models").set_defaults(func=cmd_models)
     return parser
@@ -344,7 +428,13 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cnnmode` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow options (`VERB ARG --opt X key=value`), which argparse cannot split itself
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except CnnModeError as e:

@@ -99,11 +99,12 @@ class TrainConfig:
     progressive_fraction: float = opt(0.5, "fraction of the epochs over which progressive resizing grows the size")
     ema: float = opt(0.0, "exponential moving average of weights, decay per step (0 = off); evaluation uses it")
     tta: bool = opt(False, "flip test-time augmentation at evaluation")
-    tta_translate: int = opt(0, "with tta: also average over +/- this many pixels of shift at the final test "
-                             "evaluation (per-epoch validation uses flips only)")
+    tta_translate: int = opt(0, "with tta: also average over images shifted by +/- this many pixels at the final "
+                             "evaluation (per-epoch validation uses flips only, to stay cheap)")
     early_stop_patience: int = opt(0, "stop after this many epochs without validation gain (0 = off)")
     early_stop_min_delta: float = opt(0.0, "minimum validation-accuracy gain that counts as progress")
-    target_accuracy: float = opt(0.0, "report time_to_target_s when validation accuracy first reaches this (0 = off)")
+    target_accuracy: float = opt(0.0, "report time_to_target_s: training time until validation accuracy first "
+                                     "reaches this (without a validation split: the final test accuracy) (0 = off)")
     distill_teacher: str = opt("", "artifact or run folder of a teacher to distil from (KL + CE); empty = off")
     distill_temperature: float = opt(4.0, "distillation softmax temperature")
     distill_alpha: float = opt(0.7, "weight of the distillation (KL) term; 1 - alpha weighs cross-entropy")

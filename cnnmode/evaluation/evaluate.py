@@ -57,9 +57,18 @@ def evaluate_model(model: nn.Module, loader, classes: list[str], mean: list[floa
                    precision: Precision, device: torch.device, tta: bool = False, seed: int = 0,
                    shift: int = 0) -> dict:
     """Run `model` over `loader` and write metrics.json, predictions.csv, classification_report.txt and plots."""
+    logits, labels = predict_logits(model, loader, precision, device, tta, shift)
+    return write_evaluation(logits, labels, loader, classes, mean, std, out_dir, seed)
+
+
+def write_evaluation(logits: torch.Tensor, labels_t: torch.Tensor, loader, classes: list[str], mean: list[float],
+                     std: list[float], out_dir: Path, seed: int = 0) -> dict:
+    """metrics.json, predictions.csv, classification_report.txt and plots from any classifier's scores.
+
+    `loader` is the (unshuffled) split the scores came from; its images illustrate the mistakes.
+    """
     out_dir = Path(out_dir)
-    logits, labels_t = predict_logits(model, loader, precision, device, tta, shift)
-    probs, labels = logits.softmax(1).numpy().astype(np.float64), labels_t.numpy()
+    probs, labels = logits.float().softmax(1).numpy().astype(np.float64), labels_t.numpy()
     metrics = compute_metrics(labels, probs, classes)
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     atomic_write_text(out_dir / "predictions.csv", predictions_table(labels, probs, classes,

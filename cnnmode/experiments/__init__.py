@@ -1,0 +1,1 @@
+"""Experiments across runs: comparison tables, learning-rate finder."""

@@ -1,0 +1,104 @@
+"""`cnnmode lr-find`: an exponential learning-rate sweep with the smoothed loss curve and a suggested LR."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnmode.config import Config
+from cnnmode.data import build_data
+from cnnmode.engine.console import Reporter
+from cnnmode.engine.device import pick_device, pick_precision
+from cnnmode.engine.loop import StepSetup, training_loss
+from cnnmode.engine.optim import build_optimizer
+from cnnmode.engine.trainer import build_run_model
+from cnnmode.evaluation.plots import plt, save_fig
+from cnnmode.files import atomic_write_text
+
+
+def sweep(cfg: Config, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 200, smooth: float = 0.9,
+          diverge: float = 4.0) -> dict:
+    """Train from fresh weights while the LR grows from `start_lr` to `end_lr` over `steps` steps.
+
+    Stops early once the smoothed loss exceeds `diverge` x its minimum. Returns the LRs, raw and smoothed
+    losses, and the suggestion: the LR where the smoothed loss falls fastest, before its minimum.
+    """
+    device = pick_device(cfg.run.device)
+    precision = pick_precision(cfg.train.amp, device)
+    torch.manual_seed(cfg.train.seed)
+    data = build_data(cfg, device)
+    model, _ = build_run_model(cfg, data, Reporter(quiet=True))
+    model = model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
+    cfg.optim.lr = start_lr
+    optimizer = build_optimizer(cfg, model)
+    ratios = [group["lr"] / start_lr for group in optimizer.param_groups]  # e.g. optim.bias_lr_scale
+    factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
+    setup = StepSetup(optimizer, precision, device, torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
+                      cfg.train.label_smoothing)
+    lrs, losses, smoothed, avg = [], [], [], 0.0
+    model.train()
+    epoch = 0
+    while len(lrs) < steps:
+        epoch += 1
+        data.train.set_epoch(epoch)
+        for x, y in data.train:
+            lr = start_lr * factor ** len(lrs)
+            for group, ratio in zip(optimizer.param_groups, ratios):
+                group["lr"] = lr * ratio
+            with precision.autocast(device):
+                loss = training_loss(model(x), y, x, setup)
+            optimizer.zero_grad(set_to_none=True)
+            setup.scaler.scale(loss).backward()
+            setup.scaler.step(optimizer)
+            setup.scaler.update()
+            value = loss.item()  # one sync per step is fine here: the sweep is short and needs every value
+            avg = smooth * avg + (1 - smooth) * value
+            lrs.append(lr)
+            losses.append(value)
+            smoothed.append(avg / (1 - smooth ** len(lrs)))
+            if not math.isfinite(value) or smoothed[-1] > diverge * min(smoothed) or len(lrs) >= steps:
+                break
+        if lrs and (not math.isfinite(losses[-1]) or smoothed[-1] > diverge * min(smoothed)):
+            break
+    return {"lrs": lrs, "losses": losses, "smoothed": smoothed, "suggested_lr": suggest(lrs, smoothed),
+            "min_loss_lr": lrs[int(np.nanargmin(smoothed))]}
+
+
+def suggest(lrs: list[float], smoothed: list[float]) -> float:
+    """The LR of steepest descent of the smoothed loss (in log-LR), searched before the loss minimum."""
+    values = np.asarray(smoothed, dtype=float)
+    values[~np.isfinite(values)] = np.inf
+    stop = max(2, int(np.argmin(values)) + 1)
+    if stop < 3:
+        return float(lrs[0])
+    slope = np.gradient(values[:stop], np.log(np.asarray(lrs[:stop])))
+    return float(lrs[int(np.argmin(slope))])
+
+
+def plot(result: dict, path: Path) -> Path:
+    """Smoothed loss against LR (log scale) with the suggestion marked."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(result["lrs"], result["losses"], color="0.8", lw=1, label="loss")
+    ax.plot(result["lrs"], result["smoothed"], color="tab:blue", lw=2, label="smoothed loss")
+    lr = result["suggested_lr"]
+    ax.axvline(lr, color="tab:red", ls="--", label=f"suggested {lr:.2e}")
+    finite = [v for v in result["smoothed"] if math.isfinite(v)]
+    if finite:
+        ax.set_ylim(min(finite) * 0.95, min(max(finite), 3 * min(finite)) * 1.05)
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="Learning-rate finder")
+    ax.legend()
+    return save_fig(fig, path)
+
+
+def run_lr_find(cfg: Config, out: str | Path, **kwargs) -> dict:
+    """Sweep, then write lr_find.json and lr_find.png to `out`; returns the result with the file paths."""
+    result = sweep(cfg, **kwargs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "lr_find.json", json.dumps(result, indent=2))
+    result["plot"] = str(plot(result, out / "lr_find.png"))
+    result["json"] = str(out / "lr_find.json")
+    return result
