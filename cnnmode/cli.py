@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, default=0, help="resize images to this side first (0 = as they are)")
     p.add_argument("--kernel", choices=["rbf", "linear"], default="rbf")
     p.add_argument("--components", type=int, default=3000, help="Nystroem components for the RBF kernel map")
-    p.add_argument("--C", type=float, default=0.01, help="SVM regularisation (smaller = stronger)")
+    p.add_argument("--C", type=float, default=1.0, help="SVM regularisation (smaller = stronger)")
     p.add_argument("--cell", type=int, default=4, help="HOG cell size in pixels")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys (data.*, run.*, train.seed)")
     p.set_defaults(func=cmd_baseline)

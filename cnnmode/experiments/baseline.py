@@ -48,7 +48,7 @@ def make_classifier(kernel: str, components: int, c: float, seed: int):
     return make_pipeline(*steps)
 
 
-def run_hog_svm(cfg: Config, img_size: int = 0, kernel: str = "rbf", components: int = 3000, c: float = 0.01,
+def run_hog_svm(cfg: Config, img_size: int = 0, kernel: str = "rbf", components: int = 3000, c: float = 1.0,
                 cell: int = 4) -> Path:
     """Fit on the train split, score the test split; writes a run folder like a CNN run's (metrics, eval/, plots)."""
     data = build_data(cfg, pick_device("cpu"))
