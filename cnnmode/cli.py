@@ -197,14 +197,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnnmode.experiments.compare import COLUMNS, _cell, compare_runs
+    from cnnmode.experiments.compare import COLUMNS, format_cell, compare_runs
 
     rows, out = compare_runs(args.runs, args.out)
     table = Table(title="comparison")
     for column in COLUMNS:
         table.add_column(column, justify="left" if column in ("run", "model") else "right")
     for row in rows:
-        table.add_row(*(_cell(c, row.get(c)) for c in COLUMNS))
+        table.add_row(*(format_cell(c, row.get(c)) for c in COLUMNS))
     Console(width=200).print(table)
     print(f"comparison: {out / 'comparison.md'} (also .csv and .png)")
     return 0

@@ -138,7 +138,6 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
             "top5": round((topk == labels[:, None]).any(1).double().mean().item(), 6)}
 
 
-def evaluate(model: nn.Module, loader, precision: Precision, device: torch.device, tta: bool = False,
-             shift: int = 0) -> dict:
-    """Loss, accuracy and top-5 of `model` on `loader` (with test-time augmentation as in `predict_logits`)."""
-    return score(*predict_logits(model, loader, precision, device, tta, shift))
+def evaluate(model: nn.Module, loader, precision: Precision, device: torch.device, tta: bool = False) -> dict:
+    """Loss, accuracy and top-5 of `model` on `loader`."""
+    return score(*predict_logits(model, loader, precision, device, tta))

@@ -232,7 +232,7 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
         data.train.set_epoch(epoch)
         _set_train_size(cfg, data, epoch)
         stats = _train_epoch(cfg, run_dir, reporter, data, parts, epoch)
-        val = evaluate(parts.eval_model, data.val, precision, device, cfg.train.tta)  # shifts only at the end
+        val = evaluate(parts.eval_model, data.val, precision, device, cfg.train.tta)  # flips only: cheap
         if parts.sched_every == "epoch":
             parts.scheduler.step(val["accuracy"]) if cfg.sched.name == "plateau" else parts.scheduler.step()
         improved = _record_epoch(cfg, run_dir, state, parts, epoch, stats, val, device, board,

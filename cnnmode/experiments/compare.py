@@ -34,7 +34,8 @@ def run_row(run_dir: Path) -> dict:
             "img_s": m.get("images_per_s"), "peak_mem_mb": peak, "params": m.get("params")}
 
 
-def _cell(key: str, value) -> str:
+def format_cell(key: str, value) -> str:
+    """A table cell: percentages for accuracies, millions for parameters, one decimal for other floats."""
     if value is None:
         return ""
     if key in ("test_acc", "top5", "f1_macro"):
@@ -49,7 +50,7 @@ def _cell(key: str, value) -> str:
 def markdown_table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     """A Markdown table of `rows` with formatted cells."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(c, r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(format_cell(c, r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
