@@ -17,17 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import FirstBatches, probe  # noqa: E402
+from train_speed import FirstBatches, engine_parts, probe  # noqa: E402
 
 from cnnmode.config import build_config  # noqa: E402
 from cnnmode.data import build_data  # noqa: E402
-from cnnmode.engine.device import pick_device, pick_precision  # noqa: E402
-from cnnmode.engine.loop import StepSetup, train_one_epoch  # noqa: E402
-from cnnmode.engine.optim import build_optimizer  # noqa: E402
-from cnnmode.models import build_model  # noqa: E402
+from cnnmode.engine.device import pick_device  # noqa: E402
+from cnnmode.engine.loop import train_one_epoch  # noqa: E402
 
 
 def timed_build(data: str, root: str) -> float:
@@ -40,17 +36,8 @@ def timed_build(data: str, root: str) -> float:
 
 def loader_share(data: str, recipe: str, steps: int, rounds: int) -> tuple[float, float, float]:
     """(median loader seconds per batch, median training seconds per step, loader share) for a recipe at 32 px."""
-    cfg = build_config(recipe=recipe, overrides=[f"data.path={data}", "data.img_size=32"])
-    device = pick_device(cfg.run.device)
-    bundle = build_data(cfg, device)
-    model = build_model(cfg.model.name, num_classes=len(bundle.classes), stem="cifar")
-    if hasattr(model, "init_from_data"):
-        model.init_from_data(next(iter(bundle.val))[0].float())
-    model = model.to(device, memory_format=torch.channels_last)
-    precision = pick_precision(cfg.train.amp, device)
-    setup = StepSetup(build_optimizer(cfg, model), precision, device,
-                      torch.amp.GradScaler(device.type, enabled=precision.use_scaler), cfg.train.label_smoothing)
-    loader = bundle.train
+    model, loader, setup, _ = engine_parts(
+        build_config(recipe=recipe, overrides=[f"data.path={data}", "data.img_size=32"]))
     loader.set_epoch(1)
     train_one_epoch(model, FirstBatches(loader, 2), setup)  # warm-up
     load_s, step_s = [], []

@@ -31,11 +31,12 @@ sys.path.insert(0, str(ROOT))
 
 from cnnmode.config import build_config  # noqa: E402
 from cnnmode.data import build_data  # noqa: E402
+from cnnmode.engine.console import Reporter  # noqa: E402
 from cnnmode.engine.device import pick_device, pick_precision  # noqa: E402
 from cnnmode.engine.loop import StepSetup, train_one_epoch  # noqa: E402
 from cnnmode.engine.optim import build_optimizer  # noqa: E402
 from cnnmode.evaluation.complexity import summarize  # noqa: E402
-from cnnmode.models import build_model  # noqa: E402
+from cnnmode.engine.trainer import build_run_model  # noqa: E402
 
 
 class FirstBatches:
@@ -59,19 +60,24 @@ def naive_img_s(data: str, model: str, steps: int, batch_size: int) -> float:
     return float(re.search(r"([\d.]+) img/s", out).group(1))
 
 
-def engine_setup(data: str, model_name: str, batch_size: int):
-    """(model, loader, step setup, train FLOPs per image) with the library's defaults for this CPU."""
-    cfg = build_config(overrides=[f"data.path={data}", f"model.name={model_name}", f"train.batch_size={batch_size}",
-                                  "aug.flip=true", "aug.crop_padding=4", "optim.lr=0.05", "data.val_split=0.1"])
+def engine_parts(cfg):
+    """(model, training loader, step setup, train FLOPs per image) built the way `cnnmode train` builds them."""
     device = pick_device(cfg.run.device)
     precision = pick_precision(cfg.train.amp, device)
     bundle = build_data(cfg, device)
-    model = build_model(model_name, num_classes=len(bundle.classes), stem="cifar")
-    flops = summarize(model, 32)["train_flops_per_image"]
+    model, _ = build_run_model(cfg, bundle, Reporter(quiet=True))
+    flops = summarize(model, bundle.img_size, bundle.channels)["train_flops_per_image"]
     model = model.to(device, memory_format=torch.channels_last)
     setup = StepSetup(build_optimizer(cfg, model), precision, device,
-                      torch.amp.GradScaler(device.type, enabled=precision.use_scaler))
+                      torch.amp.GradScaler(device.type, enabled=precision.use_scaler), cfg.train.label_smoothing)
     return model, bundle.train, setup, flops
+
+
+def engine_setup(data: str, model_name: str, batch_size: int):
+    """Engine parts for a CIFAR-stem model with the reference loop's batch size and augmentation."""
+    return engine_parts(build_config(overrides=[
+        f"data.path={data}", f"model.name={model_name}", "model.stem=cifar", f"train.batch_size={batch_size}",
+        "aug.flip=true", "aug.crop_padding=4", "optim.lr=0.05", "data.val_split=0.1"]))
 
 
 def engine_img_s(parts, steps: int, warmup: int = 3) -> float:
@@ -83,17 +89,10 @@ def engine_img_s(parts, steps: int, warmup: int = 3) -> float:
     return train_one_epoch(model, FirstBatches(loader, steps), setup)["img_s"]
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of this Linux machine."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    match = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
-    return set(match.group(1).split()) if match else set()
-
-
 def nominal_bf16_peak() -> tuple[float, str]:
     """(FLOP/s, how it was worked out): cores x clock x bf16 FLOP per cycle per core for the widest bf16 unit."""
-    flags = cpu_flags()
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(m.group(1).split()) if (m := re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)) else set()
     mhz = float(m.group(1)) if (m := re.search(r"cpu MHz\s*:\s*([\d.]+)", text)) else 2000.0
     cores = torch.get_num_threads()
     if "amx_bf16" in flags:

@@ -63,7 +63,7 @@ def train_one_epoch(model: nn.Module, loader, setup: StepSetup,
             loss = training_loss(logits, y, x, setup)
         setup.scaler.scale(loss / setup.accum_steps).backward()
         if (i + 1) % setup.accum_steps == 0 or i + 1 == n_steps:
-            _optimizer_step(model, setup)
+            optimizer_step(model, setup)
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == _hard_labels(y)).sum()
         seen += len(y)
@@ -82,7 +82,9 @@ def train_one_epoch(model: nn.Module, loader, setup: StepSetup,
     return {"loss": avg, "acc": correct.item() / max(seen, 1), "time": elapsed, "img_s": seen / max(elapsed, 1e-9)}
 
 
-def _optimizer_step(model: nn.Module, setup: StepSetup) -> None:
+def optimizer_step(model: nn.Module, setup: StepSetup) -> None:
+    """Unscale and clip if asked, step the optimizer (through the GradScaler), zero the gradients, then advance
+    the per-step schedule and the weight EMA when the setup has them."""
     if setup.grad_clip > 0:
         setup.scaler.unscale_(setup.optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), setup.grad_clip)

@@ -343,6 +343,13 @@ def _set_train_size(cfg: Config, data: DataBundle, epoch: int) -> None:
         data.train.img_size = train_size(cfg, data.img_size, epoch)
 
 
+def _note_target(cfg: Config, state: RunState, accuracy: float) -> None:
+    """Record the training time at which `accuracy` first reaches train.target_accuracy."""
+    target = cfg.train.target_accuracy
+    if target and state.time_to_target_s is None and accuracy >= target:
+        state.time_to_target_s = round(state.train_time_s, 2)
+
+
 def _record_epoch(cfg: Config, run_dir: Path, state: RunState, parts: Parts, epoch: int, stats: dict, val: dict,
                   device: torch.device, board, keep_last: bool = False) -> bool:
     """Update history, history.csv, TensorBoard and best.pt; True when validation accuracy improved.
@@ -351,9 +358,7 @@ def _record_epoch(cfg: Config, run_dir: Path, state: RunState, parts: Parts, epo
     """
     state.epoch = epoch
     state.train_time_s += stats["time"]
-    target = cfg.train.target_accuracy
-    if target and state.time_to_target_s is None and val["accuracy"] >= target:
-        state.time_to_target_s = round(state.train_time_s, 2)
+    _note_target(cfg, state, val["accuracy"])
     state.history.append({
         "epoch": epoch, "lr": parts.optimizer.param_groups[0]["lr"], "train_loss": round(stats["loss"], 5),
         "train_acc": round(stats["acc"], 5), "val_loss": round(val["loss"], 5), "val_acc": round(val["accuracy"], 5),
@@ -425,9 +430,8 @@ def _finish(cfg: Config, run_dir: Path, reporter: Reporter, data: DataBundle, ev
     ev = evaluate_model(eval_model, data.test, data.classes, data.mean, data.std, run_dir / "eval", precision,
                         device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate)
     test = {k: ev[k] for k in ("accuracy", "top5", "loss", "f1_macro", "ece")}
-    target = cfg.train.target_accuracy
-    if data.val_is_test and target and state.time_to_target_s is None and test["accuracy"] >= target:
-        state.time_to_target_s = round(state.train_time_s, 2)  # reached by the final model (with shift TTA)
+    if data.val_is_test:  # the final model (with shift TTA) may be the first to reach the target
+        _note_target(cfg, state, test["accuracy"])
     params = sum(p.numel() for p in eval_model.parameters())
     train_imgs = len(data.train) * cfg.train.batch_size * len(state.history)
     val = None if data.val_is_test else {"accuracy": state.best_acc}

@@ -1,18 +1,21 @@
 """`cnnmode lr-find`: an exponential learning-rate sweep with the smoothed loss curve and a suggested LR."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim import lr_scheduler
 
 from cnnmode.config import Config
 from cnnmode.data import build_data
 from cnnmode.engine.console import Reporter
 from cnnmode.engine.device import pick_device, pick_precision
-from cnnmode.engine.loop import StepSetup, training_loss
+from cnnmode.engine.loop import StepSetup, optimizer_step, training_loss
 from cnnmode.engine.optim import build_optimizer
 from cnnmode.engine.trainer import build_run_model
 from cnnmode.evaluation.plots import plt, save_fig
@@ -32,39 +35,35 @@ def sweep(cfg: Config, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int 
     data = build_data(cfg, device)
     model, _ = build_run_model(cfg, data, Reporter(quiet=True))
     model = model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
-    cfg.optim.lr = start_lr
-    optimizer = build_optimizer(cfg, model)
-    ratios = [group["lr"] / start_lr for group in optimizer.param_groups]  # e.g. optim.bias_lr_scale
+    optimizer = build_optimizer(replace(cfg, optim=replace(cfg.optim, lr=start_lr)), model)
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
+    # every group grows from its own start (so optim.bias_lr_scale keeps its ratio), advanced once per step
+    scheduler = lr_scheduler.LambdaLR(optimizer, lambda step: factor ** step)
     setup = StepSetup(optimizer, precision, device, torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
-                      cfg.train.label_smoothing)
+                      cfg.train.label_smoothing, scheduler=scheduler)
     lrs, losses, smoothed, avg = [], [], [], 0.0
     model.train()
-    epoch = 0
-    while len(lrs) < steps:
-        epoch += 1
-        data.train.set_epoch(epoch)
-        for x, y in data.train:
-            lr = start_lr * factor ** len(lrs)
-            for group, ratio in zip(optimizer.param_groups, ratios):
-                group["lr"] = lr * ratio
-            with precision.autocast(device):
-                loss = training_loss(model(x), y, x, setup)
-            optimizer.zero_grad(set_to_none=True)
-            setup.scaler.scale(loss).backward()
-            setup.scaler.step(optimizer)
-            setup.scaler.update()
-            value = loss.item()  # one sync per step is fine here: the sweep is short and needs every value
-            avg = smooth * avg + (1 - smooth) * value
-            lrs.append(lr)
-            losses.append(value)
-            smoothed.append(avg / (1 - smooth ** len(lrs)))
-            if not math.isfinite(value) or smoothed[-1] > diverge * min(smoothed) or len(lrs) >= steps:
-                break
-        if lrs and (not math.isfinite(losses[-1]) or smoothed[-1] > diverge * min(smoothed)):
+    for x, y in _endless(data.train):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        with precision.autocast(device):
+            loss = training_loss(model(x), y, x, setup)
+        setup.scaler.scale(loss).backward()
+        optimizer_step(model, setup)
+        value = loss.item()  # one sync per step is fine here: the sweep is short and needs every value
+        avg = smooth * avg + (1 - smooth) * value
+        losses.append(value)
+        smoothed.append(avg / (1 - smooth ** len(lrs)))
+        if not math.isfinite(value) or smoothed[-1] > diverge * min(smoothed) or len(lrs) >= steps:
             break
     return {"lrs": lrs, "losses": losses, "smoothed": smoothed, "suggested_lr": suggest(lrs, smoothed),
             "min_loss_lr": lrs[int(np.nanargmin(smoothed))]}
+
+
+def _endless(loader):
+    """Batches of `loader`, epoch after epoch."""
+    for epoch in itertools.count(1):
+        loader.set_epoch(epoch)
+        yield from loader
 
 
 def suggest(lrs: list[float], smoothed: list[float]) -> float:
