@@ -22,6 +22,12 @@ def _keys_help() -> str:
     return "\n".join(lines)
 
 
+def _studies_help() -> str:
+    from cnnmode.experiments.ablate import STUDIES
+
+    return "built-in studies:\n" + "\n".join(f"  {n:<16} {STUDIES.describe(n)}" for n in STUDIES.names())
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnmode.engine.trainer import train
 
@@ -244,6 +250,62 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_rows(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=200).print(table)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from cnnmode.experiments.ablate import run_study, summary
+
+    r = run_study(args.study, args.base, args.overrides, args.epochs, args.subset, args.seeds, args.out, args.quiet)
+    _print_rows(f"ablation: {r['study']}", ["setting", "runs", "test acc (mean ± std)", "train time (mean)"],
+                [[s["setting"], str(s["runs"]),
+                  f"{100 * s['mean_test_acc']:.2f}% ± {100 * s['std_test_acc']:.2f}" if s["runs"] else "failed",
+                  f"{s['mean_train_time_s']:.1f} s" if s["runs"] else ""] for s in summary(r["rows"])])
+    failed = sum(row["status"] == "failed" for row in r["rows"])
+    print(f"results: {r['dir'] / 'results.md'} (also results.csv, all_results.json, plots)"
+          + (f"; {failed} run(s) failed (see error.txt in their folders)" if failed else ""))
+    return 1 if failed == len(r["rows"]) else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cnnmode.experiments.search import run_search
+
+    r = run_search(args.space, args.trials, args.storage, args.study, args.timeout, args.pruner, args.out,
+                   args.overrides, args.seed, args.quiet)
+    states = ", ".join(f"{n} {s}" for s, n in r["states"].items())
+    print(f"study {r['study']}: {r['trials']} trials ({states})")
+    if "best_trial" in r:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["best_params"].items())
+        print(f"best: trial {r['best_trial']}, validation accuracy {100 * r['best_val_acc']:.2f}%  ({params})")
+        print(f"best config: {r['best_config']}  (cnnmode train --config {r['best_config']})")
+    print(f"trials: {r['dir']}/trials.md; plots: {', '.join(Path(p).name for p in r['plots']) or 'none yet'}")
+    return 0 if "best_trial" in r else 1
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from cnnmode.experiments.cv import run_cv
+
+    base = args.config or args.recipe
+    r = run_cv(args.folds, base, args.overrides, args.out, args.quiet)
+    _print_rows(f"{r['folds']}-fold cross-validation", ["fold", "best val acc", "best epoch", "test acc"],
+                [[str(f["fold"]), f"{100 * f['best_val_acc']:.2f}%", str(f["best_epoch"]),
+                  f"{100 * f['test_acc']:.2f}%"] for f in r["per_fold"]])
+    print(f"validation accuracy {100 * r['mean_val_acc']:.2f}% ± {100 * r['std_val_acc']:.2f} (mean ± std)")
+    print(f"cv: {r['dir']}/cv.md (also cv.json, cv.csv)")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from cnnmode.config import list_recipes
 
@@ -414,6 +476,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", type=int, default=4, help="HOG cell size in pixels")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys (data.*, run.*, train.seed)")
     p.set_defaults(func=cmd_baseline)
+
+    p = verbs.add_parser("ablate", help="a grid of runs differing only in the studied keys, in one table",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Run an ablation study: every setting (x seeds) is a run folder in the study "
+                                     "folder; writes all_results.json, results.csv/.md and plots. Rerunning skips "
+                                     "finished runs and resumes unfinished ones; a failing run is recorded and the "
+                                     "study goes on.",
+                         epilog=_studies_help() + textwrap.dedent("""
+
+            custom study (YAML):  settings: {low: {optim.lr: 0.01}, high: {optim.lr: 0.1}}
+                             or:  grid: {optim.lr: [0.01, 0.1], train.batch_size: [64, 128]}
+            examples:
+              cnnmode ablate optimizer --epochs 3 --subset 0.2 data.path=../shared/datasets/cifar10-jpeg.tar.gz
+              cnnmode ablate my_grid.yaml --base cnnmode-resnet50 --seeds 3"""))
+    p.add_argument("study", metavar="STUDY", help="a built-in study name or a study YAML file")
+    p.add_argument("--base", metavar="RECIPE_OR_CONFIG", help="recipe name or config YAML (default: default)")
+    p.add_argument("--epochs", type=int, help="train.epochs for every run")
+    p.add_argument("--subset", type=float, help="data.subset for every run (fraction < 1 or count)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per setting (0..K-1)")
+    p.add_argument("--out", metavar="DIR", help="study folder (default <run.dir>/ablate/<study>)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys for every run")
+    p.set_defaults(func=cmd_ablate)
+
+    p = verbs.add_parser("search", help="Optuna hyperparameter search (TPE, pruning, shareable storage)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Search config keys with Optuna's TPE sampler, pruning trials on per-epoch "
+                                     "validation accuracy. Every process runs --trials trials; processes given the "
+                                     "same --study and --storage (on any machines) share one study.",
+                         epilog=textwrap.dedent("""\
+            space file:
+              base: default                # recipe or config YAML (optional)
+              fixed: {train.epochs: 4}     # keys every trial uses (optional)
+              params:
+                optim.lr: {type: float, low: 0.01, high: 1.0, log: true}
+                train.batch_size: {type: categorical, choices: [128, 256]}
+                model.width: {type: int, low: 32, high: 96, step: 32}
+            writes trials.csv/.md, best.yaml, search.json, optimization_history/param_importances/
+            parallel_coordinate .png and search.html in the study folder.
+            examples:
+              cnnmode search --space space.yaml --trials 20
+              cnnmode search --space space.yaml --study lr --storage postgresql://user:pw@db/optuna  (on each machine)"""))
+    p.add_argument("--space", required=True, metavar="SPACE.yaml")
+    p.add_argument("--trials", type=int, default=10, help="trials this process runs")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default sqlite:///<study folder>/study.db)")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the space file's name)")
+    p.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
+    p.add_argument("--pruner", default="median", choices=["median", "halving", "none"])
+    p.add_argument("--seed", type=int, help="sampler seed")
+    p.add_argument("--out", metavar="DIR", help="study folder (default <run.dir>/search/<study>)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys for every trial")
+    p.set_defaults(func=cmd_search)
+
+    p = verbs.add_parser("cv", help="stratified K-fold cross-validation on the training split",
+                         description="Train one run per fold (fold i validates on the i-th stratified fold of the "
+                                     "training split, via data.folds/data.fold); prints per-fold best validation "
+                                     "accuracy and mean ± std; writes cv.json/.csv/.md. Rerunning resumes.")
+    p.add_argument("--folds", type=int, required=True, metavar="K")
+    p.add_argument("--recipe", help="named recipe (default: default)")
+    p.add_argument("--config", metavar="FILE.yaml")
+    p.add_argument("--out", metavar="DIR", help="cv folder (default <run.dir>/cv-<recipe>-k<K>)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_cv)
 
     verbs.add_parser("recipes", help="list named recipes").set_defaults(func=cmd_recipes)
     verbs.add_parser("models", help="list registered models").set_defaults(func=cmd_models)

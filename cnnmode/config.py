@@ -32,6 +32,9 @@ class DataConfig:
     img_size: int = opt(0, "side length images are resized to (0 = the data's own size for small images, 224 otherwise)")
     val_split: float = opt(0.1, "fraction of train held out for validation (stratified, seeded)")
     test_split: float = opt(0.2, "fraction held out as test when the data has no test/ or val/ folder")
+    folds: int = opt(0, "K-fold cross-validation: cut train into this many stratified folds and validate on "
+                     "data.fold (replaces data.val_split; 0 = off)")
+    fold: int = opt(0, "with data.folds: the fold (0-based) held out for validation")
     subset: float = opt(0.0, "use only this many (>= 1) or this fraction (< 1) of each split, stratified; 0 = all")
     channels: int = opt(0, "image channels fed to the model: 1, 3, or 0 = 1 for all-grayscale data, else 3")
     workers: int = opt(2, "DataLoader worker processes for large images streamed from disk")
@@ -295,6 +298,13 @@ def build_config(recipe: str | None = None, config_file: str | None = None,
     return cfg
 
 
+def config_from_base(base: str | None, overrides: list[str] | tuple[str, ...] = (), cuda: bool = False) -> Config:
+    """A Config from `base` (a recipe name or a YAML file; default: the `default` recipe) plus overrides."""
+    base = base or "default"
+    is_file = base.endswith((".yaml", ".yml")) or Path(base).is_file()
+    return build_config(None if is_file else base, base if is_file else None, overrides, cuda)
+
+
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Rebuild a Config from its `to_dict()` form (e.g. a run's config.yaml)."""
     cfg = Config()
@@ -315,6 +325,8 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.data.val_split < 1, "data.val_split must be in [0, 1)"),
         (0 < cfg.data.test_split < 1, "data.test_split must be in (0, 1)"),
         (cfg.data.subset >= 0, "data.subset must be >= 0"),
+        (cfg.data.folds == 0 or cfg.data.folds >= 2, "data.folds must be 0 (off) or >= 2"),
+        (cfg.data.folds == 0 or 0 <= cfg.data.fold < cfg.data.folds, "data.fold must be in [0, data.folds)"),
         (cfg.data.channels in (0, 1, 3), "data.channels must be 0, 1 or 3"),
         (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (0 <= cfg.train.ema < 1, "train.ema must be in [0, 1)"),

@@ -17,7 +17,7 @@ from cnnmode.data import sources
 from cnnmode.data.decode import GRAY_MODES, decode_many, probe, verify_file
 from cnnmode.data.loaders import ImageFiles, StreamLoader, TensorLoader
 from cnnmode.data.augment import stream_transforms
-from cnnmode.data.splits import stratified_holdout, stratified_subset
+from cnnmode.data.splits import stratified_fold, stratified_holdout, stratified_subset
 from cnnmode.errors import RunError, UsageError
 from cnnmode.files import atomic_torch_save, torch_load
 
@@ -172,7 +172,10 @@ def _assign_splits(found: dict[str, Split], cfg: Config) -> tuple[Split, Split, 
     if test is None:
         keep, held = stratified_holdout(train.labels, cfg.data.test_split, TEST_SEED)
         train, test = train.take(keep), train.take(held)
-    if "test" in found and "val" in found:
+    if cfg.data.folds:
+        keep, held = stratified_fold(train.labels, cfg.data.folds, cfg.data.fold, cfg.train.seed)
+        train, val = train.take(keep), train.take(held)
+    elif "test" in found and "val" in found:
         val = found["val"]
     elif cfg.data.val_split > 0:
         keep, held = stratified_holdout(train.labels, cfg.data.val_split, cfg.train.seed)

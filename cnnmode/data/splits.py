@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from cnnmode.errors import UsageError
+
 
 def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into (kept, held) with `fraction` of every class held out (at least one per class)."""
@@ -26,3 +28,16 @@ def stratified_subset(labels: torch.Tensor, amount: float, seed: int) -> torch.T
         return torch.arange(len(labels))
     _, held = stratified_holdout(labels, fraction, seed)
     return held
+
+
+def stratified_fold(labels: torch.Tensor, folds: int, fold: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into (kept, held): `held` is fold `fold` of `folds` stratified, seeded folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = torch.bincount(labels)
+    if int(counts[counts > 0].min()) < folds:
+        raise UsageError(f"data.folds={folds} needs at least {folds} training images of every class "
+                         f"(the smallest class has {int(counts[counts > 0].min())})")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    kept, held = list(splitter.split(labels.numpy().reshape(-1, 1), labels.numpy()))[fold]
+    return torch.as_tensor(kept), torch.as_tensor(held)

@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -44,12 +45,13 @@ class RunState:
 
 def train(cfg: Config | None = None, *, recipe: str | None = None, config_file: str | None = None,
           overrides: list[str] | tuple[str, ...] = (), resume: str | Path | None = None, quiet: bool = False,
-          stop_after_epochs: int | None = None) -> Path:
+          stop_after_epochs: int | None = None, on_epoch: Callable[[int, dict], None] | None = None) -> Path:
     """Train a model and return its run folder.
 
     Give a Config, or a recipe name / YAML file plus `key=value` overrides, or `resume` (a run folder; only
     `train.epochs` may then be overridden). `stop_after_epochs` ends the session early as if killed, leaving
-    a resumable run (used by tests).
+    a resumable run (used by tests). `on_epoch(epoch, val)` is called after each epoch's checkpoint with that
+    epoch's validation metrics; an exception it raises (e.g. a search's pruning signal) ends the run there.
     """
     reporter = Reporter(quiet)
     try:
@@ -59,7 +61,7 @@ def train(cfg: Config | None = None, *, recipe: str | None = None, config_file: 
         else:
             cfg = cfg or build_config(recipe, config_file, overrides, cuda=torch.cuda.is_available())
             run_dir = _new_run_dir(cfg)
-        return _run(cfg, run_dir, reporter, resume=bool(resume), stop_after=stop_after_epochs)
+        return _run(cfg, run_dir, reporter, resume=bool(resume), stop_after=stop_after_epochs, on_epoch=on_epoch)
     finally:
         reporter.close()
 
@@ -181,7 +183,8 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
     atomic_write_text(run_dir / "history.csv", buf.getvalue())
 
 
-def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_after: int | None) -> Path:
+def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_after: int | None,
+         on_epoch: Callable[[int, dict], None] | None = None) -> Path:
     device = pick_device(cfg.run.device)
     precision = pick_precision("off" if cfg.train.qat else cfg.train.amp, device)  # fake-quant runs in fp32
     set_determinism(cfg.train.seed, cfg.train.deterministic)
@@ -242,6 +245,8 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
         reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
                       f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%{' *' if improved else ''}"
                       f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s")
+        if on_epoch is not None:
+            on_epoch(epoch, val)
         if stop:
             reporter.info(f"early stopping: no validation gain for {parts.stopper.patience} epochs")
             stopped_early = True

@@ -35,9 +35,12 @@ def run_row(run_dir: Path) -> dict:
 
 
 def format_cell(key: str, value) -> str:
-    """A table cell: percentages for accuracies, millions for parameters, one decimal for other floats."""
+    """A table cell: percentages for accuracies, millions for parameters, config values (dotted keys) as they are
+    written, one decimal for other floats."""
     if value is None:
         return ""
+    if "." in key:
+        return f"{value:g}" if isinstance(value, float) else str(value)
     if key in ("test_acc", "top5", "f1_macro"):
         return f"{100 * value:.2f}%"
     if key == "params":

@@ -1,0 +1,268 @@
+"""`cnnmode ablate`: a grid of runs that differ only in the studied keys, resumable, in one results table.
+
+A study is a list of settings (a label and the keys it sets). Built-in studies are in `STUDIES`; a YAML file gives
+a custom one, either as explicit `settings: {label: {key: value}}` or as a `grid: {key: [values]}` product.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import statistics
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from cnnmode.config import Config, config_from_base, read_yaml
+from cnnmode.errors import UsageError
+from cnnmode.evaluation.plots import plt, save_fig
+from cnnmode.experiments.compare import COLUMNS, csv_table, format_cell, markdown_table, run_row
+from cnnmode.experiments.runs import check_same_config, complete_run, run_folder
+from cnnmode.files import atomic_write_text
+from cnnmode.registry import Registry
+
+
+@dataclass
+class Setting:
+    """One point of a study: a short label and the config keys it sets."""
+    label: str
+    keys: dict[str, Any] = field(default_factory=dict)
+
+
+STUDIES: Registry[Callable[[Config], list[Setting]]] = Registry("study")
+
+
+@STUDIES.register("optimizer", "sgd, adam, adamw, radam at their usual learning rates")
+def _optimizer(base: Config) -> list[Setting]:
+    same = {"optim.bias_lr_scale": 1.0}
+    return [Setting("sgd", same | {"optim.name": "sgd", "optim.lr": 0.1, "optim.momentum": 0.9,
+                                   "optim.weight_decay": 5e-4}),
+            Setting("adam", same | {"optim.name": "adam", "optim.lr": 1e-3, "optim.weight_decay": 0.0}),
+            Setting("adamw", same | {"optim.name": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.05}),
+            Setting("radam", same | {"optim.name": "radam", "optim.lr": 1e-3, "optim.weight_decay": 0.0})]
+
+
+@STUDIES.register("batch_size", "batch 32, 64, 128, 256 with the learning rate scaled linearly")
+def _batch_size(base: Config) -> list[Setting]:
+    return [Setting(f"bs{bs}", {"train.batch_size": bs, "optim.lr": base.optim.lr * bs / base.train.batch_size})
+            for bs in (32, 64, 128, 256)]
+
+
+@STUDIES.register("image_size", "images resized to 32, 64, 80, 112 px")
+def _image_size(base: Config) -> list[Setting]:
+    return [Setting(f"{s}px", {"data.img_size": s}) for s in (32, 64, 80, 112)]
+
+
+@STUDIES.register("augmentation", "none, flip, flip + AutoAugment, flip + AutoAugment + Cutout")
+def _augmentation(base: Config) -> list[Setting]:
+    off = {"aug.flip": False, "aug.alternate_flip": False, "aug.crop_padding": 0, "aug.autoaugment": False,
+           "aug.randaugment": False, "aug.trivialaugment": False, "aug.cutout": 0, "aug.random_erasing": 0.0,
+           "aug.mixup": 0.0, "aug.cutmix": 0.0}
+    size = base.data.img_size or 32
+    return [Setting("none", off), Setting("flip", off | {"aug.flip": True}),
+            Setting("autoaugment", off | {"aug.flip": True, "aug.autoaugment": True}),
+            Setting("autoaugment+cutout", off | {"aug.flip": True, "aug.autoaugment": True, "aug.cutout": size // 2})]
+
+
+@STUDIES.register("label_smoothing", "label smoothing 0, 0.05, 0.1, 0.15, 0.2")
+def _label_smoothing(base: Config) -> list[Setting]:
+    return [Setting(f"ls{v:g}", {"train.label_smoothing": v}) for v in (0.0, 0.05, 0.1, 0.15, 0.2)]
+
+
+@STUDIES.register("scheduler", "constant, step (every third of training), cosine, onecycle")
+def _scheduler(base: Config) -> list[Setting]:
+    step = max(1, base.train.epochs // 3)
+    return [Setting("constant", {"sched.name": "constant"}),
+            Setting("step", {"sched.name": "step", "sched.step_size": step}),
+            Setting("cosine", {"sched.name": "cosine"}), Setting("onecycle", {"sched.name": "onecycle"})]
+
+
+@STUDIES.register("depth", "ResNet-18, -34, -50")
+def _depth(base: Config) -> list[Setting]:
+    return [Setting(name, {"model.name": name}) for name in ("resnet18", "resnet34", "resnet50")]
+
+
+def _grid_label(keys: dict[str, Any]) -> str:
+    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in keys.items())
+
+
+def load_study_file(path: Path) -> tuple[str, list[Setting]]:
+    """A custom study from YAML: `settings: {label: {key: value, ...}}` or `grid: {key: [value, ...]}`."""
+    tree = read_yaml(path)
+    name = str(tree.get("name") or path.stem)
+    if "settings" in tree:
+        raw = tree["settings"]
+        if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+            raise UsageError(f"{path}: `settings` must map each label to a mapping of config keys")
+        return name, [Setting(str(label), dict(keys)) for label, keys in raw.items()]
+    if "grid" in tree:
+        grid = tree["grid"]
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise UsageError(f"{path}: `grid` must map each config key to a non-empty list of values")
+        points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+        return name, [Setting(_grid_label(p), p) for p in points]
+    raise UsageError(f"{path}: a study file needs `settings:` (label → keys) or `grid:` (key → values)")
+
+
+def resolve_study(study: str, base: Config) -> tuple[str, list[Setting]]:
+    """(name, settings) for a built-in study name or a study YAML file."""
+    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
+        return load_study_file(Path(study))
+    return study, STUDIES.get(study)(base)
+
+
+@dataclass
+class PlannedRun:
+    """One run of the study: its setting, seed and fully resolved config."""
+    setting: Setting
+    seed: int
+    cfg: Config
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+=,-]+", "_", text)
+
+
+def plan(study: str, base: str | None = None, overrides: list[str] | tuple[str, ...] = (), epochs: int | None = None,
+         subset: float | None = None, seeds: int = 1, out: str | Path | None = None
+         ) -> tuple[str, Path, list[PlannedRun]]:
+    """Resolve every run of a study before any starts, so a bad key or value fails at once."""
+    common = list(overrides) + ([f"train.epochs={epochs}"] if epochs else []) + \
+        ([f"data.subset={subset}"] if subset else [])
+    base_cfg = config_from_base(base, common)
+    name, settings = resolve_study(study, base_cfg)
+    if len({s.label for s in settings}) != len(settings):
+        raise UsageError(f"study {name}: setting labels must be unique")
+    study_dir = Path(out) if out else Path(base_cfg.run.dir) / "ablate" / _safe(name)
+    runs = []
+    for setting in settings:
+        for seed in range(seeds):
+            keys = [f"{k}={v}" for k, v in setting.keys.items()]
+            run_keys = [f"train.seed={seed}", f"run.dir={study_dir}", f"run.name={_safe(setting.label)}-seed{seed}"]
+            try:
+                cfg = config_from_base(base, common + keys + run_keys)
+            except UsageError as e:
+                raise UsageError(f"study {name}, setting {setting.label}: {e}") from None
+            runs.append(PlannedRun(setting, seed, cfg))
+    return name, study_dir, runs
+
+
+def result_row(run: PlannedRun, status: str, error: str = "") -> dict:
+    """The results-table row of one run: setting, seed, status, studied keys and the comparison columns."""
+    run_dir = run_folder(run.cfg)
+    row = {"setting": run.setting.label, "seed": run.seed, "status": status, "run_dir": str(run_dir),
+           **run.setting.keys}
+    if status != "failed":
+        row |= {k: v for k, v in run_row(run_dir).items() if k != "run"}
+    else:
+        row |= {k: None for k in COLUMNS if k != "run"} | {"error": error}
+    return row
+
+
+def run_study(study: str, base: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+              epochs: int | None = None, subset: float | None = None, seeds: int = 1,
+              out: str | Path | None = None, quiet: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Run (or complete) every run of a study and write all_results.json, results.csv/.md and plots.
+
+    Finished runs are skipped, interrupted ones resume from their last.pt, and a failing run is recorded as
+    failed with its error without stopping the others.
+    """
+    name, study_dir, runs = plan(study, base, overrides, epochs, subset, seeds, out)
+    for run in runs:  # a rerun with other settings must not mix with (or skip over) the earlier runs
+        check_same_config(run_folder(run.cfg), run.cfg)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, run in enumerate(runs, 1):
+        tag = f"[{i}/{len(runs)}] {name}: {run.setting.label} seed {run.seed}"
+        (run_folder(run.cfg) / "error.txt").unlink(missing_ok=True)
+        try:
+            status, _ = complete_run(run.cfg, quiet=quiet)
+            rows.append(result_row(run, "done"))
+            log(f"{tag}: {'already finished, skipped' if status == 'finished' else status}")
+        except Exception as e:  # recorded, and the study goes on
+            atomic_write_text(run_folder(run.cfg) / "error.txt", traceback.format_exc())
+            rows.append(result_row(run, "failed", f"{type(e).__name__}: {e}"))
+            log(f"{tag}: FAILED ({type(e).__name__}: {e})")
+        write_results(name, study_dir, runs, rows)  # after every run, so a killed study still has its table
+    return {"study": name, "dir": study_dir, "rows": rows}
+
+
+def table_columns(runs: list[PlannedRun]) -> list[str]:
+    """setting, seed, status, the keys that vary across settings, then the comparison columns."""
+    keys = list(dict.fromkeys(k for r in runs for k in r.setting.keys))
+    varied = [k for k in keys if len({repr(r.setting.keys.get(k)) for r in runs}) > 1]
+    return ["setting", "seed", "status", *varied, *[c for c in COLUMNS if c not in ("run",)]]
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per setting: runs, mean and standard deviation of test accuracy over seeds, mean training time."""
+    out = []
+    for label in dict.fromkeys(r["setting"] for r in rows):
+        accs = [r["test_acc"] for r in rows if r["setting"] == label and r["test_acc"] is not None]
+        times = [r["train_time_s"] for r in rows if r["setting"] == label and r["train_time_s"] is not None]
+        out.append({"setting": label, "runs": len(accs),
+                    "mean_test_acc": statistics.fmean(accs) if accs else None,
+                    "std_test_acc": statistics.stdev(accs) if len(accs) > 1 else 0.0 if accs else None,
+                    "mean_train_time_s": statistics.fmean(times) if times else None})
+    return out
+
+
+def _summary_markdown(rows: list[dict]) -> str:
+    lines = ["| setting | runs | test acc (mean ± std) | train time (mean) |", "|---|---|---|---|"]
+    for s in summary(rows):
+        acc = (f"{100 * s['mean_test_acc']:.2f}% ± {100 * s['std_test_acc']:.2f}"
+               if s["mean_test_acc"] is not None else "failed")
+        time = f"{s['mean_train_time_s']:.1f} s" if s["mean_train_time_s"] is not None else ""
+        lines.append(f"| {s['setting']} | {s['runs']} | {acc} | {time} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(name: str, study_dir: Path, runs: list[PlannedRun], rows: list[dict]) -> None:
+    """all_results.json, results.csv, results.md and the two plots."""
+    columns = table_columns(runs)
+    atomic_write_text(study_dir / "all_results.json", json.dumps({"study": name, "runs": rows}, indent=2))
+    atomic_write_text(study_dir / "results.csv", csv_table(rows, columns + ["error"]))
+    failed = [r for r in rows if r["status"] == "failed"]
+    md = [f"# Ablation study: {name}\n",
+          f"{len(rows) - len(failed)} of {len(runs)} runs finished, {len(failed)} failed.\n",
+          _summary_markdown(rows), markdown_table(rows, columns)]
+    md += [f"- {r['setting']} seed {r['seed']} failed: {r['error']}\n" for r in failed]
+    atomic_write_text(study_dir / "results.md", "\n".join(md))
+    done = [r for r in rows if r["test_acc"] is not None]
+    if done:
+        plot_by_setting(name, done, study_dir / "accuracy_by_setting.png")
+        plot_vs_time(name, done, study_dir / "accuracy_vs_time.png")
+
+
+def plot_by_setting(name: str, rows: list[dict], path: Path) -> Path:
+    """Mean test accuracy per setting (bars) with every seed as a dot and the seed spread as an error bar."""
+    stats = [s for s in summary(rows) if s["mean_test_acc"] is not None]
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(stats) + 2), 4.5))
+    x = range(len(stats))
+    ax.bar(x, [100 * s["mean_test_acc"] for s in stats], yerr=[100 * s["std_test_acc"] for s in stats],
+           color="tab:blue", alpha=0.6, capsize=4)
+    for i, s in enumerate(stats):
+        accs = [100 * r["test_acc"] for r in rows if r["setting"] == s["setting"]]
+        ax.plot([i] * len(accs), accs, "o", color="black", ms=4)
+        ax.text(i, 100 * s["mean_test_acc"], f"{100 * s['mean_test_acc']:.1f}", ha="center", va="bottom")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([s["setting"] for s in stats], rotation=20, ha="right")
+    low = min(100 * r["test_acc"] for r in rows)
+    ax.set(ylabel="test accuracy (%)", title=f"{name}: test accuracy per setting (dots: seeds)",
+           ylim=(max(0, low - 10), min(100, max(100 * r["test_acc"] for r in rows) + 5)))
+    ax.grid(axis="y", alpha=0.3)
+    return save_fig(fig, path)
+
+
+def plot_vs_time(name: str, rows: list[dict], path: Path) -> Path:
+    """Test accuracy against training time, one colour per setting."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == label]
+        ax.plot([r["train_time_s"] for r in mine], [100 * r["test_acc"] for r in mine], "o", label=label)
+    ax.set(xlabel="training time (s)", ylabel="test accuracy (%)", title=f"{name}: accuracy vs time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return save_fig(fig, path)
+

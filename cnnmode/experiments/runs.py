@@ -1,0 +1,49 @@
+"""Runs that experiments own: start, resume or skip one run folder, so a rerun study completes what is missing."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from cnnmode.config import Config, flatten, load_yaml_text
+from cnnmode.errors import UsageError
+
+IGNORED = ("run.", "recipe", "description")  # keys that may differ between a run and its rerun
+
+
+def run_folder(cfg: Config) -> Path:
+    """The folder a config's run writes to (run.dir/run.name)."""
+    return Path(cfg.run.dir) / cfg.run.name
+
+
+def _compared(cfg_dict: dict) -> dict:
+    return {k: v for k, v in flatten(cfg_dict).items() if not k.startswith(IGNORED)}
+
+
+def check_same_config(run_dir: Path, cfg: Config) -> None:
+    """Refuse to reuse `run_dir` when it holds a run of a different configuration."""
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    old, new = _compared(load_yaml_text(saved.read_text()) or {}), _compared(cfg.to_dict())
+    changed = sorted(k for k in new if old.get(k) != new[k])
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} → {new[k]!r}" for k in changed[:4])
+        raise UsageError(f"{run_dir} holds a run with a different config ({diffs}); rerun with the same "
+                         "settings to complete it, or choose another output folder")
+
+
+def complete_run(cfg: Config, quiet: bool = False,
+                 on_epoch: Callable[[int, dict], None] | None = None) -> tuple[str, Path]:
+    """Make sure the run for `cfg` is finished: ("finished", dir) if it already was, ("resumed", dir) if it
+    continued from its last.pt, ("trained", dir) if it started fresh. Errors propagate."""
+    from cnnmode.engine.trainer import train
+
+    run_dir = run_folder(cfg)
+    check_same_config(run_dir, cfg)
+    if (run_dir / "metrics.json").exists():
+        return "finished", run_dir
+    if (run_dir / "last.pt").exists():
+        train(resume=run_dir, quiet=quiet, on_epoch=on_epoch)
+        return "resumed", run_dir
+    train(cfg, quiet=quiet, on_epoch=on_epoch)
+    return "trained", run_dir

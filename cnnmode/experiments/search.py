@@ -1,0 +1,258 @@
+"""`cnnmode search`: an Optuna study over config keys (TPE sampler, pruning on per-epoch validation accuracy).
+
+The study lives in an Optuna storage: a SQLite file in the study folder by default, or any database URL
+(`postgresql://...`) that many `cnnmode search --study NAME --storage URL` processes on many machines share.
+A space file looks like:
+
+    base: default                 # recipe name or config YAML (optional)
+    fixed: {train.epochs: 4}      # keys every trial uses (optional)
+    params:
+      optim.lr: {type: float, low: 0.01, high: 1.0, log: true}
+      train.label_smoothing: {type: float, low: 0.0, high: 0.3}
+      model.width: {type: int, low: 32, high: 96, step: 32}
+      optim.name: {type: categorical, choices: [sgd, adamw]}
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from cnnmode.config import Config, config_from_base, dump_yaml, read_yaml, set_key
+from cnnmode.errors import UsageError
+from cnnmode.experiments.compare import csv_table
+from cnnmode.experiments.runs import complete_run
+from cnnmode.files import atomic_write_text
+
+PARAM_TYPES = ("float", "int", "categorical")
+PRUNERS = ("median", "halving", "none")
+
+
+@dataclass
+class Space:
+    """What a search varies (`params`: key → spec) and what it keeps (`base`, `fixed`)."""
+    params: dict[str, dict[str, Any]]
+    base: str | None = None
+    fixed: dict[str, Any] = field(default_factory=dict)
+    name: str = "search"
+
+
+def _check_param(key: str, spec: Any, source: str) -> None:
+    if not isinstance(spec, dict) or spec.get("type") not in PARAM_TYPES:
+        raise UsageError(f"{source}: params.{key} needs `type:` one of {', '.join(PARAM_TYPES)}")
+    needed = ("choices",) if spec["type"] == "categorical" else ("low", "high")
+    missing = [k for k in needed if k not in spec]
+    if missing:
+        raise UsageError(f"{source}: params.{key} ({spec['type']}) needs {', '.join(missing)}")
+    if spec["type"] != "categorical" and not spec["low"] < spec["high"]:
+        raise UsageError(f"{source}: params.{key} needs low < high")
+
+
+def load_space(path: str | Path) -> Space:
+    """Read and check a space YAML file."""
+    tree = read_yaml(Path(path))
+    params = tree.get("params")
+    if not isinstance(params, dict) or not params:
+        raise UsageError(f"{path}: a search space needs `params:` mapping config keys to specs, e.g. "
+                         "optim.lr: {type: float, low: 0.01, high: 1.0, log: true}")
+    for key, spec in params.items():
+        _check_param(key, spec, str(path))
+    fixed = tree.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise UsageError(f"{path}: `fixed:` must map config keys to values")
+    return Space(params, tree.get("base"), fixed, Path(path).stem)
+
+
+def suggest(trial, space: Space) -> dict[str, Any]:
+    """The trial's value for every parameter of the space."""
+    values = {}
+    for key, spec in space.params.items():
+        if spec["type"] == "float":
+            values[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
+                                              log=bool(spec.get("log", False)), step=spec.get("step"))
+        elif spec["type"] == "int":
+            values[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)),
+                                            log=bool(spec.get("log", False)))
+        else:
+            values[key] = trial.suggest_categorical(key, list(spec["choices"]))
+    return values
+
+
+def trial_config(space: Space, values: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
+                 run_keys: list[str] | tuple[str, ...] = ()) -> Config:
+    """Base → fixed keys → command-line overrides → the trial's values; always with a validation split."""
+    keys = [f"{k}={v}" for k, v in space.fixed.items()] + list(overrides)
+    keys += [f"{k}={v}" for k, v in values.items()] + list(run_keys)
+    cfg = config_from_base(space.base, keys)
+    if cfg.data.val_split == 0 and not cfg.data.folds:
+        set_key(cfg, "data.val_split", 0.1)  # a search selects on validation accuracy: never on the test split
+    return cfg
+
+
+def _first_values(space: Space) -> dict[str, Any]:
+    return {k: (s["choices"][0] if s["type"] == "categorical" else s["low"]) for k, s in space.params.items()}
+
+
+def make_pruner(name: str):
+    """Optuna pruner by name: median (stop trials below the median of earlier ones at the same epoch),
+    halving (successive halving), none."""
+    import optuna
+
+    if name not in PRUNERS:
+        raise UsageError(f"unknown pruner '{name}'; choose one of: {', '.join(PRUNERS)}")
+    return {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+            "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
+            "none": optuna.pruners.NopPruner}[name]()
+
+
+def open_study(name: str, storage: str, pruner, seed: int | None = None):
+    """Create or join the study `name` in `storage` (an RDB URL), maximising validation accuracy.
+
+    A heartbeat marks trials of killed processes as failed, so every process sees the true state.
+    """
+    import optuna
+
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=90)
+            return optuna.create_study(study_name=name, storage=rdb, direction="maximize", load_if_exists=True,
+                                       sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+                                       pruner=pruner)
+        except OperationalError:  # processes starting together race to create the tables of a new database
+            if attempt == 5:
+                raise
+            time.sleep(0.5 + attempt)
+
+
+def objective(space: Space, study_dir: Path, overrides: list[str] | tuple[str, ...], quiet: bool):
+    """The function Optuna calls per trial: one training run in study_dir/trial-NNN, reporting every epoch."""
+    import optuna
+
+    def run(trial: optuna.Trial) -> float:
+        values = suggest(trial, space)
+        cfg = trial_config(space, values, overrides, [f"run.dir={study_dir}", f"run.name=trial-{trial.number:03d}"])
+        trial.set_user_attr("run_dir", str(study_dir / cfg.run.name))
+
+        def report(epoch: int, val: dict) -> None:
+            trial.report(val["accuracy"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"validation accuracy {val['accuracy']:.4f} at epoch {epoch}")
+
+        _, run_dir = complete_run(cfg, quiet=quiet, on_epoch=report)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        trial.set_user_attr("test_acc", metrics["test"]["accuracy"])
+        trial.set_user_attr("train_time_s", metrics["train_time_s"])
+        return metrics["val"]["accuracy"]
+
+    return run
+
+
+def run_search(space_file: str | Path, trials: int = 10, storage: str | None = None, study: str | None = None,
+               timeout: float | None = None, pruner: str = "median", out: str | Path | None = None,
+               overrides: list[str] | tuple[str, ...] = (), seed: int | None = None, quiet: bool = False,
+               log: Callable[[str], None] = print) -> dict:
+    """Run `trials` trials of this process in the study (joining it if it exists), then write the results.
+
+    Trials that raise are marked failed and the study continues; pruned trials are marked pruned.
+    """
+    import optuna
+
+    space = load_space(space_file)
+    name = study or space.name
+    probe = trial_config(space, _first_values(space), overrides)  # a bad key fails here, before any trial
+    study_dir = Path(out) if out else Path(probe.run.dir) / "search" / name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    opened = open_study(name, storage, make_pruner(pruner), seed)
+    log(f"study '{name}' in {storage}: {len(opened.trials)} trial(s) so far; running {trials} more")
+    opened.optimize(objective(space, study_dir, overrides, quiet), n_trials=trials, timeout=timeout,
+                    catch=(Exception,), callbacks=[lambda s, t: log(_trial_line(t))])
+    return write_results(opened, space, study_dir, overrides)
+
+
+def _trial_line(t) -> str:
+    value = f"val acc {100 * t.value:.2f}%" if t.value is not None else ""
+    note = t.system_attrs.get("fail_reason", "") if t.state.name == "FAIL" else ""
+    return f"trial {t.number}: {t.state.name.lower()} {value} {note[:200]}".rstrip()
+
+
+def trial_rows(study) -> list[dict]:
+    """One row per trial: number, state, validation (and test) accuracy, parameters, duration, run folder."""
+    rows = []
+    for t in study.trials:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
+        rows.append({"number": t.number, "state": t.state.name.lower(), "val_acc": t.value,
+                     "test_acc": t.user_attrs.get("test_acc"), "epochs": len(t.intermediate_values),
+                     **t.params, "duration_s": round(duration, 1) if duration is not None else None,
+                     "run_dir": t.user_attrs.get("run_dir", "")})
+    return rows
+
+
+def write_results(study, space: Space, study_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """trials.csv, trials.md, best.yaml (a config for `cnnmode train --config`) and the Optuna plots."""
+    rows = trial_rows(study)
+    columns = ["number", "state", "val_acc", "test_acc", "epochs", *space.params, "duration_s", "run_dir"]
+    atomic_write_text(study_dir / "trials.csv", csv_table(rows, columns))
+    atomic_write_text(study_dir / "trials.md", _markdown(rows, columns))
+    result = {"study": study.study_name, "dir": str(study_dir), "trials": len(rows),
+              "states": {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})}}
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if complete:
+        best = study.best_trial
+        cfg = trial_config(space, best.params, overrides)
+        cfg.description = (f"best of search '{study.study_name}': trial {best.number}, validation accuracy "
+                           f"{100 * best.value:.2f}%")
+        atomic_write_text(study_dir / "best.yaml", dump_yaml(cfg))
+        result |= {"best_trial": best.number, "best_val_acc": best.value, "best_params": best.params,
+                   "best_config": str(study_dir / "best.yaml")}
+    result["plots"] = write_plots(study, study_dir)
+    atomic_write_text(study_dir / "search.json", json.dumps(result, indent=2, default=str))
+    return result
+
+
+def _markdown(rows: list[dict], columns: list[str]) -> str:
+    def cell(key, value):
+        if value is None:
+            return ""
+        if key in ("val_acc", "test_acc"):
+            return f"{100 * value:.2f}%"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(c, r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(study, study_dir: Path) -> list[str]:
+    """Optimization history, parameter importances and parallel coordinates as PNG (matplotlib) and one HTML page
+    (plotly); a plot that needs more finished trials than there are is left out."""
+    import optuna.visualization as pv
+    import optuna.visualization.matplotlib as pm
+
+    from cnnmode.evaluation.plots import save_fig
+
+    written, figures = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-API and few-trials notices
+        for name in ("optimization_history", "param_importances", "parallel_coordinate"):
+            try:
+                ax = getattr(pm, f"plot_{name}")(study)
+                ax = ax.flat[0] if hasattr(ax, "flat") else ax
+                written.append(str(save_fig(ax.figure, study_dir / f"{name}.png")))
+                figures.append(getattr(pv, f"plot_{name}")(study))
+            except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. importances need 2+ finished trials
+                continue
+    if figures:
+        parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures)]
+        page = f"<html><head><meta charset='utf-8'><title>{study.study_name}</title></head><body>" + \
+            "".join(parts) + "</body></html>"
+        written.append(str(atomic_write_text(study_dir / "search.html", page)))
+    return written
