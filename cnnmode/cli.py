@@ -294,7 +294,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from cnnmode.experiments.cv import run_cv
+    from cnnmode.experiments.kfold import run_cv
 
     base = args.config or args.recipe
     r = run_cv(args.folds, base, args.overrides, args.out, args.quiet)

@@ -67,6 +67,7 @@ def write_onnx(art: Artifact, path: Path, opts: ExportOptions) -> None:
 def write_onnx_int8(art: Artifact, path: Path, opts: ExportOptions) -> None:
     """Static int8 (QDQ, per-channel weights) with ONNX Runtime, calibrated on real images."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if opts.calib is None:
         raise UsageError("onnx-int8 needs real images to calibrate: pass --calib-data PATH (or export a run folder)")
@@ -81,12 +82,16 @@ def write_onnx_int8(art: Artifact, path: Path, opts: ExportOptions) -> None:
             batch = next(self.batches, None)
             return None if batch is None else {"input": batch.numpy()}
 
+    prepared = path.with_name(path.name + ".pre.onnx")
     try:
-        quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        # fold BatchNorm into the convolutions and infer shapes first, so the int8 graph quantizes fused convs
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     finally:
-        fp32.unlink(missing_ok=True)
-        fp32.with_name(fp32.name + ".data").unlink(missing_ok=True)
+        for leftover in (fp32, prepared):
+            leftover.unlink(missing_ok=True)
+            leftover.with_name(leftover.name + ".data").unlink(missing_ok=True)
 
 
 def write_dynamic_int8(art: Artifact, path: Path, opts: ExportOptions) -> None:

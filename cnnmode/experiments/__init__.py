@@ -1,1 +1,1 @@
-"""Experiments across runs: comparison tables, learning-rate finder."""
+"""Experiments across runs: ablation studies, Optuna search, K-fold, comparison tables, LR finder, baselines."""
