@@ -241,7 +241,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"data.path={args.data}"] if args.data else [])
     run_dir = run_hog_svm(build_config(overrides=overrides), args.img_size, args.kernel, args.components, args.C,
-                          args.cell)
+                          args.cell, args.thumbnail)
     m = json.loads((run_dir / "metrics.json").read_text())
     print(f"hog-svm ({args.kernel}): test accuracy {100 * m['test']['accuracy']:.2f}%  F1 macro "
           f"{100 * m['test']['f1_macro']:.2f}%  fit {m['train_time_s']:.0f} s on {m['baseline']['features']} "
@@ -464,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lr_find)
 
     p = verbs.add_parser("baseline", help="a classical baseline (HOG + SVM) reported like a CNN run",
-                         description="HOG features (scikit-image) + a linear SVM on an RBF kernel map (scikit-learn "
+                         description="HOG features (scikit-image) at two cell sizes plus a colour thumbnail, "
+                                     "standardised, then a linear SVM on an RBF kernel map (scikit-learn "
                                      "Nystroem), fitted on the train split and scored on the test split; writes a run "
                                      "folder with metrics.json and eval/ like `cnnmode train`.")
     p.add_argument("method", choices=["hog-svm"])
@@ -473,7 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", choices=["rbf", "linear"], default="rbf")
     p.add_argument("--components", type=int, default=3000, help="Nystroem components for the RBF kernel map")
     p.add_argument("--C", type=float, default=1.0, help="SVM regularisation (smaller = stronger)")
-    p.add_argument("--cell", type=int, default=4, help="HOG cell size in pixels")
+    p.add_argument("--cell", type=int, default=4, help="HOG cell size in pixels (a second HOG uses twice this)")
+    p.add_argument("--thumbnail", type=int, default=8,
+                   help="also feed the image's colours averaged to this many pixels a side (0 = HOG only)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys (data.*, run.*, train.seed)")
     p.set_defaults(func=cmd_baseline)
 
