@@ -53,10 +53,11 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
 
 
 def artifact_data(target: str | Path, art: Artifact, data: str | None, purpose: str,
-                  device: str | torch.device = "cpu", subset: float = 0):
+                  device: str | torch.device = "cpu", subset: float = 0, need_val: bool = False):
     """(config, DataBundle) to run an artifact on: `data`, else its run folder's own data; always with the
     artifact's size, channels and normalisation, and refused when the class lists differ. `subset` keeps a
-    stratified sample of every split (as `data.subset`)."""
+    stratified sample of every split (as `data.subset`); `need_val` carves a validation split from the training
+    images when the run had none (its `val` would otherwise be the test split)."""
     from cnnmode.config import Config, config_from_dict, read_yaml
     from cnnmode.data import build_data
 
@@ -71,6 +72,8 @@ def artifact_data(target: str | Path, art: Artifact, data: str | None, purpose: 
     cfg.train.channels_last = False
     if subset:
         cfg.data.subset = subset
+    if need_val and cfg.data.val_split == 0 and not cfg.data.folds:
+        cfg.data.val_split = 0.1
     bundle = build_data(cfg, torch.device(device), norm=(art.preprocess["mean"], art.preprocess["std"]))
     if bundle.classes != art.classes:
         raise UsageError(f"the model was trained on classes {art.classes} but {cfg.data.path} has "

@@ -182,7 +182,8 @@ def real_images(source: str | None, target: str, n: int = 512, split: str = "val
     path = Path(target)
     if source is None and not (path.is_dir() and (path / "config.yaml").exists()):
         return None
-    _, bundle = artifact_data(path, load_artifact(path), source, "reading images for", subset=n)
+    _, bundle = artifact_data(path, load_artifact(path), source, "reading images for", subset=n,
+                              need_val=split == "val")
     xs, ys, count = [], [], 0
     for x, y in (bundle.test if split == "test" else bundle.val):
         xs.append(x.float())
@@ -194,6 +195,6 @@ def real_images(source: str | None, target: str, n: int = 512, split: str = "val
 
 
 def calibration_images(source: str | None, target: str, n: int = 512) -> torch.Tensor | None:
-    """Real images for calibration and verification (the validation split), or None."""
+    """Real images for calibration and verification (the validation split, never the test split), or None."""
     found = real_images(source, target, n, "val")
     return found[0] if found else None

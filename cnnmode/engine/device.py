@@ -7,6 +7,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import torch
 
 from cnnmode.errors import UsageError
@@ -115,9 +117,26 @@ def set_determinism(seed: int, deterministic: bool) -> None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: CUDA allocator peak on GPUs, process max RSS elsewhere."""
+    """Peak memory since the last `reset_peak_memory`: CUDA allocator peak on GPUs, peak RSS elsewhere."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):  # Linux: resettable, unlike getrusage's maximum
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak, so each of several runs in one process (a study) reports its own."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
+    except OSError:
+        pass

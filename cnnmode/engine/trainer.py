@@ -20,7 +20,7 @@ from cnnmode.deploy.artifact import save_artifact
 from cnnmode.engine.callbacks import EarlyStopping
 from cnnmode.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from cnnmode.engine.console import Reporter
-from cnnmode.engine.device import peak_memory_mb, pick_device, pick_precision, set_determinism
+from cnnmode.engine.device import peak_memory_mb, pick_device, pick_precision, reset_peak_memory, set_determinism
 from cnnmode.engine.loop import StepSetup, evaluate, predict_logits, train_one_epoch
 from cnnmode.engine.optim import LENGTH_BOUND, build_optimizer, build_scheduler
 from cnnmode.errors import RunError, UsageError
@@ -186,6 +186,7 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
 def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_after: int | None,
          on_epoch: Callable[[int, dict], None] | None = None) -> Path:
     device = pick_device(cfg.run.device)
+    reset_peak_memory(device)
     precision = pick_precision("off" if cfg.train.qat else cfg.train.amp, device)  # fake-quant runs in fp32
     set_determinism(cfg.train.seed, cfg.train.deterministic)
     reporter.attach_log(run_dir / "train.log")
