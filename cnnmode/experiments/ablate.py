@@ -245,7 +245,8 @@ def plot_by_setting(name: str, rows: list[dict], path: Path) -> Path:
     for i, s in enumerate(stats):
         accs = [100 * r["test_acc"] for r in rows if r["setting"] == s["setting"]]
         ax.plot([i] * len(accs), accs, "o", color="black", ms=4)
-        ax.text(i, 100 * s["mean_test_acc"], f"{100 * s['mean_test_acc']:.1f}", ha="center", va="bottom")
+        top = max(accs + [100 * (s["mean_test_acc"] + s["std_test_acc"])])
+        ax.text(i, top + 0.3, f"{100 * s['mean_test_acc']:.1f}", ha="center", va="bottom")
     ax.set_xticks(list(x))
     ax.set_xticklabels([s["setting"] for s in stats], rotation=20, ha="right")
     low = min(100 * r["test_acc"] for r in rows)
