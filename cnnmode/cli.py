@@ -23,7 +23,7 @@ def _keys_help() -> str:
 
 
 def _studies_help() -> str:
-    from cnnmode.experiments.ablate import STUDIES
+    from cnnmode.experiments.studies import STUDIES
 
     return "built-in studies:\n" + "\n".join(f"  {n:<16} {STUDIES.describe(n)}" for n in STUDIES.names())
 
@@ -294,8 +294,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
+    from cnnmode.errors import UsageError
     from cnnmode.experiments.kfold import run_cv
 
+    if args.config and args.recipe:
+        raise UsageError("give either --recipe or --config, not both")
     base = args.config or args.recipe
     r = run_cv(args.folds, base, args.overrides, args.out, args.quiet)
     _print_rows(f"{r['folds']}-fold cross-validation", ["fold", "best val acc", "best epoch", "test acc"],
@@ -571,7 +574,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted; a run can be continued with --resume RUN_DIR", file=sys.stderr)
+        hint = ("rerun the same command to continue where it stopped" if args.verb in ("ablate", "cv", "search")
+                else "a run can be continued with --resume RUN_DIR")
+        print(f"interrupted; {hint}", file=sys.stderr)
         return 130
     except Exception as e:  # an unforeseen failure still gets one line; CNNMODE_DEBUG=1 shows the traceback
         import os

@@ -298,11 +298,22 @@ def build_config(recipe: str | None = None, config_file: str | None = None,
     return cfg
 
 
-def config_from_base(base: str | None, overrides: list[str] | tuple[str, ...] = (), cuda: bool = False) -> Config:
-    """A Config from `base` (a recipe name or a YAML file; default: the `default` recipe) plus overrides."""
+def config_from_base(base: str | None, overrides: list[str] | tuple[str, ...] = (), values: dict[str, Any] | None = None,
+                     cuda: bool | None = None) -> Config:
+    """A Config from `base` (a recipe name or a YAML file; default: the `default` recipe for this machine's
+    hardware), then `key=value` override strings, then `values` (dotted key → Python value, set as they are)."""
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
     base = base or "default"
     is_file = base.endswith((".yaml", ".yml")) or Path(base).is_file()
-    return build_config(None if is_file else base, base if is_file else None, overrides, cuda)
+    cfg = build_config(None if is_file else base, base if is_file else None, overrides, cuda)
+    if values:
+        for key, value in flatten(values).items():
+            set_key(cfg, key, str(value) if isinstance(value, Path) else value)
+        validate(cfg)
+    return cfg
 
 
 def config_from_dict(tree: dict[str, Any]) -> Config:

@@ -218,8 +218,10 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
         found, classes, channels, native, skipped, mode = load_files(cfg, cache_root)
     train, val, test, val_is_test = _assign_splits(found, cfg)
     if cfg.data.subset:
-        train, val, test = (s.take(stratified_subset(s.labels, cfg.data.subset, cfg.train.seed))
-                            for s in (train, val, test))
+        # the test sample stays the same for every seed, so runs that differ only in their seed are comparable
+        train, val, test = (s.take(stratified_subset(s.labels, cfg.data.subset, seed))
+                            for s, seed in ((train, cfg.train.seed), (val, cfg.train.seed), (test, TEST_SEED)))
+        val = test if val_is_test else val
     if len(torch.unique(train.labels)) < 2:
         raise UsageError(f"{cfg.data.path}: training split has fewer than 2 classes with readable images")
     img_size = cfg.data.img_size or native or 224

@@ -1,115 +1,25 @@
 """`cnnmode ablate`: a grid of runs that differ only in the studied keys, resumable, in one results table.
 
-A study is a list of settings (a label and the keys it sets). Built-in studies are in `STUDIES`; a YAML file gives
-a custom one, either as explicit `settings: {label: {key: value}}` or as a `grid: {key: [values]}` product.
+The studies themselves (built-in and YAML) are in `cnnmode.experiments.studies`.
 """
 from __future__ import annotations
 
-import itertools
+import hashlib
 import json
 import re
 import statistics
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from cnnmode.config import Config, config_from_base, read_yaml
+from cnnmode.config import Config, config_from_base
 from cnnmode.errors import UsageError
 from cnnmode.evaluation.plots import plt, save_fig
-from cnnmode.experiments.compare import COLUMNS, csv_table, format_cell, markdown_table, run_row
+from cnnmode.experiments.compare import COLUMNS, csv_table, markdown_table, run_row
 from cnnmode.experiments.runs import check_same_config, complete_run, run_folder
+from cnnmode.experiments.studies import STUDIES, Setting, resolve_study  # noqa: F401  (STUDIES re-exported)
 from cnnmode.files import atomic_write_text
-from cnnmode.registry import Registry
-
-
-@dataclass
-class Setting:
-    """One point of a study: a short label and the config keys it sets."""
-    label: str
-    keys: dict[str, Any] = field(default_factory=dict)
-
-
-STUDIES: Registry[Callable[[Config], list[Setting]]] = Registry("study")
-
-
-@STUDIES.register("optimizer", "sgd, adam, adamw, radam at their usual learning rates")
-def _optimizer(base: Config) -> list[Setting]:
-    same = {"optim.bias_lr_scale": 1.0}
-    return [Setting("sgd", same | {"optim.name": "sgd", "optim.lr": 0.1, "optim.momentum": 0.9,
-                                   "optim.weight_decay": 5e-4}),
-            Setting("adam", same | {"optim.name": "adam", "optim.lr": 1e-3, "optim.weight_decay": 0.0}),
-            Setting("adamw", same | {"optim.name": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.05}),
-            Setting("radam", same | {"optim.name": "radam", "optim.lr": 1e-3, "optim.weight_decay": 0.0})]
-
-
-@STUDIES.register("batch_size", "batch 32, 64, 128, 256 with the learning rate scaled linearly")
-def _batch_size(base: Config) -> list[Setting]:
-    return [Setting(f"bs{bs}", {"train.batch_size": bs, "optim.lr": base.optim.lr * bs / base.train.batch_size})
-            for bs in (32, 64, 128, 256)]
-
-
-@STUDIES.register("image_size", "images resized to 32, 64, 80, 112 px")
-def _image_size(base: Config) -> list[Setting]:
-    return [Setting(f"{s}px", {"data.img_size": s}) for s in (32, 64, 80, 112)]
-
-
-@STUDIES.register("augmentation", "none, flip, flip + AutoAugment, flip + AutoAugment + Cutout")
-def _augmentation(base: Config) -> list[Setting]:
-    off = {"aug.flip": False, "aug.alternate_flip": False, "aug.crop_padding": 0, "aug.autoaugment": False,
-           "aug.randaugment": False, "aug.trivialaugment": False, "aug.cutout": 0, "aug.random_erasing": 0.0,
-           "aug.mixup": 0.0, "aug.cutmix": 0.0}
-    size = base.data.img_size or 32
-    return [Setting("none", off), Setting("flip", off | {"aug.flip": True}),
-            Setting("autoaugment", off | {"aug.flip": True, "aug.autoaugment": True}),
-            Setting("autoaugment+cutout", off | {"aug.flip": True, "aug.autoaugment": True, "aug.cutout": size // 2})]
-
-
-@STUDIES.register("label_smoothing", "label smoothing 0, 0.05, 0.1, 0.15, 0.2")
-def _label_smoothing(base: Config) -> list[Setting]:
-    return [Setting(f"ls{v:g}", {"train.label_smoothing": v}) for v in (0.0, 0.05, 0.1, 0.15, 0.2)]
-
-
-@STUDIES.register("scheduler", "constant, step (every third of training), cosine, onecycle")
-def _scheduler(base: Config) -> list[Setting]:
-    step = max(1, base.train.epochs // 3)
-    return [Setting("constant", {"sched.name": "constant"}),
-            Setting("step", {"sched.name": "step", "sched.step_size": step}),
-            Setting("cosine", {"sched.name": "cosine"}), Setting("onecycle", {"sched.name": "onecycle"})]
-
-
-@STUDIES.register("depth", "ResNet-18, -34, -50")
-def _depth(base: Config) -> list[Setting]:
-    return [Setting(name, {"model.name": name}) for name in ("resnet18", "resnet34", "resnet50")]
-
-
-def _grid_label(keys: dict[str, Any]) -> str:
-    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in keys.items())
-
-
-def load_study_file(path: Path) -> tuple[str, list[Setting]]:
-    """A custom study from YAML: `settings: {label: {key: value, ...}}` or `grid: {key: [value, ...]}`."""
-    tree = read_yaml(path)
-    name = str(tree.get("name") or path.stem)
-    if "settings" in tree:
-        raw = tree["settings"]
-        if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
-            raise UsageError(f"{path}: `settings` must map each label to a mapping of config keys")
-        return name, [Setting(str(label), dict(keys)) for label, keys in raw.items()]
-    if "grid" in tree:
-        grid = tree["grid"]
-        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-            raise UsageError(f"{path}: `grid` must map each config key to a non-empty list of values")
-        points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-        return name, [Setting(_grid_label(p), p) for p in points]
-    raise UsageError(f"{path}: a study file needs `settings:` (label → keys) or `grid:` (key → values)")
-
-
-def resolve_study(study: str, base: Config) -> tuple[str, list[Setting]]:
-    """(name, settings) for a built-in study name or a study YAML file."""
-    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
-        return load_study_file(Path(study))
-    return study, STUDIES.get(study)(base)
 
 
 @dataclass
@@ -120,28 +30,33 @@ class PlannedRun:
     cfg: Config
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+=,-]+", "_", text)
+def folder_name(label: str, seed: int) -> str:
+    """A run folder name for a setting and seed: filesystem-safe, and short (long labels get a hash suffix)."""
+    safe = re.sub(r"[^A-Za-z0-9._+=,-]+", "_", label)
+    if len(safe) > 80:
+        safe = f"{safe[:60]}-{hashlib.sha1(label.encode()).hexdigest()[:10]}"
+    return f"{safe}-seed{seed}"
 
 
 def plan(study: str, base: str | None = None, overrides: list[str] | tuple[str, ...] = (), epochs: int | None = None,
          subset: float | None = None, seeds: int = 1, out: str | Path | None = None
          ) -> tuple[str, Path, list[PlannedRun]]:
     """Resolve every run of a study before any starts, so a bad key or value fails at once."""
-    common = list(overrides) + ([f"train.epochs={epochs}"] if epochs else []) + \
-        ([f"data.subset={subset}"] if subset else [])
-    base_cfg = config_from_base(base, common)
+    if seeds < 1 or (epochs is not None and epochs < 1) or (subset is not None and subset <= 0):
+        raise UsageError("--seeds and --epochs must be >= 1 and --subset > 0")
+    common = {k: v for k, v in (("train.epochs", epochs), ("data.subset", subset)) if v is not None}
+    base_cfg = config_from_base(base, overrides, common)
     name, settings = resolve_study(study, base_cfg)
-    if len({s.label for s in settings}) != len(settings):
-        raise UsageError(f"study {name}: setting labels must be unique")
-    study_dir = Path(out) if out else Path(base_cfg.run.dir) / "ablate" / _safe(name)
+    names = [folder_name(s.label, 0) for s in settings]
+    if len(set(names)) != len(names):
+        raise UsageError(f"study {name}: setting labels must stay distinct as folder names ({', '.join(names)})")
+    study_dir = Path(out) if out else Path(base_cfg.run.dir) / "ablate" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     runs = []
     for setting in settings:
         for seed in range(seeds):
-            keys = [f"{k}={v}" for k, v in setting.keys.items()]
-            run_keys = [f"train.seed={seed}", f"run.dir={study_dir}", f"run.name={_safe(setting.label)}-seed{seed}"]
+            run_keys = {"train.seed": seed, "run.dir": str(study_dir), "run.name": folder_name(setting.label, seed)}
             try:
-                cfg = config_from_base(base, common + keys + run_keys)
+                cfg = config_from_base(base, overrides, common | setting.keys | run_keys)
             except UsageError as e:
                 raise UsageError(f"study {name}, setting {setting.label}: {e}") from None
             runs.append(PlannedRun(setting, seed, cfg))
@@ -181,7 +96,10 @@ def run_study(study: str, base: str | None = None, overrides: list[str] | tuple[
             rows.append(result_row(run, "done"))
             log(f"{tag}: {'already finished, skipped' if status == 'finished' else status}")
         except Exception as e:  # recorded, and the study goes on
-            atomic_write_text(run_folder(run.cfg) / "error.txt", traceback.format_exc())
+            try:
+                atomic_write_text(run_folder(run.cfg) / "error.txt", traceback.format_exc())
+            except OSError:
+                pass
             rows.append(result_row(run, "failed", f"{type(e).__name__}: {e}"))
             log(f"{tag}: FAILED ({type(e).__name__}: {e})")
         write_results(name, study_dir, runs, rows)  # after every run, so a killed study still has its table

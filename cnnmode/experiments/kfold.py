@@ -22,8 +22,8 @@ def plan_folds(folds: int, base: str | None = None, overrides: list[str] | tuple
         raise UsageError(f"--folds must be >= 2 (got {folds})")
     base_cfg = config_from_base(base, overrides)
     cv_dir = Path(out) if out else Path(base_cfg.run.dir) / f"cv-{base_cfg.recipe or base_cfg.model.name}-k{folds}"
-    configs = [config_from_base(base, [*overrides, f"data.folds={folds}", f"data.fold={i}", f"run.dir={cv_dir}",
-                                       f"run.name=fold-{i}"]) for i in range(folds)]
+    configs = [config_from_base(base, overrides, {"data.folds": folds, "data.fold": i, "run.dir": str(cv_dir),
+                                                  "run.name": f"fold-{i}"}) for i in range(folds)]
     return cv_dir, configs
 
 

@@ -19,13 +19,19 @@ def _compared(cfg_dict: dict) -> dict:
     return {k: v for k, v in flatten(cfg_dict).items() if not k.startswith(IGNORED)}
 
 
+def is_finished(run_dir: Path) -> bool:
+    """True when a run wrote everything: metrics.json, the model.pt artifact and, last of all, report.html."""
+    return all((run_dir / name).exists() for name in ("metrics.json", "model.pt", "report.html"))
+
+
 def check_same_config(run_dir: Path, cfg: Config) -> None:
     """Refuse to reuse `run_dir` when it holds a run of a different configuration."""
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return
     old, new = _compared(load_yaml_text(saved.read_text()) or {}), _compared(cfg.to_dict())
-    changed = sorted(k for k in new if old.get(k) != new[k])
+    defaults = _compared(Config().to_dict())  # keys added since that run was made have their default there
+    changed = sorted(k for k in new if old.get(k, defaults.get(k)) != new[k])
     if changed:
         diffs = ", ".join(f"{k}: {old.get(k)!r} → {new[k]!r}" for k in changed[:4])
         raise UsageError(f"{run_dir} holds a run with a different config ({diffs}); rerun with the same "
@@ -40,7 +46,7 @@ def complete_run(cfg: Config, quiet: bool = False,
 
     run_dir = run_folder(cfg)
     check_same_config(run_dir, cfg)
-    if (run_dir / "metrics.json").exists():
+    if is_finished(run_dir):
         return "finished", run_dir
     if (run_dir / "last.pt").exists():
         train(resume=run_dir, quiet=quiet, on_epoch=on_epoch)

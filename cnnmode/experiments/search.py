@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cnnmode.config import Config, config_from_base, dump_yaml, read_yaml, set_key
+from cnnmode.config import Config, config_from_base, dump_yaml, parse_override, read_yaml, set_key, validate
 from cnnmode.errors import UsageError
 from cnnmode.experiments.compare import csv_table
-from cnnmode.experiments.runs import complete_run
 from cnnmode.files import atomic_write_text
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -63,7 +63,10 @@ def load_space(path: str | Path) -> Space:
     fixed = tree.get("fixed") or {}
     if not isinstance(fixed, dict):
         raise UsageError(f"{path}: `fixed:` must map config keys to values")
-    return Space(params, tree.get("base"), fixed, Path(path).stem)
+    base = tree.get("base")
+    if base and not Path(base).is_absolute() and (Path(path).parent / base).is_file():
+        base = str(Path(path).parent / base)  # a config file beside the space file
+    return Space(params, base, fixed, Path(path).stem)
 
 
 def suggest(trial, space: Space) -> dict[str, Any]:
@@ -82,14 +85,34 @@ def suggest(trial, space: Space) -> dict[str, Any]:
 
 
 def trial_config(space: Space, values: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
-                 run_keys: list[str] | tuple[str, ...] = ()) -> Config:
+                 run_keys: dict[str, Any] | None = None) -> Config:
     """Base → fixed keys → command-line overrides → the trial's values; always with a validation split."""
-    keys = [f"{k}={v}" for k, v in space.fixed.items()] + list(overrides)
-    keys += [f"{k}={v}" for k, v in values.items()] + list(run_keys)
-    cfg = config_from_base(space.base, keys)
+    cfg = config_from_base(space.base, values=space.fixed)
+    for text in overrides:
+        set_key(cfg, *parse_override(text))
+    for key, value in (values | (run_keys or {})).items():
+        set_key(cfg, key, value)
     if cfg.data.val_split == 0 and not cfg.data.folds:
         set_key(cfg, "data.val_split", 0.1)  # a search selects on validation accuracy: never on the test split
+    validate(cfg)
     return cfg
+
+
+def check_space(space: Space, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a config for every categorical choice and both ends of every range, so a bad space fails before the
+    first trial; returns the config of the first values."""
+    import optuna
+
+    for key, spec in space.params.items():
+        if spec["type"] != "categorical" and spec.get("log") and (spec["low"] <= 0 or spec.get("step")):
+            raise UsageError(f"params.{key}: a log range needs low > 0 and no step")
+        for value in (spec["choices"] if spec["type"] == "categorical" else (spec["low"], spec["high"])):
+            trial_config(space, _first_values(space) | {key: value}, overrides)
+    try:  # Optuna's own checks of the ranges
+        suggest(optuna.trial.FixedTrial(_first_values(space)), space)
+    except ValueError as e:
+        raise UsageError(f"search space: {e}") from None
+    return trial_config(space, _first_values(space), overrides)
 
 
 def _first_values(space: Space) -> dict[str, Any]:
@@ -97,13 +120,13 @@ def _first_values(space: Space) -> dict[str, Any]:
 
 
 def make_pruner(name: str):
-    """Optuna pruner by name: median (stop trials below the median of earlier ones at the same epoch),
-    halving (successive halving), none."""
+    """Optuna pruner by name: median (from epoch 2 on, stop a trial below the median of earlier trials at the same
+    epoch, once 2 trials have finished), halving (successive halving), none."""
     import optuna
 
     if name not in PRUNERS:
         raise UsageError(f"unknown pruner '{name}'; choose one of: {', '.join(PRUNERS)}")
-    return {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    return {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
             "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
             "none": optuna.pruners.NopPruner}[name]()
 
@@ -115,7 +138,7 @@ def open_study(name: str, storage: str, pruner, seed: int | None = None):
     """
     import optuna
 
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DBAPIError
 
     for attempt in range(6):
         try:
@@ -125,27 +148,37 @@ def open_study(name: str, storage: str, pruner, seed: int | None = None):
             return optuna.create_study(study_name=name, storage=rdb, direction="maximize", load_if_exists=True,
                                        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
                                        pruner=pruner)
-        except OperationalError:  # processes starting together race to create the tables of a new database
+        except DBAPIError:  # processes starting together race to create the tables of a new database
             if attempt == 5:
                 raise
             time.sleep(0.5 + attempt)
 
 
 def objective(space: Space, study_dir: Path, overrides: list[str] | tuple[str, ...], quiet: bool):
-    """The function Optuna calls per trial: one training run in study_dir/trial-NNN, reporting every epoch."""
+    """The function Optuna calls per trial: one fresh training run in study_dir/trial-NNN, reporting every epoch."""
     import optuna
 
+    from cnnmode.engine.trainer import train
+
     def run(trial: optuna.Trial) -> float:
-        values = suggest(trial, space)
-        cfg = trial_config(space, values, overrides, [f"run.dir={study_dir}", f"run.name=trial-{trial.number:03d}"])
-        trial.set_user_attr("run_dir", str(study_dir / cfg.run.name))
+        run_dir = study_dir / f"trial-{trial.number:03d}"
+        trial.set_user_attr("run_dir", str(run_dir))
 
         def report(epoch: int, val: dict) -> None:
             trial.report(val["accuracy"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation accuracy {val['accuracy']:.4f} at epoch {epoch}")
 
-        _, run_dir = complete_run(cfg, quiet=quiet, on_epoch=report)
+        try:
+            cfg = trial_config(space, suggest(trial, space), overrides,
+                               {"run.dir": str(study_dir), "run.name": run_dir.name})
+            train(cfg, quiet=quiet, on_epoch=report)  # refuses a folder that already holds a run
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # Optuna marks the trial failed; keep the reason where people look
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+            raise
         metrics = json.loads((run_dir / "metrics.json").read_text())
         trial.set_user_attr("test_acc", metrics["test"]["accuracy"])
         trial.set_user_attr("train_time_s", metrics["train_time_s"])
@@ -166,42 +199,59 @@ def run_search(space_file: str | Path, trials: int = 10, storage: str | None = N
 
     space = load_space(space_file)
     name = study or space.name
-    probe = trial_config(space, _first_values(space), overrides)  # a bad key fails here, before any trial
+    probe = check_space(space, overrides)  # a bad key or choice fails here, before any trial
     study_dir = Path(out) if out else Path(probe.run.dir) / "search" / name
     study_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     opened = open_study(name, storage, make_pruner(pruner), seed)
+    known = {t.user_attrs.get("run_dir") for t in opened.trials}
+    strays = [p for p in study_dir.glob("trial-*") if str(p) not in known]
+    if strays:
+        raise UsageError(f"{study_dir} holds trial folders that study '{name}' in {storage} does not know "
+                         f"({strays[0].name}, ...); give this study its own --out folder")
     log(f"study '{name}' in {storage}: {len(opened.trials)} trial(s) so far; running {trials} more")
+
+    def after_trial(s, t) -> None:
+        log(_trial_line(t))
+        write_tables(s, space, study_dir)  # kept current, so an interrupted search still has its table
+
     opened.optimize(objective(space, study_dir, overrides, quiet), n_trials=trials, timeout=timeout,
-                    catch=(Exception,), callbacks=[lambda s, t: log(_trial_line(t))])
+                    catch=(Exception,), callbacks=[after_trial])
     return write_results(opened, space, study_dir, overrides)
 
 
 def _trial_line(t) -> str:
     value = f"val acc {100 * t.value:.2f}%" if t.value is not None else ""
-    note = t.system_attrs.get("fail_reason", "") if t.state.name == "FAIL" else ""
+    note = t.user_attrs.get("error", "") if t.state.name == "FAIL" else ""
     return f"trial {t.number}: {t.state.name.lower()} {value} {note[:200]}".rstrip()
 
 
 def trial_rows(study) -> list[dict]:
-    """One row per trial: number, state, validation (and test) accuracy, parameters, duration, run folder."""
+    """One row per trial: number, state, validation accuracy (the best epoch's when complete, the last reported
+    when pruned), test accuracy, parameters, duration, run folder and error."""
     rows = []
     for t in study.trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
         rows.append({"number": t.number, "state": t.state.name.lower(), "val_acc": t.value,
                      "test_acc": t.user_attrs.get("test_acc"), "epochs": len(t.intermediate_values),
                      **t.params, "duration_s": round(duration, 1) if duration is not None else None,
-                     "run_dir": t.user_attrs.get("run_dir", "")})
+                     "run_dir": t.user_attrs.get("run_dir", ""), "error": t.user_attrs.get("error", "")})
+    return rows
+
+
+def write_tables(study, space: Space, study_dir: Path) -> list[dict]:
+    """trials.csv and trials.md; returns the rows."""
+    rows = trial_rows(study)
+    columns = ["number", "state", "val_acc", "test_acc", "epochs", *space.params, "duration_s", "run_dir", "error"]
+    atomic_write_text(study_dir / "trials.csv", csv_table(rows, columns))
+    atomic_write_text(study_dir / "trials.md", _markdown(rows, columns))
     return rows
 
 
 def write_results(study, space: Space, study_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """trials.csv, trials.md, best.yaml (a config for `cnnmode train --config`) and the Optuna plots."""
-    rows = trial_rows(study)
-    columns = ["number", "state", "val_acc", "test_acc", "epochs", *space.params, "duration_s", "run_dir"]
-    atomic_write_text(study_dir / "trials.csv", csv_table(rows, columns))
-    atomic_write_text(study_dir / "trials.md", _markdown(rows, columns))
+    rows = write_tables(study, space, study_dir)
     result = {"study": study.study_name, "dir": str(study_dir), "trials": len(rows),
               "states": {s: sum(r["state"] == s for r in rows) for s in sorted({r["state"] for r in rows})}}
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]

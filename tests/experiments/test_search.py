@@ -43,6 +43,8 @@ def test_a_pruned_trial_stops_its_run_after_the_reported_epoch(tmp_path, base_ya
     assert r["states"] == {"pruned": 1} and "best_trial" not in r
     history = (tmp_path / "p" / "trial-000" / "history.csv").read_text().splitlines()
     assert len(history) == 2  # header + epoch 1 of 3
+    with pytest.raises(UsageError, match="does not know"):  # another study must not adopt these trial folders
+        search.run_search(space, trials=1, study="other", out=tmp_path / "p", log=lambda _: None)
 
 
 def test_a_trial_that_raises_is_marked_failed_and_the_study_goes_on(tmp_path, base_yaml):
@@ -50,7 +52,10 @@ def test_a_trial_that_raises_is_marked_failed_and_the_study_goes_on(tmp_path, ba
                         "{train.epochs: 1}")
     r = search.run_search(space, trials=4, seed=0, out=tmp_path / "f", quiet=True, log=lambda _: None)
     assert r["trials"] == 4 and r["states"].get("fail", 0) >= 1 and r["states"].get("complete", 0) >= 1
-    assert "fail" in (tmp_path / "f" / "trials.md").read_text()
+    table = (tmp_path / "f" / "trials.md").read_text()
+    assert "| fail |" in table and "missing.pt" in table  # the reason is kept
+    failed = [p for p in (tmp_path / "f").glob("trial-*") if (p / "error.txt").exists()]
+    assert len(failed) == r["states"]["fail"]
 
 
 def test_two_processes_share_one_sqlite_study(tmp_path, base_yaml):
