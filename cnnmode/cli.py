@@ -5,7 +5,7 @@ import argparse
 import sys
 import textwrap
 
-from cnnmode.errors import CnnModeError
+from cnnmode.errors import CnnModeError, UsageError
 
 
 def _keys_help() -> str:
@@ -294,7 +294,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from cnnmode.errors import UsageError
     from cnnmode.experiments.kfold import run_cv
 
     if args.config and args.recipe:

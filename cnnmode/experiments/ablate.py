@@ -17,8 +17,8 @@ from cnnmode.config import Config, config_from_base
 from cnnmode.errors import UsageError
 from cnnmode.evaluation.plots import plt, save_fig
 from cnnmode.experiments.compare import COLUMNS, csv_table, markdown_table, run_row
-from cnnmode.experiments.runs import check_same_config, complete_run, run_folder
-from cnnmode.experiments.studies import STUDIES, Setting, resolve_study  # noqa: F401  (STUDIES re-exported)
+from cnnmode.experiments.runs import check_planned, complete_run, run_folder
+from cnnmode.experiments.studies import Setting, resolve_study
 from cnnmode.files import atomic_write_text
 
 
@@ -84,8 +84,7 @@ def run_study(study: str, base: str | None = None, overrides: list[str] | tuple[
     failed with its error without stopping the others.
     """
     name, study_dir, runs = plan(study, base, overrides, epochs, subset, seeds, out)
-    for run in runs:  # a rerun with other settings must not mix with (or skip over) the earlier runs
-        check_same_config(run_folder(run.cfg), run.cfg)
+    check_planned([run.cfg for run in runs])  # a rerun with other settings must not mix with the earlier runs
     study_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, run in enumerate(runs, 1):

@@ -9,7 +9,7 @@ from typing import Callable
 from cnnmode.config import Config, config_from_base
 from cnnmode.errors import RunError, UsageError
 from cnnmode.experiments.compare import csv_table
-from cnnmode.experiments.runs import complete_run
+from cnnmode.experiments.runs import check_planned, complete_run
 from cnnmode.files import atomic_write_text
 
 FOLD_COLUMNS = ["fold", "best_val_acc", "best_epoch", "test_acc", "train_time_s", "run_dir"]
@@ -38,6 +38,7 @@ def run_cv(folds: int, base: str | None = None, overrides: list[str] | tuple[str
            out: str | Path | None = None, quiet: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train every fold (finished folds are skipped, interrupted ones resume) and write cv.json/.csv/.md."""
     cv_dir, configs = plan_folds(folds, base, overrides, out)
+    check_planned(configs)
     rows = []
     for i, cfg in enumerate(configs):
         try:

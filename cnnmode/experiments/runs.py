@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from cnnmode.config import Config, flatten, load_yaml_text
 from cnnmode.errors import UsageError
@@ -38,18 +37,23 @@ def check_same_config(run_dir: Path, cfg: Config) -> None:
                          "settings to complete it, or choose another output folder")
 
 
-def complete_run(cfg: Config, quiet: bool = False,
-                 on_epoch: Callable[[int, dict], None] | None = None) -> tuple[str, Path]:
+def check_planned(configs: list[Config]) -> None:
+    """Before any run starts: refuse when a planned run's folder holds a run of a different configuration."""
+    for cfg in configs:
+        check_same_config(run_folder(cfg), cfg)
+
+
+def complete_run(cfg: Config, quiet: bool = False) -> tuple[str, Path]:
     """Make sure the run for `cfg` is finished: ("finished", dir) if it already was, ("resumed", dir) if it
-    continued from its last.pt, ("trained", dir) if it started fresh. Errors propagate."""
+    continued from its last.pt, ("trained", dir) if it started fresh. Callers check the folders first with
+    `check_planned`. Errors propagate."""
     from cnnmode.engine.trainer import train
 
     run_dir = run_folder(cfg)
-    check_same_config(run_dir, cfg)
     if is_finished(run_dir):
         return "finished", run_dir
     if (run_dir / "last.pt").exists():
-        train(resume=run_dir, quiet=quiet, on_epoch=on_epoch)
+        train(resume=run_dir, quiet=quiet)
         return "resumed", run_dir
-    train(cfg, quiet=quiet, on_epoch=on_epoch)
+    train(cfg, quiet=quiet)
     return "trained", run_dir

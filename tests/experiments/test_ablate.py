@@ -3,7 +3,8 @@ import json
 import pytest
 
 from cnnmode.errors import UsageError
-from cnnmode.experiments.ablate import STUDIES, plan, run_study
+from cnnmode.experiments.ablate import plan, run_study
+from cnnmode.experiments.studies import STUDIES
 from cnnmode.config import config_from_base
 from tests.conftest import run_cli
 
