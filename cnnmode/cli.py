@@ -405,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", metavar="ARTIFACT")
     p.add_argument("--batch-sizes", default="1,8,64")
     p.add_argument("--backends", default="eager,eager-bf16,torchscript,onnxruntime",
-                   help="comma-separated: eager, eager-bf16, compile, torchscript, onnxruntime, int8")
+                   help="comma-separated: eager, eager-bf16, compile, torchscript, onnxruntime, int8 (ONNX "
+                        "Runtime static int8), int8-x86 (PyTorch PT2E int8 compiled to oneDNN kernels; fastest on "
+                        "x86 CPUs with VNNI/AMX)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime backends run on the CPU)")
     p.add_argument("--data", help="images with labels for agreement/accuracy and int8 calibration")
     p.add_argument("--profile", action="store_true", help="write a torch.profiler Chrome trace of the eager model")

@@ -13,6 +13,7 @@ import torch
 
 from cnnmode.deploy.artifact import Artifact, load_artifact
 from cnnmode.deploy.export import ExportOptions, calibration_images, real_images, write_onnx, write_onnx_int8
+from cnnmode.deploy.quantize import quantize_x86
 from cnnmode.engine.device import pick_device
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
@@ -64,10 +65,14 @@ def make_runner(name: str, art: Artifact, device: torch.device, workdir: Path,
             raise UsageError("the int8 backend calibrates on real images: pass --data PATH (or bench a run folder)")
         write_onnx_int8(art, workdir / "model-int8.onnx", ExportOptions(calib=calib))
         return _ort_session(workdir / "model-int8.onnx")
+    if name == "int8-x86":
+        if calib is None:
+            raise UsageError("the int8-x86 backend calibrates on real images: pass --data PATH (or bench a run folder)")
+        return quantize_x86(model.cpu(), calib)
     raise UsageError(f"unknown backend '{name}'; choose from: {', '.join(BACKENDS)}")
 
 
-BACKENDS = ("eager", "eager-bf16", "compile", "torchscript", "onnxruntime", "int8")
+BACKENDS = ("eager", "eager-bf16", "compile", "torchscript", "onnxruntime", "int8", "int8-x86")
 
 
 @torch.no_grad()
@@ -108,7 +113,7 @@ def bench(target: str, batch_sizes: list[int], backends: list[str], device: str 
     p = art.preprocess
     found = real_images(data, target, eval_images, "test")
     images, labels = found if found else (torch.randn(256, p["channels"], p["img_size"], p["img_size"]), None)
-    calib = calibration_images(data, target, 512) if "int8" in backends else None
+    calib = calibration_images(data, target, 512) if {"int8", "int8-x86"} & set(backends) else None
     eager = make_runner("eager", art, dev, Path(), None)
     reference = torch.cat([eager(chunk).argmax(1) for chunk in images.split(256)])
     results: dict = {"model": art.name, "img_size": p["img_size"], "device": str(dev), "threads": torch.get_num_threads(),
