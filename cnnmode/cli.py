@@ -138,20 +138,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     r = bench(args.artifact, sizes, args.backends.split(","), args.device, args.data, profile=args.profile,
               out=args.out)
-    table = Table(title=f"{r['model']} at {r['img_size']}px on {r['device']} ({r['threads']} threads)")
-    table.add_column("backend")
-    for bs in sizes:
-        table.add_column(f"bs {bs}: p50 / p95 ms", justify="right")
-        table.add_column(f"bs {bs} img/s", justify="right")
-    table.add_column(f"agreement ({r['eval_data']})", justify="right")
-    table.add_column("accuracy", justify="right")
+    table = Table(title=f"{r['model']} at {r['img_size']}px on {r['device']} ({r['threads']} threads); agreement "
+                        f"with eager fp32 on {r['eval_images']} {r['eval_data']} images")
+    table.add_column("backend", no_wrap=True)
+    for column in ("batch", "p50 ms", "p95 ms", "img/s", "x eager", "agree", "acc"):
+        table.add_column(column, justify="right")
+    eager = r["backends"].get("eager")
     for name, row in r["backends"].items():
-        cells = []
-        for bs in sizes:
-            b = row["batches"][str(bs)]
-            cells += [f"{b['p50_ms']:.2f} / {b['p95_ms']:.2f}", f"{b['img_s']:.0f}"]
         acc = f"{100 * row['accuracy']:.2f}%" if "accuracy" in row else "–"
-        table.add_row(name, *cells, f"{100 * row['top1_agreement']:.2f}%", acc)
+        for i, bs in enumerate(sizes):
+            b = row["batches"][str(bs)]
+            ratio = f"{b['img_s'] / eager['batches'][str(bs)]['img_s']:.1f}x" if eager else "–"
+            first = i == 0
+            table.add_row(name if first else "", str(bs), f"{b['p50_ms']:.2f}", f"{b['p95_ms']:.2f}",
+                          f"{b['img_s']:.0f}", ratio, f"{100 * row['top1_agreement']:.2f}%" if first else "",
+                          acc if first else "", end_section=i == len(sizes) - 1)
     Console(soft_wrap=True).print(table)
     if "profile" in r:
         print(f"trace: {r['profile']}")

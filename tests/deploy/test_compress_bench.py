@@ -39,3 +39,12 @@ def test_bench_all_backends_small_batches(trained_run, tmp_path):
         if not name.startswith("int8"):
             assert row["top1_agreement"] >= 0.99
     assert json.loads((tmp_path / "b.json").read_text())["eval_data"] == "real"
+
+
+def test_bench_cli_prints_one_row_per_backend_and_batch(trained_run, tmp_path):
+    result = run_cli("bench", str(trained_run), "--batch-sizes", "1,4", "--backends", "eager,torchscript",
+                     "--out", str(tmp_path / "b.json"))
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 4 and "torchscript" in result.stdout and "1.0x" in rows[0]
+    assert json.loads((tmp_path / "b.json").read_text())["backends"]["torchscript"]["batches"]["4"]["img_s"] > 0
