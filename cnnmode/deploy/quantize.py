@@ -3,14 +3,35 @@ calibrate on real images → convert → torch.compile with freezing, which lowe
 oneDNN's VNNI/AMX int8 kernels. In-process only: the compiled model is not a file (use `onnx-int8` to ship)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 
 from cnnmode.errors import UsageError
+
+# torch logs these at WARNING on every use: torchao's enum registration, and the CUDA-less compiler check
+_NOISY_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence Python warnings and torch's noisy loggers for the duration."""
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def quantize_x86(model: nn.Module, calib: torch.Tensor, batch_size: int = 64) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -19,15 +40,13 @@ def quantize_x86(model: nn.Module, calib: torch.Tensor, batch_size: int = 64) ->
     Returns a function batch → fp32 logits; the first call of each new batch size compiles (seconds)."""
     if importlib.util.find_spec("torchao") is None:
         raise UsageError("the x86 int8 backend needs torchao: pip install torchao")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet():
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
     quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
     batch = torch.export.Dim("batch", min=1, max=65536)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with torch.no_grad(), _quiet():
         # strict export: the non-strict graph's in-place ops break the quantizer's conv-add-relu matching
         graph = torch.export.export(model.float().eval(), (calib[:2],), dynamic_shapes=({0: batch},),
                                     strict=True).module()
@@ -36,9 +55,15 @@ def quantize_x86(model: nn.Module, calib: torch.Tensor, batch_size: int = 64) ->
             prepared(chunk)
         compiled = torch.compile(convert_pt2e(prepared))
 
+    compiled_shapes: set[torch.Size] = set()
+
     def run(x: torch.Tensor) -> torch.Tensor:
         # freezing makes the int8 weights constants, which is what lets inductor pick the oneDNN int8 kernels
-        with torch.no_grad(), torch._inductor.config.patch(freezing=True), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # inductor's lowering warns about its own tensor copies
-            return compiled(x).float()
+        with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+            if x.shape in compiled_shapes:
+                return compiled(x).float()
+            with _quiet():  # a new shape may compile
+                out = compiled(x).float()
+            compiled_shapes.add(x.shape)
+            return out
     return run
