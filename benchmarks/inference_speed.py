@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,19 +20,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cnnmode.deploy.artifact import load_artifact  # noqa: E402
-from cnnmode.deploy.bench import make_runner, time_batches  # noqa: E402
+from cnnmode.deploy.bench import make_runner, measure_agreement, time_batches  # noqa: E402
 from cnnmode.deploy.export import calibration_images, real_images  # noqa: E402
-
-PROBE = ROOT / ".." / "shared" / "bench" / "probe.py"
-
-
-def probe() -> str:
-    """The host-speed probe's last line (img/s), or '?' when it is not there."""
-    if not PROBE.exists():
-        return "?"
-    return subprocess.run([sys.executable, str(PROBE)], capture_output=True, text=True).stdout.strip().split()[-1]
+from time_to_accuracy import probe  # noqa: E402
 
 
 def main() -> None:
@@ -54,10 +46,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for name in args.backends:
             runners[name] = make_runner(name, art, torch.device("cpu"), Path(tmp), calib)
-            preds = torch.cat([runners[name](chunk).argmax(1) for chunk in images.split(256)])
-            reference = preds if reference is None else reference
-            print(f"{name:>12}: top-1 agreement {100 * float((preds == reference).float().mean()):.2f}%, "
-                  f"accuracy {100 * float((preds == labels).float().mean()):.2f}% on {len(images)} test images")
+            if reference is None:  # the first backend is the one the others are compared with
+                reference = torch.cat([runners[name](chunk).argmax(1) for chunk in images.split(256)])
+            check = measure_agreement(runners[name], reference, images, labels)
+            print(f"{name:>12}: top-1 agreement {100 * check['top1_agreement']:.2f}%, "
+                  f"accuracy {100 * check['accuracy']:.2f}% on {len(images)} test images")
         speeds: dict[str, list[float]] = {name: [] for name in args.backends}
         for r in range(args.rounds):
             for name, run in runners.items():

@@ -37,6 +37,7 @@ from cnnmode.engine.loop import StepSetup, train_one_epoch  # noqa: E402
 from cnnmode.engine.optim import build_optimizer  # noqa: E402
 from cnnmode.evaluation.complexity import summarize  # noqa: E402
 from cnnmode.engine.trainer import build_run_model  # noqa: E402
+from time_to_accuracy import probe  # noqa: E402
 
 
 class FirstBatches:
@@ -118,14 +119,6 @@ def matmul_bf16_rate(n: int = 4096, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best
-
-
-def probe() -> str:
-    """Machine speed from the shared probe (img/s), or n/a."""
-    path = SHARED / "probe.py"
-    if not path.exists():
-        return "n/a"
-    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True).stdout.strip()
 
 
 def spread(values: list[float]) -> str:

@@ -60,14 +60,12 @@ def make_runner(name: str, art: Artifact, device: torch.device, workdir: Path,
     if name == "onnxruntime":
         write_onnx(art, workdir / "model.onnx", ExportOptions())
         return _ort_session(workdir / "model.onnx")
+    if name in ("int8", "int8-x86") and calib is None:
+        raise UsageError(f"the {name} backend calibrates on real images: pass --data PATH (or bench a run folder)")
     if name == "int8":
-        if calib is None:
-            raise UsageError("the int8 backend calibrates on real images: pass --data PATH (or bench a run folder)")
         write_onnx_int8(art, workdir / "model-int8.onnx", ExportOptions(calib=calib))
         return _ort_session(workdir / "model-int8.onnx")
     if name == "int8-x86":
-        if calib is None:
-            raise UsageError("the int8-x86 backend calibrates on real images: pass --data PATH (or bench a run folder)")
         return quantize_x86(model.cpu(), calib)
     raise UsageError(f"unknown backend '{name}'; choose from: {', '.join(BACKENDS)}")
 
@@ -93,7 +91,7 @@ def time_batches(run: Runner, x: torch.Tensor, warmup: int = 3, min_iters: int =
 
 
 @torch.no_grad()
-def _agreement(run: Runner, reference: torch.Tensor, images: torch.Tensor, labels: torch.Tensor | None) -> dict:
+def measure_agreement(run: Runner, reference: torch.Tensor, images: torch.Tensor, labels: torch.Tensor | None) -> dict:
     preds = torch.cat([run(chunk).argmax(1) for chunk in images.split(256)])
     out = {"top1_agreement": float((preds == reference).float().mean())}
     if labels is not None:
@@ -122,7 +120,7 @@ def bench(target: str, batch_sizes: list[int], backends: list[str], device: str 
     with tempfile.TemporaryDirectory() as tmp:
         for name in backends:
             run = make_runner(name, art, dev, Path(tmp), calib)
-            row = {"batches": {}, **_agreement(run, reference, images, labels)}
+            row = {"batches": {}, **measure_agreement(run, reference, images, labels)}
             for bs in batch_sizes:
                 x = images[:bs] if len(images) >= bs else torch.randn(bs, *images.shape[1:])
                 row["batches"][str(bs)] = time_batches(run, x, budget_s=budget_s)
