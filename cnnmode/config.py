@@ -52,12 +52,15 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = opt("sgd", "optimizer", ("sgd", "adam", "adamw", "radam"))
+    name: str = opt("sgd", "optimizer; muon = Muon (orthogonalised momentum) for conv filters, SGD for the rest",
+                    ("sgd", "adam", "adamw", "radam", "muon"))
     lr: float = opt(0.1, "peak learning rate")
     weight_decay: float = opt(5e-4, "weight decay (decoupled for adamw)")
     momentum: float = opt(0.9, "SGD momentum")
     nesterov: bool = opt(True, "SGD Nesterov momentum")
     bias_lr_scale: float = opt(1.0, "learning-rate factor for biases and normalisation parameters")
+    muon_lr: float = opt(0.05, "muon: peak learning rate of the conv filters (relative to their norm)")
+    muon_momentum: float = opt(0.6, "muon: Nesterov momentum of the conv filters")
 
 
 @dataclass

@@ -27,6 +27,50 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float, bias_lr_scale
             {"params": no_decay, "weight_decay": 0.0, "lr": lr * bias_lr_scale}]
 
 
+class MuonSGD(torch.optim.SGD):
+    """SGD whose groups marked `muon=True` (conv filters) take Muon steps instead.
+
+    For those groups the Nesterov momentum of the gradient is orthogonalised with torch's Newton-Schulz
+    iteration (the update of `torch.optim.Muon`, applied to each filter bank viewed as out x in*k*k), and the
+    filter bank is first rescaled to a Frobenius norm of sqrt(out channels). The rescaling stands in for weight
+    decay and assumes a normalisation layer follows each conv (as in FastNet and the ResNets), so the filters'
+    scale carries no meaning. The final `p -= lr * update` is SGD's own, so schedules act on every group alike.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 (documented on the class)
+        for group in self.param_groups:
+            if group.get("muon"):
+                self._orthogonalise(group)
+        return super().step(closure)
+
+    def _orthogonalise(self, group: dict) -> None:
+        from torch.optim._muon import DEFAULT_A, DEFAULT_B, DEFAULT_C, EPS, _zeropower_via_newtonschulz
+        beta = group["muon_momentum"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            buf = self.state[p].setdefault("muon_buffer", torch.zeros_like(p.grad))
+            buf.mul_(beta).add_(p.grad)
+            direction = p.grad.add(buf, alpha=beta)
+            p.mul_(len(p) ** 0.5 / p.norm().clamp(min=EPS))
+            update = _zeropower_via_newtonschulz(direction.reshape(len(p), -1), (DEFAULT_A, DEFAULT_B, DEFAULT_C),
+                                                 group["ns_steps"], EPS)
+            p.grad.copy_(update.view_as(p))
+
+
+@OPTIMIZERS.register("muon")
+def _muon(groups, cfg: Config):
+    filters, rest = [], []
+    for group in groups:  # conv filter banks (4-D weights) move to Muon groups
+        filters += [p for p in group["params"] if p.ndim == 4]
+        rest.append({**group, "params": [p for p in group["params"] if p.ndim != 4]})
+    muon = {"params": filters, "lr": cfg.optim.muon_lr, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+            "muon": True, "muon_momentum": cfg.optim.muon_momentum, "ns_steps": 3}
+    return MuonSGD([g for g in [muon, *rest] if g["params"]], lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                   nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0)
+
+
 @OPTIMIZERS.register("sgd")
 def _sgd(groups, cfg: Config):
     return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum,

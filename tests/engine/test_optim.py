@@ -67,3 +67,37 @@ def test_bias_lr_scale_keeps_its_ratio_through_the_schedule(sched):
         scheduler.step()
         weights, biases = optimizer.param_groups
         assert biases["lr"] == pytest.approx(8 * weights["lr"])
+
+
+def test_muon_orthogonalises_conv_filters_and_leaves_the_rest_to_sgd():
+    cfg = build_config(overrides=["optim.name=muon", "optim.muon_lr=0.1", "optim.lr=0.01"])
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 2))
+    optimizer = build_optimizer(cfg, model)
+    filters, head_weight, biases = optimizer.param_groups
+    assert filters["muon"] and filters["params"] == [model[0].weight] and filters["lr"] == 0.1
+    assert head_weight["params"] == [model[4].weight] and biases["lr"] == 0.01
+
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 2, (32,))
+    losses = []
+    for _ in range(20):
+        before = model[0].weight.detach().clone()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        update = (before * 8 ** 0.5 / before.norm() - model[0].weight).reshape(8, -1) / 0.1
+        singular_values = torch.linalg.svdvals(update.float())
+        assert singular_values.min() > 0.3 and singular_values.max() < 1.7  # orthogonalised, not the raw gradient
+    assert losses[-1] < 0.5 * losses[0]
+
+    restored = build_optimizer(cfg, model)
+    restored.load_state_dict(_roundtrip(optimizer.state_dict()))
+    assert torch.equal(restored.state[model[0].weight]["muon_buffer"], optimizer.state[model[0].weight]["muon_buffer"])
+
+
+def _roundtrip(obj):
+    import io
+    return torch.load(io.BytesIO(_dump(obj)), weights_only=True)
