@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="batch for the memory estimate")
     p.add_argument("--num-classes", type=int, default=10, help="classes, for a model given by name")
     p.add_argument("--in-channels", type=int, default=3, help="input channels, for a model given by name")
-    p.add_argument("--optimizer", default="adamw", choices=["sgd", "adam", "adamw", "radam"])
+    p.add_argument("--optimizer", default="adamw", choices=["sgd", "adam", "adamw", "radam", "muon"])
     p.add_argument("--fp32", action="store_true", help="estimate activations in fp32 instead of bf16/fp16")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_summary)

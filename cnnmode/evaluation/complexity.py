@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2, "radam": 2}  # fp32 tensors kept per trainable parameter
+OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2, "radam": 2, "muon": 1}  # fp32 tensors kept per trainable parameter
 
 
 def layer_table(model: nn.Module, x: torch.Tensor) -> tuple[list[dict], int]:
