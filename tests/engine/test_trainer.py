@@ -15,10 +15,11 @@ def _weights(run):
     return torch.load(run / "last.pt", weights_only=True)["model"]
 
 
-def test_resume_is_bitwise_identical(tmp_path, tiny_tree):
-    # dropout (simplecnn), AutoAugment, EMA and a per-step onecycle schedule all depend on restored state
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_resume_is_bitwise_identical(tmp_path, tiny_tree, optimizer):
+    # dropout (simplecnn), AutoAugment, EMA, a per-step onecycle schedule and Muon's momentum depend on restored state
     extra = {"train.epochs": 2, "train.deterministic": True, "sched.name": "onecycle", "aug.autoaugment": True,
-             "train.ema": 0.9}
+             "train.ema": 0.9, "optim.name": optimizer}
     full = train(_cfg(tmp_path, tiny_tree, **extra, **{"run.name": "full"}), quiet=True)
     part = train(_cfg(tmp_path, tiny_tree, **extra, **{"run.name": "part"}), quiet=True, stop_after_epochs=1)
     assert torch.load(part / "last.pt", weights_only=True)["state"]["epoch"] == 1
@@ -142,8 +143,8 @@ def test_profile_writes_trace_and_top_ops(tmp_path, tiny_tree):
 
 
 def test_speed_tricks_train_fastnet_and_no_val_split_keeps_last_epoch(tmp_path, tiny_tree):
-    # the speed recipe's keys on tiny data: progressive resizing, alternating flips, bias LR, shift TTA
-    extra = {"model.name": "fastnet", "optim.name": "sgd", "optim.lr": 0.1, "optim.bias_lr_scale": 8,
+    # the speed recipe's keys on tiny data: Muon, progressive resizing, alternating flips, bias LR, shift TTA
+    extra = {"model.name": "fastnet", "optim.name": "muon", "optim.lr": 0.1, "optim.bias_lr_scale": 8,
              "train.epochs": 3, "train.progressive_size": 16, "aug.alternate_flip": True, "train.tta": True,
              "train.tta_translate": 1, "train.target_accuracy": 0.01, "data.val_split": 0}
     run = train(_cfg(tmp_path, tiny_tree, **extra), quiet=True)
