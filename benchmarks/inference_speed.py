@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cnnmode.deploy.artifact import load_artifact  # noqa: E402
-from cnnmode.deploy.bench import make_runner, measure_agreement, time_batches  # noqa: E402
+from cnnmode.deploy.bench import make_runner, measure_agreement, predicted_classes, time_batches  # noqa: E402
 from cnnmode.deploy.export import calibration_images, real_images  # noqa: E402
 from time_to_accuracy import probe  # noqa: E402
 
@@ -47,7 +47,7 @@ def main() -> None:
         for name in args.backends:
             runners[name] = make_runner(name, art, torch.device("cpu"), Path(tmp), calib)
             if reference is None:  # the first backend is the one the others are compared with
-                reference = torch.cat([runners[name](chunk).argmax(1) for chunk in images.split(256)])
+                reference = predicted_classes(runners[name], images)
             check = measure_agreement(runners[name], reference, images, labels)
             print(f"{name:>12}: top-1 agreement {100 * check['top1_agreement']:.2f}%, "
                   f"accuracy {100 * check['accuracy']:.2f}% on {len(images)} test images")

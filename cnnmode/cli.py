@@ -327,6 +327,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every verb."""
+    from cnnmode.config import all_keys
+
     parser = argparse.ArgumentParser(
         prog="cnnmode", description="Train, evaluate and deploy image classifiers with PyTorch.",
         epilog="Quick start: cnnmode train data.path=cifar10   (or a folder / .tar.gz of class folders)")
@@ -444,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="batch for the memory estimate")
     p.add_argument("--num-classes", type=int, default=10, help="classes, for a model given by name")
     p.add_argument("--in-channels", type=int, default=3, help="input channels, for a model given by name")
-    p.add_argument("--optimizer", default="adamw", choices=["sgd", "adam", "adamw", "radam", "muon"])
+    p.add_argument("--optimizer", default="adamw", choices=all_keys()["optim.name"].metadata["choices"])
     p.add_argument("--fp32", action="store_true", help="estimate activations in fp32 instead of bf16/fp16")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_summary)

@@ -274,7 +274,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def recipe_tree(name: str, cuda: bool = False) -> dict[str, Any]:
-    """A recipe's YAML; a recipe with `on_cpu`/`on_cuda` (like `default`) defers to the one for the hardware."""
+    """A recipe's YAML; a recipe with `on_cpu`/`on_cuda` (like `default`) defers to the one for the hardware, and
+    one with `base: NAME` (like `speed-muon`) is that recipe with its own keys laid on top."""
     files = _recipe_files()
     if name not in files:
         raise UsageError(f"unknown recipe '{name}'; choose one of: {', '.join(sorted(files))}")
@@ -282,7 +283,18 @@ def recipe_tree(name: str, cuda: bool = False) -> dict[str, Any]:
     target = tree.get("on_cuda" if cuda else "on_cpu")
     if target:
         return recipe_tree(target, cuda) | {"recipe": name}
+    if "base" in tree:
+        tree = _merged(recipe_tree(tree.pop("base"), cuda), tree)
     return tree | {"recipe": name}
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` laid onto `base` key by key, sections merged rather than replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        both_sections = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if both_sections else value
+    return out
 
 
 def build_config(recipe: str | None = None, config_file: str | None = None,

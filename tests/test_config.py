@@ -73,3 +73,13 @@ def test_yaml_scalars_follow_yaml_12(tmp_path):
     cfg = build_config(config_file=str(f), overrides=["train.compile=true"])
     assert cfg.train.amp == "off" and cfg.train.channels_last is False and cfg.optim.lr == 3e-4
     assert cfg.train.compile is True
+
+
+def test_recipe_with_a_base_is_that_recipe_plus_its_own_keys():
+    variant = build_config(recipe="speed-muon").to_dict()
+    spelled_out = build_config(recipe="speed", overrides=["optim.name=muon", "optim.muon_lr=0.08",
+                                                          "optim.muon_momentum=0.6", "train.epochs=8"]).to_dict()
+    assert variant["recipe"] == "speed-muon" and variant["description"].startswith("speed in 8 epochs")
+    for key in ("recipe", "description"):
+        variant.pop(key), spelled_out.pop(key)
+    assert variant == spelled_out

@@ -91,8 +91,14 @@ def time_batches(run: Runner, x: torch.Tensor, warmup: int = 3, min_iters: int =
 
 
 @torch.no_grad()
+def predicted_classes(run: Runner, images: torch.Tensor) -> torch.Tensor:
+    """Top-1 class of every image, in chunks of 256."""
+    return torch.cat([run(chunk).argmax(1) for chunk in images.split(256)])
+
+
 def measure_agreement(run: Runner, reference: torch.Tensor, images: torch.Tensor, labels: torch.Tensor | None) -> dict:
-    preds = torch.cat([run(chunk).argmax(1) for chunk in images.split(256)])
+    """Share of images whose top-1 class matches `reference`, and accuracy when `labels` are given."""
+    preds = predicted_classes(run, images)
     out = {"top1_agreement": float((preds == reference).float().mean())}
     if labels is not None:
         out["accuracy"] = float((preds == labels).float().mean())
@@ -113,7 +119,7 @@ def bench(target: str, batch_sizes: list[int], backends: list[str], device: str 
     images, labels = found if found else (torch.randn(256, p["channels"], p["img_size"], p["img_size"]), None)
     calib = calibration_images(data, target, 512) if {"int8", "int8-x86"} & set(backends) else None
     eager = make_runner("eager", art, dev, Path(), None)
-    reference = torch.cat([eager(chunk).argmax(1) for chunk in images.split(256)])
+    reference = predicted_classes(eager, images)
     results: dict = {"model": art.name, "img_size": p["img_size"], "device": str(dev), "threads": torch.get_num_threads(),
                      "eval_images": len(images), "eval_data": "real" if labels is not None else "generated",
                      "backends": {}}
