@@ -275,7 +275,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def recipe_tree(name: str, cuda: bool = False) -> dict[str, Any]:
     """A recipe's YAML; a recipe with `on_cpu`/`on_cuda` (like `default`) defers to the one for the hardware, and
-    one with `base: NAME` (like `speed-muon`) is that recipe with its own keys laid on top."""
+    one with `base: NAME` (like `speed-small`) is that recipe with its own keys laid on top."""
     files = _recipe_files()
     if name not in files:
         raise UsageError(f"unknown recipe '{name}'; choose one of: {', '.join(sorted(files))}")

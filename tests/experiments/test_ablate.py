@@ -62,7 +62,7 @@ def test_builtin_studies_differ_only_in_their_keys(base_yaml):
                                                                      "autoaugment+cutout"]
     _, _, runs = plan("optimizer", str(base_yaml), seeds=2)
     assert [(r.setting.label, r.seed) for r in runs][:3] == [("sgd", 0), ("sgd", 1), ("adam", 0)]
-    assert {r.cfg.optim.name for r in runs} == {"sgd", "adam", "adamw", "radam"}
+    assert {r.cfg.optim.name for r in runs} == {"sgd", "adam", "adamw", "radam", "muon"}
     assert {r.cfg.model.name for r in runs} == {"simplecnn"}
 
 

@@ -5,7 +5,8 @@ from cnnmode.models import build_model, list_models, resolve_stem
 from cnnmode.errors import UsageError
 
 EXPECTED_PARAMS_M = {"resnet18": 11.17, "resnet34": 21.28, "resnet50": 23.52, "resnet101": 42.51,
-                     "resnet152": 58.16, "simplecnn": 0.47, "lenet5": 0.062, "fastnet": 1.97}
+                     "resnet152": 58.16, "simplecnn": 0.47, "lenet5": 0.062, "fastnet": 1.97,
+                     "fastnet-deep": 3.19}
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -62,7 +63,8 @@ def test_speed_recipe_model_trains_and_starts_near_identity():
 
     cfg = build_config(recipe="speed")
     model = build_model(cfg.model.name, 10, width=cfg.model.width)
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6 == pytest.approx(1.97, rel=0.01)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6 == pytest.approx(3.19, rel=0.01)
+    assert len([m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]) == 1 + 3 * 3  # stem + 3 per stage
     conv = model.stages[0][0]
     assert torch.equal(conv.weight[:24, :, 1, 1], torch.eye(24))  # Dirac init on the first input channels
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
