@@ -29,13 +29,12 @@ STUDIES: Registry[Callable[[Config], list[Setting]]] = Registry("study")
 @STUDIES.register("optimizer", "sgd, adam, adamw, radam, muon at their usual learning rates")
 def _optimizer(base: Config) -> list[Setting]:
     same = {"optim.bias_lr_scale": 1.0}
-    return [Setting("sgd", same | {"optim.name": "sgd", "optim.lr": 0.1, "optim.momentum": 0.9,
-                                   "optim.weight_decay": 5e-4}),
+    sgd = same | {"optim.name": "sgd", "optim.lr": 0.1, "optim.momentum": 0.9, "optim.weight_decay": 5e-4}
+    return [Setting("sgd", sgd),
             Setting("adam", same | {"optim.name": "adam", "optim.lr": 1e-3, "optim.weight_decay": 0.0}),
             Setting("adamw", same | {"optim.name": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.05}),
             Setting("radam", same | {"optim.name": "radam", "optim.lr": 1e-3, "optim.weight_decay": 0.0}),
-            Setting("muon", same | {"optim.name": "muon", "optim.muon_lr": 0.05, "optim.lr": 0.1, "optim.momentum": 0.9,
-                                    "optim.weight_decay": 5e-4})]
+            Setting("muon", sgd | {"optim.name": "muon", "optim.muon_lr": 0.05})]  # conv filters; the rest as sgd
 
 
 @STUDIES.register("batch_size", "batch 32, 64, 128, 256 with the learning rate scaled linearly")

@@ -7,6 +7,7 @@ Design notes (from the published CIFAR-10 speed-run techniques, written here fro
   convs start as identity maps on their first input channels (Dirac init), BatchNorm keeps its scale fixed
   at 1 and only learns its shift, with fast-moving running statistics for short runs;
 - a global max-pool and a bias-free linear head whose output is scaled down for a calmer start.
+`fastnet-deep` has three convs per stage instead of two.
 """
 from __future__ import annotations
 
