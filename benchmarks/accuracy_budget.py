@@ -22,8 +22,8 @@ BUDGET = ["model.name=resnet18", "data.img_size=32", "train.epochs=10"]
 # Muon for the conv filters (SGD for the rest) and 2-pixel crops: 91.39% where SGD with 4-pixel crops gave 88.80%.
 CPU_BUDGET = ["optim.name=muon", "optim.muon_lr=0.05", "optim.lr=0.1", "optim.momentum=0.9",
               "optim.weight_decay=0.0005", "train.batch_size=128", "aug.autoaugment=false", "aug.crop_padding=2",
-              "aug.alternate_flip=true",
-              "train.tta=true", "train.tta_translate=1", "data.val_split=0", "train.target_accuracy=0.90"]
+              "aug.alternate_flip=true", "train.tta=true", "train.tta_translate=1", "data.val_split=0",
+              "train.target_accuracy=0.90"]
 
 
 def main() -> None:

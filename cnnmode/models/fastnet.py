@@ -72,13 +72,16 @@ class FastNet(nn.Module):
         return self.head(x) * self.head_scale
 
 
+def _widths(width: int) -> tuple[int, int, int]:
+    w = width or 64
+    return w, 4 * w, 4 * w
+
+
 @MODELS.register("fastnet", help="FastNet: whitening stem + 3 conv stages, built for fast CIFAR training")
 def fastnet(num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0) -> nn.Module:
-    w = width or 64
-    return FastNet(num_classes, in_channels, widths=(w, 4 * w, 4 * w))
+    return FastNet(num_classes, in_channels, widths=_widths(width))
 
 
 @MODELS.register("fastnet-deep", help="FastNet with three convs per stage instead of two (+36% FLOPs)")
 def fastnet_deep(num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0) -> nn.Module:
-    w = width or 64
-    return FastNet(num_classes, in_channels, widths=(w, 4 * w, 4 * w), convs=3)
+    return FastNet(num_classes, in_channels, widths=_widths(width), convs=3)
