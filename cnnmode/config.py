@@ -103,6 +103,9 @@ class TrainConfig:
     progressive_size: int = opt(0, "progressive resizing: train the first epoch at this image size, growing to "
                                 "data.img_size over train.progressive_fraction of the epochs (0 = off)")
     progressive_fraction: float = opt(0.5, "fraction of the epochs over which progressive resizing grows the size")
+    freeze_stem_after: int = opt(0, "stop training the first conv layer after this many epochs, which also skips "
+                                 "its backward (FastNet: the whitening stem's bias; its filters never train) "
+                                 "(0 = never)")
     ema: float = opt(0.0, "exponential moving average of weights, decay per step (0 = off); evaluation uses it")
     tta: bool = opt(False, "flip test-time augmentation at evaluation")
     tta_translate: int = opt(0, "with tta: also average over images shifted by +/- this many pixels at the final "

@@ -167,6 +167,14 @@ def _unfreeze(model: nn.Module) -> None:
             p.requires_grad_(True)
 
 
+def _freeze_stem(cfg: Config, model: nn.Module, epoch: int) -> None:
+    """From the epoch after train.freeze_stem_after on, the first conv layer stops training (idempotent)."""
+    if cfg.train.freeze_stem_after and epoch > cfg.train.freeze_stem_after:
+        stem = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if stem is not None:
+            stem.requires_grad_(False)
+
+
 def _load_teacher(cfg: Config, device: torch.device):
     if not cfg.train.distill_teacher:
         return None
@@ -233,6 +241,7 @@ def _run(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool, stop_afte
             for group in parts.optimizer.param_groups:
                 group["lr"] *= cfg.train.unfreeze_lr_scale
             reporter.info(f"stage 2: all layers train from epoch {epoch} at {cfg.train.unfreeze_lr_scale}x the LR")
+        _freeze_stem(cfg, model, epoch)
         data.train.set_epoch(epoch)
         _set_train_size(cfg, data, epoch)
         stats = _train_epoch(cfg, run_dir, reporter, data, parts, epoch)

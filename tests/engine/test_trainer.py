@@ -151,3 +151,14 @@ def test_speed_tricks_train_fastnet_and_no_val_split_keeps_last_epoch(tmp_path, 
     metrics = __import__("json").loads((run / "metrics.json").read_text())
     assert metrics["best_epoch"] == 3 and metrics["val"] is None  # no selection on the test split
     assert metrics["time_to_target_s"] is not None and 0 <= metrics["test"]["accuracy"] <= 1
+
+
+def test_freeze_stem_after_stops_the_stem_and_survives_resume(tmp_path, tiny_tree):
+    extra = {"model.name": "fastnet", "train.epochs": 2, "train.freeze_stem_after": 1, "optim.bias_lr_scale": 8}
+    run = train(_cfg(tmp_path, tiny_tree, **extra), quiet=True, stop_after_epochs=1)
+    after_one = _weights(run)
+    assert after_one["whiten.bias"].abs().sum() > 0  # the stem's bias trains in epoch 1
+    train(resume=run, quiet=True)
+    after_two = _weights(run)
+    assert torch.equal(after_two["whiten.bias"], after_one["whiten.bias"])  # ... and is frozen in epoch 2
+    assert not torch.equal(after_two["stages.0.0.weight"], after_one["stages.0.0.weight"])
