@@ -77,7 +77,7 @@ def test_yaml_scalars_follow_yaml_12(tmp_path):
 
 def test_recipe_with_a_base_is_that_recipe_plus_its_own_keys():
     variant = build_config(recipe="speed-small").to_dict()
-    spelled_out = build_config(recipe="speed", overrides=["model.name=fastnet"]).to_dict()
+    spelled_out = build_config(recipe="speed", overrides=["model.name=fastnet", "train.label_smoothing=0.2"]).to_dict()
     assert variant["recipe"] == "speed-small" and variant["description"].startswith("speed with the two-conv")
     for key in ("recipe", "description"):
         variant.pop(key), spelled_out.pop(key)
