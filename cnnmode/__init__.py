@@ -1,21 +1,19 @@
-"""CNN Mode: train, evaluate, explain, export and serve image classifiers with PyTorch."""
+"""CNN Mode: train, evaluate, explain, export and serve image classifiers with PyTorch.
+
+The Python API: `train` (a run folder from a config), `load_artifact` (a model.pt), `Predictor` (images →
+top-k classes, on any backend). They are imported on first use, so `import cnnmode` stays light.
+"""
 from __future__ import annotations
 
 __version__ = "0.1.0"
+__all__ = ["Predictor", "load_artifact", "train", "__version__"]
+
+_API = {"train": "cnnmode.workflows.train", "load_artifact": "cnnmode.artifact", "Predictor": "cnnmode.deploy.predict"}
 
 
-def train(*args, **kwargs):
-    """Train a model and return its run folder (see `cnnmode.engine.trainer.train`)."""
-    from cnnmode.engine.trainer import train as _train
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
 
-    return _train(*args, **kwargs)
-
-
-def load_artifact(*args, **kwargs):
-    """Load a `model.pt` artifact (see `cnnmode.deploy.artifact.load_artifact`)."""
-    from cnnmode.deploy.artifact import load_artifact as _load
-
-    return _load(*args, **kwargs)
-
-
-__all__ = ["train", "load_artifact", "__version__"]
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'cnnmode' has no attribute {name!r}")

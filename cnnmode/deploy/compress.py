@@ -1,4 +1,4 @@
-"""Model compression: pruning (torch.nn.utils.prune) with optional fine-tuning, and distillation runs."""
+"""Model compression: pruning (torch.nn.utils.prune) with optional fine-tuning."""
 from __future__ import annotations
 
 import copy
@@ -9,10 +9,15 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as prune
 
+from cnnmode.artifact import load_artifact, save_artifact
 from cnnmode.config import Config
-from cnnmode.deploy.artifact import artifact_data, load_artifact, save_artifact
+from cnnmode.data.for_model import data_for_model
+from cnnmode.engine.device import Precision, pick_precision
+from cnnmode.engine.loop import evaluate, train_one_epoch
+from cnnmode.engine.setup import make_step_setup
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
+from cnnmode.rundir import RunDir, resolve_target
 
 
 def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -50,21 +55,14 @@ def sparsity(model: nn.Module) -> float:
 
 
 def _accuracy(model: nn.Module, loader) -> float:
-    from cnnmode.engine.device import Precision
-    from cnnmode.engine.loop import evaluate
-
     return evaluate(model, loader, Precision(None, False), torch.device("cpu"))["accuracy"]
 
 
 def _finetune(model: nn.Module, cfg: Config, data, epochs: int) -> None:
-    from cnnmode.engine.device import pick_precision
-    from cnnmode.engine.loop import StepSetup, train_one_epoch
-
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr * 0.05,
                           momentum=0.9, nesterov=True, weight_decay=cfg.optim.weight_decay)
     device = torch.device("cpu")
-    setup = StepSetup(opt, pick_precision(cfg.train.amp, device), device,
-                      torch.amp.GradScaler("cpu", enabled=False), cfg.train.label_smoothing)
+    setup = make_step_setup(cfg, opt, device, pick_precision(cfg.train.amp, device))
     for epoch in range(1, epochs + 1):
         data.train.set_epoch(10_000 + epoch)
         train_one_epoch(model, data.train, setup)
@@ -73,13 +71,12 @@ def _finetune(model: nn.Module, cfg: Config, data, epochs: int) -> None:
 def run_prune(target: str, amount: float, structured: bool = False, finetune_epochs: int = 0,
               data: str | None = None, out: str | None = None) -> dict:
     """Prune an artifact, measure accuracy before/after (and after fine-tuning), save the pruned artifact."""
-    path = Path(target)
-    art = load_artifact(path)
-    run_dir = path if path.is_dir() else None
-    cfg, bundle = artifact_data(path, art, data, "pruning")
+    where = resolve_target(target)
+    art = load_artifact(where)
+    cfg, bundle = data_for_model(where, art.preprocess, art.classes, data, "pruning")
     model = copy.deepcopy(art.model).float()
     report = {"amount": amount, "structured": structured, "finetune_epochs": finetune_epochs,
-              "accuracy_before": _accuracy(model, bundle.test), "params": sum(p.numel() for p in model.parameters())}
+              "accuracy_before": _accuracy(model, bundle.test), "params": art.params}
     apply_pruning(model, amount, structured)
     report["accuracy_pruned"] = _accuracy(model, bundle.test)
     if finetune_epochs:
@@ -88,20 +85,11 @@ def run_prune(target: str, amount: float, structured: bool = False, finetune_epo
     make_permanent(model)
     report["sparsity"] = sparsity(model)
     report["nonzero_params"] = int(sum(int((p != 0).sum()) for p in model.parameters()))
-    folder = Path(out) if out else (run_dir or path.parent) / "pruned"
-    saved = save_artifact(folder / "model.pt", model, art.name, art.args, art.classes, art.preprocess,
+    folder = Path(out) if out else where.home / "pruned"
+    saved = save_artifact(RunDir(folder).model, model, art.name, art.args, art.classes, art.preprocess,
                           art.meta | {"pruned": report})
     report["dense_size_bytes"] = saved.stat().st_size
     report["nonzero_size_bytes"] = report["nonzero_params"] * 4
     report["artifact"] = str(saved)
     atomic_write_text(folder / "prune.json", json.dumps(report, indent=2))
     return report
-
-
-def distill_overrides(teacher: str, student: str, keys: list[str]) -> tuple[str | None, list[str]]:
-    """(config file to start from, overrides) for a distillation run: the teacher run's config when it has one."""
-    path = Path(teacher)
-    load_artifact(path)  # fail early on a bad teacher
-    base = str(path / "config.yaml") if path.is_dir() and (path / "config.yaml").exists() else None
-    return base, [f"model.name={student}", f"train.distill_teacher={teacher}", "model.pretrained=",
-                  "model.freeze=none", "train.unfreeze_at=0", "run.name=", *keys]

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
-from cnnmode.deploy.preprocess import expand_inputs, load_images
+from cnnmode.data.preprocess import expand_inputs, load_images
+from cnnmode.deploy.runtime import load_runner
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
+from cnnmode.rundir import resolve_target
 
 
 @dataclass
@@ -37,51 +39,20 @@ class Results:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def read_preprocess(model_path: Path) -> dict:
-    """The `preprocess.json` written beside an exported model."""
-    meta = model_path.with_name("preprocess.json")
-    if not meta.exists():
-        raise UsageError(f"{model_path} has no preprocess.json beside it (written by `cnnmode export`)")
-    return json.loads(meta.read_text())
-
-
 class Predictor:
-    """Runs any CNN Mode model format on images with the preprocessing it was trained with."""
+    """Runs any CNN Mode model format on images with the preprocessing it was trained with: an artifact or run
+    folder (on any backend of the runtime registry), or an exported .onnx/.ts file (on its own runtime)."""
 
-    def __init__(self, model_path: str | Path, device: str = "cpu") -> None:
-        path = Path(model_path)
-        if path.is_dir():
-            path = path / "model.pt"
-        if not path.exists():
-            raise UsageError(f"no model at {model_path}")
-        self.path = path
-        if path.suffix == ".onnx":
-            import onnxruntime as ort
+    def __init__(self, model_path: str | Path, device: str = "cpu", backend: str | None = None) -> None:
+        where = resolve_target(model_path)
+        self.runner = load_runner(where, backend, device)
+        self.path = where.file
+        self.preprocess = self.runner.preprocess | {"classes": self.runner.classes}
+        self.classes: list[str] = self.runner.classes
 
-            self.preprocess = read_preprocess(path)
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            name = session.get_inputs()[0].name
-            self._run = lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
-        elif path.suffix == ".ts":
-            import warnings
-
-            self.preprocess = read_preprocess(path)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still what users ship
-                module = torch.jit.load(str(path), map_location=device).eval()
-            self._run = lambda x: module(x).float()
-        else:
-            from cnnmode.deploy.artifact import load_artifact
-
-            art = load_artifact(path, device)
-            self.preprocess = art.preprocess | {"classes": art.classes}
-            self._run = lambda x: art.model(x.to(device)).float().cpu()
-        self.classes: list[str] = self.preprocess["classes"]
-
-    @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Raw model outputs for a preprocessed batch."""
-        return self._run(batch.float().contiguous())
+        return self.runner(batch)
 
     def predict(self, inputs: list[str | Path], topk: int = 5, threshold: float = 0.0,
                 batch_size: int = 64) -> Results:
@@ -121,9 +92,3 @@ def write_results(results: Results, out: Path) -> Path:
         writer.writerow([p.file, p.label, f"{p.confidence:.6f}", int(p.uncertain)]
                         + [x for c, v in p.top for x in (c, f"{v:.6f}")])
     return atomic_write_text(out, buf.getvalue())
-
-
-def agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(max |Δlogit|, top-1 agreement) between two logit tensors."""
-    return float((a - b).abs().max()), float((a.argmax(1) == b.argmax(1)).float().mean())
-

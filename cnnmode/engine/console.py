@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,21 +14,35 @@ log = logging.getLogger("cnnmode")
 
 
 class Reporter:
-    """Prints to the console (unless quiet) and always to `<run>/train.log`."""
+    """Prints to the console (unless quiet) and always to `<run>/train.log`.
+
+    Lines logged before the log file exists (the run folder is made only once the run can start) are held
+    and written at the top of the file by `attach_log`.
+    """
 
     def __init__(self, quiet: bool = False) -> None:
         self.console = Console(highlight=False)
         self.quiet = quiet
         self._file: logging.Handler | None = None
+        self._held = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
         log.setLevel(logging.INFO)
+        log.addHandler(self._held)
 
     def attach_log(self, path: Path) -> None:
-        """Start (or continue) the run's log file."""
+        """Start (or continue) the run's log file, beginning with the lines held so far."""
         self._file = logging.FileHandler(path, encoding="utf-8")
         self._file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self._held.setTarget(self._file)
+        self._release_held()
         log.addHandler(self._file)
 
+    def _release_held(self) -> None:
+        log.removeHandler(self._held)
+        self._held.close()  # flushes into the target, if any
+
     def close(self) -> None:
+        """Detach from the log (the held lines are dropped when no log file was attached)."""
+        self._release_held()
         if self._file is not None:
             log.removeHandler(self._file)
             self._file.close()

@@ -103,9 +103,12 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
 @SCHEDULES.register("onecycle")
 def _onecycle(opt, cfg: Config, steps: int):
     max_lr = [group["lr"] for group in opt.param_groups]
-    return lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps * cfg.train.epochs + 1,
-                                   pct_start=cfg.sched.pct_start, anneal_strategy="linear",
-                                   cycle_momentum=False, div_factor=25, final_div_factor=1e3), "step"
+    total = max(3, steps * cfg.train.epochs + 1)
+    # OneCycleLR divides by the length of each phase: on a run of a handful of steps both must last over a step
+    pct_start = min(max(cfg.sched.pct_start, 1.5 / total), 1 - 0.5 / total)
+    return lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=pct_start,
+                                   anneal_strategy="linear", cycle_momentum=False, div_factor=25,
+                                   final_div_factor=1e3), "step"
 
 
 @SCHEDULES.register("cosine")

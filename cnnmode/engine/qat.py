@@ -8,24 +8,17 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from cnnmode.errors import UsageError
-
-QAT_MODELS = ("resnet18", "resnet50", "simplecnn", "lenet5")
-
-
-def check_supported(name: str) -> None:
-    """Refuse models that cannot run fully in int8 with a list of those that can."""
-    if name not in QAT_MODELS:
-        raise UsageError(f"train.qat=true supports {', '.join(QAT_MODELS)}; {name} has ops without int8 kernels")
+from cnnmode.models import check_qat_supported
 
 
 def prepare(model: nn.Module, name: str, args: dict) -> nn.Module:
     """A fake-quantized copy of `model` (same float weights) ready for training."""
-    check_supported(name)
+    check_qat_supported(name)
     if name.startswith("resnet"):
         from torchvision.models import quantization as tvq
 
@@ -57,3 +50,19 @@ def convert(qmodel: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.ao.quantization.convert(copy.deepcopy(qmodel).cpu().eval(), inplace=False)
+
+
+@torch.no_grad()
+def finish_qat(qat_model: nn.Module, float_model: nn.Module, test_loader, path: Path) -> dict:
+    """Float weights into the registry model; the int8 model converted, scored on `test_loader`, saved as
+    TorchScript at `path`."""
+    float_model.load_state_dict(float_state(qat_model, float_model))
+    int8 = convert(qat_model)
+    correct = total = 0
+    for x, y in test_loader:
+        correct += int((int8(x.cpu().contiguous()).argmax(1) == y.cpu()).sum())
+        total += len(y)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = next(iter(test_loader))[0][:2].cpu().contiguous()
+    torch.jit.trace(int8, example).save(str(path))
+    return {"int8_accuracy": correct / max(total, 1), "file": str(path), "backend": "x86"}

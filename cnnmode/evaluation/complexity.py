@@ -7,6 +7,9 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnmode.artifact import load_artifact
+from cnnmode.models import build_model, resolve_stem
+
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2, "radam": 2, "muon": 1}  # fp32 tensors kept per trainable parameter
 
 
@@ -55,9 +58,6 @@ def summarize(model: nn.Module, img_size: int, in_channels: int = 3, batch_size:
 
 def load_for_summary(target: str, img_size: int | None, num_classes: int, in_channels: int) -> tuple[nn.Module, int, int]:
     """(model, img_size, channels) from an artifact path or a registry name."""
-    from cnnmode.deploy.artifact import load_artifact
-    from cnnmode.models import build_model, resolve_stem
-
     if Path(target).exists():
         art = load_artifact(target)
         return art.model, img_size or art.preprocess["img_size"], art.preprocess["channels"]

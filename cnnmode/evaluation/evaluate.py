@@ -13,14 +13,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from cnnmode.deploy.artifact import artifact_data, load_artifact
+from cnnmode.artifact import load_artifact
+from cnnmode.data.for_model import data_for_model
 from cnnmode.engine.device import Precision, pick_device, pick_precision
 from cnnmode.engine.loop import predict_logits
 from cnnmode.errors import UsageError
 from cnnmode.evaluation import figures
 from cnnmode.evaluation.metrics import classification_report, compute_metrics
-from cnnmode.evaluation.plots import to_display
+from cnnmode.evaluation.plotting import to_display
+from cnnmode.evaluation.report import write_report
 from cnnmode.files import atomic_write_text
+from cnnmode.rundir import resolve_target
 
 PLOTS = ("confusion_matrix.png", "confusion_matrix_normalized.png", "per_class_accuracy_all.png",
          "per_class_accuracy_top_bottom.png", "top_confused_pairs.png", "reliability_diagram.png",
@@ -110,16 +113,14 @@ def run_eval(target: str, data: str | None = None, split: str = "test", out: str
     """Evaluate a run folder or an artifact file on a data split; returns (output folder, metrics)."""
     if split not in ("test", "val"):
         raise UsageError(f"--split must be test or val, not {split!r}")
-    path = Path(target)
-    run_dir = path if path.is_dir() else None
+    where = resolve_target(target)
     dev = pick_device(device)
-    art = load_artifact(path, dev)
-    cfg, bundle = artifact_data(path, art, data, "evaluating", dev)
-    out_dir = Path(out) if out else (run_dir or path.parent) / "eval"
+    art = load_artifact(where, dev)
+    cfg, bundle = data_for_model(where, art.preprocess, art.classes, data, "evaluating", dev)
+    out_dir = Path(out) if out else where.home / "eval"
     metrics = evaluate_model(art.model, getattr(bundle, split), art.classes, art.preprocess["mean"],
                              art.preprocess["std"], out_dir, pick_precision(cfg.train.amp, dev), dev,
                              cfg.train.tta, cfg.train.seed, cfg.train.tta_translate)
-    if run_dir is not None and out is None:
-        from cnnmode.evaluation.report import write_report
-        write_report(run_dir)
+    if where.run is not None and out is None:
+        write_report(where.run.path)
     return out_dir, metrics

@@ -1,14 +1,20 @@
 """`cnnmode explain`: Grad-CAM family heatmaps (pytorch-grad-cam), feature-map grids and embedding plots."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from cnnmode.artifact import load_artifact
+from cnnmode.data.for_model import data_for_model
+from cnnmode.data.preprocess import expand_inputs, load_images
 from cnnmode.errors import UsageError
-from cnnmode.evaluation.plots import plt, save_fig, to_display
+from cnnmode.evaluation.plotting import plt, save_fig, to_display
+from cnnmode.models import head_module
+from cnnmode.rundir import resolve_target
 
 DEFAULT_LAYERS = {"resnet": "layer4", "fastnet": "stages.2", "simplecnn": "1", "lenet5": "3"}
 
@@ -114,8 +120,6 @@ def feature_figure(maps: torch.Tensor, layer_name: str, image_name: str, path: P
 
 def penultimate_features(model: nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Inputs of the last Linear layer (the embedding) over a loader, with labels."""
-    from cnnmode.models import head_module
-
     head = head_module(model)
     feats, labels = [], []
     handle = head.register_forward_pre_hook(lambda m, args: feats.append(args[0].detach().float().flatten(1).cpu()))
@@ -172,12 +176,9 @@ def run_explain(target: str, inputs: list[str], method: str = "gradcam", layer: 
                 embedding: bool = False, tsne: bool = False, data: str | None = None, split: str = "test",
                 per_figure: int = 8) -> tuple[Path, list[Path], list[tuple[Path, str]]]:
     """Write CAM grids (and feature-map grids / embedding plots) for an artifact; returns (out dir, files, failed)."""
-    from cnnmode.deploy.artifact import load_artifact
-    from cnnmode.deploy.preprocess import expand_inputs, load_images
-
-    path = Path(target)
-    art = load_artifact(path)
-    out_dir = Path(out) if out else (path if path.is_dir() else path.parent) / "explain"
+    where = resolve_target(target)
+    art = load_artifact(where)
+    out_dir = Path(out) if out else where.home / "explain"
     written: list[Path] = []
     failed: list[tuple[Path, str]] = []
     if not inputs and not embedding:
@@ -203,19 +204,24 @@ def run_explain(target: str, inputs: list[str], method: str = "gradcam", layer: 
                                       art.classes, art.preprocess, method,
                                       out_dir / f"{tag}_{start // per_figure:03d}.png"))
         if features:
-            feat_name, feat_module = find_layer(art.model, features, art.name)
-            maps_f = feature_maps(art.model, images, feat_module)
-            for i, name in enumerate(names):
-                written.append(feature_figure(maps_f[i], feat_name, str(name),
-                                              out_dir / f"features_{feat_name}_{Path(name).stem}.png"))
+            written += _feature_figures(art, images, names, features, out_dir)
     if embedding:
-        written += _embedding(path, art, data, split, out_dir, tsne)
+        _, bundle = data_for_model(where, art.preprocess, art.classes, data, "--embedding with")
+        feats, labels = penultimate_features(art.model.float(), getattr(bundle, split), torch.device("cpu"))
+        written += embedding_plots(feats, labels, art.classes, out_dir, tsne)
     return out_dir, written, failed
 
 
-def _embedding(path: Path, art, data: str | None, split: str, out_dir: Path, tsne: bool) -> list[Path]:
-    from cnnmode.deploy.artifact import artifact_data
+def _feature_figures(art, images: torch.Tensor, names: list[Path], layer: str, out_dir: Path) -> list[Path]:
+    """One feature-map grid per image, named by its position and file stem so that no two inputs share a file
+    (test/cat/0003.jpg and test/dog/0003.jpg both have the stem 0003)."""
+    feat_name, feat_module = find_layer(art.model, layer, art.name)
+    maps = feature_maps(art.model, images, feat_module)
+    return [feature_figure(maps[i], feat_name, str(name),
+                           out_dir / f"features_{feat_name}_{i:04d}_{_safe_stem(name)}.png")
+            for i, name in enumerate(names)]
 
-    _, bundle = artifact_data(path, art, data, "--embedding with")
-    feats, labels = penultimate_features(art.model.float(), getattr(bundle, split), torch.device("cpu"))
-    return embedding_plots(feats, labels, art.classes, out_dir, tsne)
+
+def _safe_stem(path: Path) -> str:
+    """A file stem usable in a file name on any filesystem."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem)[:60] or "image"

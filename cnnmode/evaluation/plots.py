@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from cnnmode.evaluation.plotting import plt, save_fig, to_display
 
 
 def _curves(ax_loss, ax_acc, history: list[dict]) -> None:
@@ -25,14 +23,6 @@ def _curves(ax_loss, ax_acc, history: list[dict]) -> None:
         ax.legend()
 
 
-def save_fig(fig, path: Path) -> Path:
-    """Save and close a figure (PNG), creating the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def training_curves(history: list[dict], path: Path) -> Path:
     """Loss, accuracy and learning rate per epoch."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -42,13 +32,6 @@ def training_curves(history: list[dict], path: Path) -> Path:
     axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[2].grid(alpha=0.3)
     return save_fig(fig, path)
-
-
-def to_display(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """Undo normalisation: (N, C, H, W) float → (N, H, W, C) in [0, 1]."""
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    return (images.float().cpu() * s + m).clamp(0, 1).permute(0, 2, 3, 1)
 
 
 def predictions_figure(history: list[dict], images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor,

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from cnnmode.files import atomic_write_text
+from cnnmode.rundir import RunDir
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
@@ -48,25 +49,25 @@ def _pct(x) -> str:
 
 def build_report(run_dir: Path) -> str:
     """The report's HTML text for a run folder."""
-    run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
-    ev = json.loads((run_dir / "eval" / "metrics.json").read_text()) if (run_dir / "eval" / "metrics.json").exists() else {}
-    history = list(csv.DictReader((run_dir / "history.csv").open())) if (run_dir / "history.csv").exists() else []
-    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    run = RunDir(run_dir)
+    metrics = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
+    ev = json.loads(run.eval_metrics.read_text()) if run.eval_metrics.exists() else {}
+    history = list(csv.DictReader(run.history.open())) if run.history.exists() else []
+    config = run.config.read_text() if run.config.exists() else ""
     env = metrics.get("environment", {})
     cards = [("test accuracy", _pct(ev.get("accuracy", metrics.get("test", {}).get("accuracy")))),
              ("top-5", _pct(ev.get("top5"))), ("F1 macro", _pct(ev.get("f1_macro"))), ("ECE", _pct(ev.get("ece"))),
              ("best epoch", metrics.get("best_epoch", "–")),
              ("train time", f"{metrics['train_time_s']:.0f} s" if "train_time_s" in metrics else "–"),
              ("parameters", f"{metrics['params'] / 1e6:.2f} M" if "params" in metrics else "–")]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>CNN Mode report: {html.escape(run_dir.name)}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>CNN Mode report: {html.escape(run.path.name)}"
              f"</title><style>{STYLE}</style></head><body>",
-             f"<h1>CNN Mode report: {html.escape(run_dir.name)}</h1>",
+             f"<h1>CNN Mode report: {html.escape(run.path.name)}</h1>",
              f"<p>{html.escape(env.get('device', ''))} · {html.escape(env.get('precision', ''))} · torch "
              f"{html.escape(env.get('torch', ''))} · commit {html.escape(env.get('git_commit', '')[:10])}</p>",
              "<div class='cards'>" + "".join(f"<div class='card'>{html.escape(k)}<b>{html.escape(str(v))}</b></div>"
                                              for k, v in cards) + "</div>",
-             "<h2>Training curves</h2>", _img(run_dir / "plots" / "training_curves.png", "Loss, accuracy and learning rate")]
+             "<h2>Training curves</h2>", _img(run.plots / "training_curves.png", "Loss, accuracy and learning rate")]
     if ev:
         parts += ["<h2>Metrics</h2>",
                   _table(["metric", "value"], [[k, _pct(ev[k])] for k in (
@@ -77,8 +78,8 @@ def build_report(run_dir: Path) -> str:
                          [[c, _pct(v["accuracy"]), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]),
                            v["support"]] for c, v in ev["per_class"].items()]),
                   "<h2>Evaluation plots</h2>"]
-        parts += [_img(run_dir / "eval" / name, caption) for name, caption in EVAL_PLOTS]
-        parts += ["<h2>Misclassified gallery</h2>", _img(run_dir / "eval" / "misclassified.png",
+        parts += [_img(run.eval / name, caption) for name, caption in EVAL_PLOTS]
+        parts += ["<h2>Misclassified gallery</h2>", _img(run.eval / "misclassified.png",
                                                           "The most confident mistakes")]
     if history:
         parts += ["<h2>History</h2>", _table(list(history[0]), [list(r.values()) for r in history])]
@@ -88,4 +89,4 @@ def build_report(run_dir: Path) -> str:
 
 def write_report(run_dir: Path) -> Path:
     """Write `<run>/report.html` atomically."""
-    return atomic_write_text(Path(run_dir) / "report.html", build_report(run_dir))
+    return atomic_write_text(RunDir(run_dir).report, build_report(run_dir))

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cnnmode.config import Config, config_from_base
+from cnnmode.config import Config, resolve_config
 from cnnmode.errors import UsageError
-from cnnmode.evaluation.plots import plt, save_fig
+from cnnmode.evaluation.plotting import plt, save_fig
 from cnnmode.experiments.compare import COLUMNS, csv_table, markdown_table, run_row
 from cnnmode.experiments.runs import check_planned, complete_run, run_folder
 from cnnmode.experiments.studies import Setting, resolve_study
@@ -45,7 +45,8 @@ def plan(study: str, base: str | None = None, overrides: list[str] | tuple[str, 
     if seeds < 1 or (epochs is not None and epochs < 1) or (subset is not None and subset <= 0):
         raise UsageError("--seeds and --epochs must be >= 1 and --subset > 0")
     common = {k: v for k, v in (("train.epochs", epochs), ("data.subset", subset)) if v is not None}
-    base_cfg = config_from_base(base, overrides, common)
+    base = base or "default"
+    base_cfg = resolve_config(base, overrides, common)
     name, settings = resolve_study(study, base_cfg)
     names = [folder_name(s.label, 0) for s in settings]
     if len(set(names)) != len(names):
@@ -56,7 +57,7 @@ def plan(study: str, base: str | None = None, overrides: list[str] | tuple[str, 
         for seed in range(seeds):
             run_keys = {"train.seed": seed, "run.dir": str(study_dir), "run.name": folder_name(setting.label, seed)}
             try:
-                cfg = config_from_base(base, overrides, common | setting.keys | run_keys)
+                cfg = resolve_config(base, overrides, common | setting.keys | run_keys)
             except UsageError as e:
                 raise UsageError(f"study {name}, setting {setting.label}: {e}") from None
             runs.append(PlannedRun(setting, seed, cfg))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from cnnmode.engine.device import pick_device
 from cnnmode.errors import UsageError
 from cnnmode.evaluation.evaluate import write_evaluation
 from cnnmode.files import atomic_write_text
+from cnnmode.rundir import RunDir, new_run_name
 
 
 def hog_features(images: torch.Tensor, size: int, cell: int = 4) -> np.ndarray:
@@ -83,8 +83,8 @@ def run_hog_svm(cfg: Config, img_size: int = 0, kernel: str = "rbf", components:
         raise UsageError("hog-svm needs small images held in memory (the CIFAR/MNIST kind); "
                          "large-image folders are streamed from disk")
     size = img_size or data.img_size
-    run_dir = Path(cfg.run.dir) / (cfg.run.name or f"hog-svm-{datetime.now():%Y%m%d-%H%M%S}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(Path(cfg.run.dir) / (cfg.run.name or new_run_name("hog-svm", "")))
+    run.path.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     train_x = baseline_features(data.train.images, size, cell, thumbnail)
     clf = make_classifier(kernel, components, c, cfg.train.seed).fit(train_x, data.train.labels.numpy())
@@ -93,7 +93,7 @@ def run_hog_svm(cfg: Config, img_size: int = 0, kernel: str = "rbf", components:
     logits = torch.from_numpy(np.asarray(scores, dtype=np.float32).reshape(len(scores), -1))
     if logits.shape[1] == 1:  # two classes: one margin
         logits = torch.cat([-logits, logits], 1)
-    ev = write_evaluation(logits, data.test.labels, data.test, data.classes, data.mean, data.std, run_dir / "eval",
+    ev = write_evaluation(logits, data.test.labels, data.test, data.classes, data.mean, data.std, run.eval,
                           cfg.train.seed)
     svm = clf[-1]
     metrics = {"test": {k: ev[k] for k in ("accuracy", "top5", "loss", "f1_macro", "ece")}, "val": None,
@@ -103,7 +103,7 @@ def run_hog_svm(cfg: Config, img_size: int = 0, kernel: str = "rbf", components:
                "baseline": {"method": "hog-svm", "kernel": kernel, "nystroem_components": components if kernel == "rbf"
                             else None, "C": c, "img_size": size, "hog_cells": [cell, 2 * cell],
                             "thumbnail": thumbnail, "features": int(train_x.shape[1])}}
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(run.metrics, json.dumps(metrics, indent=2))
     cfg.model.name = "hog-svm"
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    return run_dir
+    atomic_write_text(run.config, dump_yaml(cfg))
+    return run.path

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from cnnmode.config import read_yaml
 from cnnmode.errors import UsageError
-from cnnmode.evaluation.plots import plt, save_fig
+from cnnmode.evaluation.plotting import plt, save_fig
 from cnnmode.files import atomic_write_text
+from cnnmode.rundir import RunDir
 
 COLUMNS = ["run", "model", "test_acc", "top5", "f1_macro", "best_epoch", "train_time_s", "img_s", "peak_mem_mb",
            "params"]
@@ -17,18 +18,18 @@ COLUMNS = ["run", "model", "test_acc", "top5", "f1_macro", "best_epoch", "train_
 
 def run_row(run_dir: Path) -> dict:
     """One comparison row from a run folder's metrics.json, config.yaml and history.csv."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").exists():
+    run = RunDir(run_dir)
+    if not run.metrics.exists():
         raise UsageError(f"{run_dir} has no metrics.json (not a finished run folder)")
-    m = json.loads((run_dir / "metrics.json").read_text())
-    cfg = read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
+    m = json.loads(run.metrics.read_text())
+    cfg = read_yaml(run.config) if run.config.exists() else {}
     peak = None
-    if (run_dir / "history.csv").exists():
-        mems = [float(r["peak_mem_mb"]) for r in csv.DictReader(io.StringIO((run_dir / "history.csv").read_text()))
+    if run.history.exists():
+        mems = [float(r["peak_mem_mb"]) for r in csv.DictReader(io.StringIO(run.history.read_text()))
                 if r.get("peak_mem_mb")]
         peak = max(mems) if mems else None
     test = m.get("test", {})
-    return {"run": run_dir.name, "model": m.get("model") or cfg.get("model", {}).get("name", ""),
+    return {"run": run.path.name, "model": m.get("model") or cfg.get("model", {}).get("name", ""),
             "test_acc": test.get("accuracy"), "top5": test.get("top5"), "f1_macro": test.get("f1_macro"),
             "best_epoch": m.get("best_epoch"), "train_time_s": m.get("train_time_s"),
             "img_s": m.get("images_per_s"), "peak_mem_mb": peak, "params": m.get("params")}

@@ -6,11 +6,12 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
-from cnnmode.config import Config, config_from_base
+from cnnmode.config import Config, resolve_config
 from cnnmode.errors import RunError, UsageError
 from cnnmode.experiments.compare import csv_table
 from cnnmode.experiments.runs import check_planned, complete_run
 from cnnmode.files import atomic_write_text
+from cnnmode.rundir import RunDir
 
 FOLD_COLUMNS = ["fold", "best_val_acc", "best_epoch", "test_acc", "train_time_s", "run_dir"]
 
@@ -20,16 +21,17 @@ def plan_folds(folds: int, base: str | None = None, overrides: list[str] | tuple
     """The cv folder and one validated config per fold (fold i validates on the i-th stratified fold)."""
     if folds < 2:
         raise UsageError(f"--folds must be >= 2 (got {folds})")
-    base_cfg = config_from_base(base, overrides)
+    base = base or "default"
+    base_cfg = resolve_config(base, overrides)
     cv_dir = Path(out) if out else Path(base_cfg.run.dir) / f"cv-{base_cfg.recipe or base_cfg.model.name}-k{folds}"
-    configs = [config_from_base(base, overrides, {"data.folds": folds, "data.fold": i, "run.dir": str(cv_dir),
+    configs = [resolve_config(base, overrides, {"data.folds": folds, "data.fold": i, "run.dir": str(cv_dir),
                                                   "run.name": f"fold-{i}"}) for i in range(folds)]
     return cv_dir, configs
 
 
 def fold_row(fold: int, run_dir: Path) -> dict:
     """Best validation accuracy (and the rest) of one finished fold's run folder."""
-    m = json.loads((run_dir / "metrics.json").read_text())
+    m = json.loads(RunDir(run_dir).metrics.read_text())
     return {"fold": fold, "best_val_acc": (m.get("val") or {}).get("accuracy"), "best_epoch": m.get("best_epoch"),
             "test_acc": m["test"]["accuracy"], "train_time_s": m.get("train_time_s"), "run_dir": str(run_dir)}
 

@@ -13,13 +13,13 @@ from torch.optim import lr_scheduler
 
 from cnnmode.config import Config
 from cnnmode.data import build_data
-from cnnmode.engine.console import Reporter
 from cnnmode.engine.device import pick_device, pick_precision
-from cnnmode.engine.loop import StepSetup, optimizer_step, training_loss
+from cnnmode.engine.loop import optimizer_step, training_loss
 from cnnmode.engine.optim import build_optimizer
-from cnnmode.engine.trainer import build_run_model
-from cnnmode.evaluation.plots import plt, save_fig
+from cnnmode.engine.setup import build_run_model, make_step_setup
+from cnnmode.evaluation.plotting import plt, save_fig
 from cnnmode.files import atomic_write_text
+from cnnmode.rundir import new_run_name
 
 
 def sweep(cfg: Config, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 200, smooth: float = 0.9,
@@ -33,14 +33,13 @@ def sweep(cfg: Config, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int 
     precision = pick_precision(cfg.train.amp, device)
     torch.manual_seed(cfg.train.seed)
     data = build_data(cfg, device)
-    model, _ = build_run_model(cfg, data, Reporter(quiet=True))
+    model, _ = build_run_model(cfg, data, info=lambda message: None)
     model = model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
     optimizer = build_optimizer(replace(cfg, optim=replace(cfg.optim, lr=start_lr)), model)
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     # every group grows from its own start (so optim.bias_lr_scale keeps its ratio), advanced once per step
     scheduler = lr_scheduler.LambdaLR(optimizer, lambda step: factor ** step)
-    setup = StepSetup(optimizer, precision, device, torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
-                      cfg.train.label_smoothing, scheduler=scheduler)
+    setup = make_step_setup(cfg, optimizer, device, precision, scheduler=scheduler)
     lrs, losses, smoothed, avg = [], [], [], 0.0
     model.train()
     for x, y in _endless(data.train):
@@ -92,10 +91,11 @@ def plot(result: dict, path: Path) -> Path:
     return save_fig(fig, path)
 
 
-def run_lr_find(cfg: Config, out: str | Path, **kwargs) -> dict:
-    """Sweep, then write lr_find.json and lr_find.png to `out`; returns the result with the file paths."""
+def run_lr_find(cfg: Config, out: str | Path | None = None, **kwargs) -> dict:
+    """Sweep, then write lr_find.json and lr_find.png to `out` (default `<run.dir>/lr-find-<time>`); returns the
+    result with the file paths."""
     result = sweep(cfg, **kwargs)
-    out = Path(out)
+    out = Path(out) if out else Path(cfg.run.dir) / new_run_name("lr-find", "")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "lr_find.json", json.dumps(result, indent=2))
     result["plot"] = str(plot(result, out / "lr_find.png"))

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from cnnmode.config import Config, flatten, load_yaml_text
 from cnnmode.errors import UsageError
+from cnnmode.rundir import RunDir
+from cnnmode.workflows.train import train
 
 IGNORED = ("run.", "recipe", "description")  # keys that may differ between a run and its rerun
 
@@ -18,14 +20,9 @@ def _compared(cfg_dict: dict) -> dict:
     return {k: v for k, v in flatten(cfg_dict).items() if not k.startswith(IGNORED)}
 
 
-def is_finished(run_dir: Path) -> bool:
-    """True when a run wrote everything: metrics.json, the model.pt artifact and, last of all, report.html."""
-    return all((run_dir / name).exists() for name in ("metrics.json", "model.pt", "report.html"))
-
-
 def check_same_config(run_dir: Path, cfg: Config) -> None:
     """Refuse to reuse `run_dir` when it holds a run of a different configuration."""
-    saved = run_dir / "config.yaml"
+    saved = RunDir(run_dir).config
     if not saved.exists():
         return
     old, new = _compared(load_yaml_text(saved.read_text()) or {}), _compared(cfg.to_dict())
@@ -47,12 +44,10 @@ def complete_run(cfg: Config, quiet: bool = False) -> tuple[str, Path]:
     """Make sure the run for `cfg` is finished: ("finished", dir) if it already was, ("resumed", dir) if it
     continued from its last.pt, ("trained", dir) if it started fresh. Callers check the folders first with
     `check_planned`. Errors propagate."""
-    from cnnmode.engine.trainer import train
-
     run_dir = run_folder(cfg)
-    if is_finished(run_dir):
+    if RunDir(run_dir).is_finished():
         return "finished", run_dir
-    if (run_dir / "last.pt").exists():
+    if RunDir(run_dir).is_resumable():
         train(resume=run_dir, quiet=quiet)
         return "resumed", run_dir
     train(cfg, quiet=quiet)

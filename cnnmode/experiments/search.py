@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cnnmode.config import Config, config_from_base, dump_yaml, parse_override, read_yaml, set_key, validate
+from cnnmode.config import Config, resolve_config, dump_yaml, parse_override, read_yaml, set_key, validate
 from cnnmode.errors import UsageError
 from cnnmode.experiments.compare import csv_table
 from cnnmode.files import atomic_write_text
+from cnnmode.rundir import RunDir
 
 PARAM_TYPES = ("float", "int", "categorical")
 PRUNERS = ("median", "halving", "none")
@@ -87,7 +88,7 @@ def suggest(trial, space: Space) -> dict[str, Any]:
 def trial_config(space: Space, values: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
                  run_keys: dict[str, Any] | None = None) -> Config:
     """Base → fixed keys → command-line overrides → the trial's values; always with a validation split."""
-    cfg = config_from_base(space.base, values=space.fixed)
+    cfg = resolve_config(space.base or "default", values=space.fixed)
     for text in overrides:
         set_key(cfg, *parse_override(text))
     for key, value in (values | (run_keys or {})).items():
@@ -158,7 +159,7 @@ def objective(space: Space, study_dir: Path, overrides: list[str] | tuple[str, .
     """The function Optuna calls per trial: one fresh training run in study_dir/trial-NNN, reporting every epoch."""
     import optuna
 
-    from cnnmode.engine.trainer import train
+    from cnnmode.workflows.train import train
 
     def run(trial: optuna.Trial) -> float:
         run_dir = study_dir / f"trial-{trial.number:03d}"
@@ -179,7 +180,7 @@ def objective(space: Space, study_dir: Path, overrides: list[str] | tuple[str, .
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             atomic_write_text(run_dir / "error.txt", traceback.format_exc())
             raise
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = json.loads(RunDir(run_dir).metrics.read_text())
         trial.set_user_attr("test_acc", metrics["test"]["accuracy"])
         trial.set_user_attr("train_time_s", metrics["train_time_s"])
         return metrics["val"]["accuracy"]
@@ -287,7 +288,7 @@ def write_plots(study, study_dir: Path) -> list[str]:
     import optuna.visualization as pv
     import optuna.visualization.matplotlib as pm
 
-    from cnnmode.evaluation.plots import save_fig
+    from cnnmode.evaluation.plotting import save_fig
 
     written, figures = [], []
     with warnings.catch_warnings():

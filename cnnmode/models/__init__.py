@@ -1,34 +1,7 @@
-"""Model registry. Every built-in is imported here so `MODELS.names()` is always complete.
+"""Models: the registry and every built-in (imported here, so `list_models()` is always complete)."""
+from cnnmode.models.api import (MODELS, QAT_MODELS, build_model, check_qat_supported, head_module, list_models,
+                                resolve_stem)
+from cnnmode.models import fastnet, resnet, simple  # noqa: F401  (fills the registry)
 
-A builder takes (num_classes, in_channels, stem, width) and returns an nn.Module; the artifact stores the
-registry name and these arguments so the model can be rebuilt anywhere.
-"""
-from __future__ import annotations
-
-import torch.nn as nn
-
-from cnnmode.registry import Registry
-
-MODELS: Registry = Registry("model")
-
-from cnnmode.models import fastnet, resnet, simple  # noqa: E402,F401  (fills the registry)
-
-
-def resolve_stem(stem: str, img_size: int) -> str:
-    """`auto` → cifar below 64 px, imagenet otherwise."""
-    return stem if stem != "auto" else ("cifar" if img_size < 64 else "imagenet")
-
-
-def build_model(name: str, num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0) -> nn.Module:
-    """Build a registered model by name."""
-    return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, stem=stem, width=width)
-
-
-def list_models() -> list[str]:
-    """Registered model names."""
-    return MODELS.names()
-
-
-def head_module(model: nn.Module) -> nn.Linear:
-    """The classifier head: the model's last Linear layer."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+__all__ = ["MODELS", "QAT_MODELS", "build_model", "check_qat_supported", "head_module", "list_models",
+           "resolve_stem"]

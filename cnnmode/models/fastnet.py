@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from cnnmode.models import MODELS
+from cnnmode.models.api import MODELS
 
 
 def conv_bn(cin: int, cout: int) -> list[nn.Module]:

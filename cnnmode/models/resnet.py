@@ -4,12 +4,14 @@ from __future__ import annotations
 import torch.nn as nn
 from torchvision import models as tvm
 
-from cnnmode.models import MODELS
+from cnnmode.models.api import MODELS
 
 
 def make_resnet(builder, num_classes: int, in_channels: int, stem: str) -> nn.Module:
-    """A torchvision ResNet with the requested stem and input channels."""
-    model = builder(num_classes=num_classes)
+    """A torchvision ResNet with the requested stem and input channels. Each residual block's last BatchNorm
+    starts at zero (torchvision's `zero_init_residual`), so a fresh net starts as a chain of identities: without
+    it the residual stream of ResNet-101/152 grows with depth and the first steps see a loss of 60-70."""
+    model = builder(num_classes=num_classes, zero_init_residual=True)
     if stem == "cifar":
         model.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         model.maxpool = nn.Identity()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from cnnmode.models import MODELS
+from cnnmode.models.api import MODELS
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:

@@ -1,0 +1,127 @@
+"""Verbs that put a model to work: `predict`, `export`, `bench`, `prune`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cnnmode.cli.common import print_table
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cnnmode.deploy.predict import Predictor, write_results
+
+    results = Predictor(args.artifact).predict(args.inputs, args.topk, args.threshold, args.batch_size)
+    print_table(None, ["file", f"top-{args.topk}"],
+                [[p.file, ("uncertain " if p.uncertain else "") + ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)]
+                 for p in results.predictions], left=2, width=None)
+    for f, reason in results.failed:
+        print(f"failed {f}: {reason}", file=sys.stderr)
+    if args.out:
+        print(f"wrote {write_results(results, Path(args.out))}")
+    print(f"{len(results.predictions)} predicted, {len(results.failed)} failed")
+    return 1 if results.failed and not results.predictions else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cnnmode.deploy.export import export
+
+    for r in export(args.artifact, args.format.split(","), args.out, args.dynamic_batch, args.opset, args.calib_data):
+        print(f"{r['format']:<12} {r['file']}  {r['size_bytes'] / 2**20:.2f} MiB  max|Δlogit| "
+              f"{r['max_abs_logit_diff']:.2e}  top-1 agreement {100 * r['top1_agreement']:.2f}% "
+              f"({r['images']} {r['verified_on']})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from cnnmode.deploy.bench import bench
+
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    r = bench(args.artifact, sizes, args.backends.split(","), args.device, args.data, profile=args.profile,
+              out=args.out)
+    eager = r["backends"].get("eager")
+    rows, sections = [], []
+    for name, row in r["backends"].items():
+        acc = f"{100 * row['accuracy']:.2f}%" if "accuracy" in row else "–"
+        for i, bs in enumerate(sizes):
+            b = row["batches"][str(bs)]
+            ratio = f"{b['img_s'] / eager['batches'][str(bs)]['img_s']:.1f}x" if eager else "–"
+            first = i == 0
+            rows.append([name if first else "", str(bs), f"{b['p50_ms']:.2f}", f"{b['p95_ms']:.2f}",
+                         f"{b['img_s']:.0f}", ratio, f"{100 * row['top1_agreement']:.2f}%" if first else "",
+                         acc if first else ""])
+        sections.append(len(rows) - 1)
+    print_table(f"{r['model']} at {r['img_size']}px on {r['device']} ({r['threads']} threads); agreement with eager "
+                f"fp32 on {r['eval_images']} {r['eval_data']} images",
+                ["backend", "batch", "p50 ms", "p95 ms", "img/s", "x eager", "agree", "acc"], rows,
+                sections=sections, width=None)
+    if "profile" in r:
+        print(f"trace: {r['profile']}")
+    print(f"bench: {r['file']}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from cnnmode.deploy.compress import run_prune
+
+    r = run_prune(args.artifact, args.amount, args.structured, args.finetune_epochs, args.data, args.out)
+    line = (f"sparsity {100 * r['sparsity']:.1f}%  accuracy {100 * r['accuracy_before']:.2f}% → "
+            f"{100 * r['accuracy_pruned']:.2f}% pruned")
+    if "accuracy_finetuned" in r:
+        line += f" → {100 * r['accuracy_finetuned']:.2f}% after {r['finetune_epochs']} fine-tuning epoch(s)"
+    print(line)
+    print(f"non-zero weights {r['nonzero_params']:,} of {r['params']:,} "
+          f"({r['nonzero_size_bytes'] / 2**20:.2f} MiB of {r['dense_size_bytes'] / 2**20:.2f} MiB dense)")
+    print(f"pruned: {r['artifact']}")
+    return 0
+
+
+def add_parsers(verbs) -> None:
+    """The predict, export, bench and prune verbs."""
+    p = verbs.add_parser("predict", help="top-k predictions for images, folders or globs",
+                         description="Predict with a model.pt artifact, a run folder, or an exported .onnx/.ts file.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR_OR_GLOB")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--threshold", type=float, default=0.0, help="mark predictions below this confidence uncertain")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", metavar="FILE.csv|.json")
+    p.set_defaults(func=cmd_predict)
+
+    p = verbs.add_parser("export", help="TorchScript / ONNX / int8 files, each verified by its own runtime",
+                         description="Export an artifact (or run folder) and verify every file against the model; "
+                                     "writes <run>/export/ with preprocess.json and export.json.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--format", default="onnx", help="torchscript, onnx, onnx-int8, int8, or all (comma-separated)")
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--calib-data", metavar="PATH", help="real images to calibrate and verify with "
+                                                        "(default: a run folder's own data)")
+    p.add_argument("--out", metavar="DIR")
+    p.set_defaults(func=cmd_export)
+
+    p = verbs.add_parser("bench", help="inference latency and throughput per backend and batch size",
+                         description="Benchmark an artifact or run folder. Agreement and accuracy are measured on "
+                                     "the test split of --data (or the run's own data), else on generated images.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--batch-sizes", default="1,8,64")
+    p.add_argument("--backends", default="eager,eager-bf16,torchscript,onnxruntime",
+                   help="comma-separated names from the runtime registry: eager, eager-bf16, compile, torchscript, "
+                        "onnxruntime, int8 (ONNX Runtime static int8), int8-x86 (PyTorch PT2E int8 compiled to "
+                        "oneDNN kernels; fastest on x86 CPUs with VNNI/AMX)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime backends run on the CPU)")
+    p.add_argument("--data", help="images with labels for agreement/accuracy and int8 calibration")
+    p.add_argument("--profile", action="store_true", help="write a torch.profiler Chrome trace of the eager model")
+    p.add_argument("--out", metavar="FILE.json")
+    p.set_defaults(func=cmd_bench)
+
+    p = verbs.add_parser("prune", help="prune weights (global or channel-structured), optionally fine-tune",
+                         description="Prune an artifact with torch.nn.utils.prune; reports sparsity, size and "
+                                     "accuracy before/after; writes <run>/pruned/model.pt and prune.json.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--amount", type=float, default=0.3, help="fraction of weights (or channels) to remove")
+    p.add_argument("--structured", action="store_true", help="remove whole conv output channels (L2 norm)")
+    p.add_argument("--finetune-epochs", type=int, default=0)
+    p.add_argument("--data", help="data for accuracy and fine-tuning (default: the run's own)")
+    p.add_argument("--out", metavar="DIR")
+    p.set_defaults(func=cmd_prune)

@@ -1,0 +1,99 @@
+"""Verbs that look at a model: `eval`, `explain`, `summary`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cnnmode.cli.common import print_table
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cnnmode.evaluation.evaluate import run_eval
+
+    out_dir, m = run_eval(args.target, data=args.data, split=args.split, out=args.out, device=args.device)
+    print(f"{args.split}: accuracy {100 * m['accuracy']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
+          f"F1 macro {100 * m['f1_macro']:.2f}%  ECE {100 * m['ece']:.2f}%  ({m['count']} images)")
+    for pair in m["top_confused"][:3]:
+        print(f"  confused: {pair['true']} → {pair['predicted']}: {pair['count']} ({100 * pair['share']:.1f}%)")
+    print(f"eval: {out_dir}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from cnnmode.evaluation.explain import run_explain
+
+    out_dir, files, failed = run_explain(args.artifact, args.inputs, args.method, args.layer, args.target, args.out,
+                                         args.features, args.embedding, args.tsne, args.data, args.split)
+    for path, reason in failed:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    for f in files:
+        print(f"wrote {f}")
+    print(f"explain: {out_dir}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnmode.evaluation.complexity import load_for_summary, summarize
+
+    model, size, channels = load_for_summary(args.target, args.img_size, args.num_classes, args.in_channels)
+    s = summarize(model, size, channels, args.batch_size, args.optimizer, not args.fp32)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print_table(f"{args.target} at {size}px", ["layer", "type", "output", "params", "MFLOPs"],
+                [[r["name"], r["type"], "x".join(map(str, r["output_shape"][1:])), f"{r['params']:,}",
+                  f"{r['flops'] / 1e6:.2f}"] for r in s["layers"]], left=2, width=None)
+    mem = s["memory_bytes"]
+    print(f"parameters: {s['params']:,} ({s['trainable_params']:,} trainable)")
+    print(f"forward FLOPs per image: {s['flops_per_image'] / 1e9:.3f} G "
+          f"(training ~{s['train_flops_per_image'] / 1e9:.3f} G)")
+    print(f"training memory estimate at batch {args.batch_size} ({args.optimizer}, "
+          f"{'fp32' if args.fp32 else 'mixed precision'} activations): "
+          + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in mem.items()))
+    return 0
+
+
+def add_parsers(verbs) -> None:
+    """The eval, explain and summary verbs."""
+    from cnnmode.config import all_keys
+
+    p = verbs.add_parser("eval", help="metrics, predictions.csv and plots for a run or artifact on a data split",
+                         description="Evaluate a run folder or model.pt artifact. Writes metrics.json, "
+                                     "predictions.csv, classification_report.txt and plots (default <run>/eval/); "
+                                     "for a run folder also refreshes report.html.")
+    p.add_argument("target", metavar="RUN_DIR_OR_ARTIFACT")
+    p.add_argument("--data", help="data path (default: the run's own data.path)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--out", metavar="DIR", help="output folder (default <run>/eval)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser("explain", help="Grad-CAM heatmaps, feature maps and embedding plots",
+                         description="Explain a model's predictions: CAM heatmaps over each image with its top-k "
+                                     "classes (default <run>/explain/), feature-map grids, and a 2-D embedding "
+                                     "of a data split.")
+    p.add_argument("artifact", metavar="ARTIFACT_OR_RUN")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="images, folders or glob patterns")
+    p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam"])
+    p.add_argument("--layer", help="target layer name (default: the architecture's last feature block)")
+    p.add_argument("--target", metavar="CLASS", help="explain this class instead of the predicted one")
+    p.add_argument("--features", metavar="LAYER", help="also draw the first 16 feature maps of LAYER")
+    p.add_argument("--embedding", action="store_true", help="PCA scatter of penultimate features over a split")
+    p.add_argument("--tsne", action="store_true", help="with --embedding: also a t-SNE scatter")
+    p.add_argument("--data", help="data for --embedding (default: the run's own)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--out", metavar="DIR")
+    p.set_defaults(func=cmd_explain)
+
+    p = verbs.add_parser("summary", help="parameters, FLOPs, per-layer table and training-memory estimate",
+                         description="Summarise a registered model (by name) or an artifact.")
+    p.add_argument("target", metavar="MODEL_OR_ARTIFACT")
+    p.add_argument("--img-size", type=int, help="input side (default: the artifact's, or 32)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch for the memory estimate")
+    p.add_argument("--num-classes", type=int, default=10, help="classes, for a model given by name")
+    p.add_argument("--in-channels", type=int, default=3, help="input channels, for a model given by name")
+    p.add_argument("--optimizer", default="adamw", choices=all_keys()["optim.name"].metadata["choices"])
+    p.add_argument("--fp32", action="store_true", help="estimate activations in fp32 instead of bf16/fp16")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_summary)

@@ -1,0 +1,189 @@
+"""Verbs across runs: `compare`, `lr-find`, `baseline`, `ablate`, `search`, `cv`."""
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from pathlib import Path
+
+from cnnmode.cli.common import add_config_options, config_base, print_table
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cnnmode.experiments.compare import COLUMNS, compare_runs, format_cell
+
+    rows, out = compare_runs(args.runs, args.out)
+    print_table("comparison", COLUMNS, [[format_cell(c, row.get(c)) for c in COLUMNS] for row in rows], left=2)
+    print(f"comparison: {out / 'comparison.md'} (also .csv and .png)")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from cnnmode.config import resolve_config
+    from cnnmode.experiments.lr_find import run_lr_find
+
+    cfg = resolve_config(config_base(args), args.overrides)
+    r = run_lr_find(cfg, args.out, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    print(f"suggested lr {r['suggested_lr']:.3g} (steepest descent of the smoothed loss; minimum at "
+          f"{r['min_loss_lr']:.3g}) after {len(r['lrs'])} steps")
+    print(f"plot: {r['plot']}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from cnnmode.config import resolve_config
+    from cnnmode.experiments.baseline import run_hog_svm
+
+    overrides = list(args.overrides) + ([f"data.path={args.data}"] if args.data else [])
+    run_dir = run_hog_svm(resolve_config(None, overrides), args.img_size, args.kernel, args.components, args.C,
+                          args.cell, args.thumbnail)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    print(f"hog-svm ({args.kernel}): test accuracy {100 * m['test']['accuracy']:.2f}%  F1 macro "
+          f"{100 * m['test']['f1_macro']:.2f}%  fit {m['train_time_s']:.0f} s on {m['baseline']['features']} "
+          f"features per image")
+    print(f"run: {run_dir}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from cnnmode.experiments.ablate import run_study, summary
+
+    r = run_study(args.study, args.base, args.overrides, args.epochs, args.subset, args.seeds, args.out, args.quiet)
+    print_table(f"ablation: {r['study']}", ["setting", "runs", "test acc (mean ± std)", "train time (mean)"],
+                [[s["setting"], str(s["runs"]),
+                  f"{100 * s['mean_test_acc']:.2f}% ± {100 * s['std_test_acc']:.2f}" if s["runs"] else "failed",
+                  f"{s['mean_train_time_s']:.1f} s" if s["runs"] else ""] for s in summary(r["rows"])])
+    failed = sum(row["status"] == "failed" for row in r["rows"])
+    print(f"results: {r['dir'] / 'results.md'} (also results.csv, all_results.json, plots)"
+          + (f"; {failed} run(s) failed (see error.txt in their folders)" if failed else ""))
+    return 1 if failed == len(r["rows"]) else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from cnnmode.experiments.search import run_search
+
+    r = run_search(args.space, args.trials, args.storage, args.study, args.timeout, args.pruner, args.out,
+                   args.overrides, args.seed, args.quiet)
+    states = ", ".join(f"{n} {s}" for s, n in r["states"].items())
+    print(f"study {r['study']}: {r['trials']} trials ({states})")
+    if "best_trial" in r:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["best_params"].items())
+        print(f"best: trial {r['best_trial']}, validation accuracy {100 * r['best_val_acc']:.2f}%  ({params})")
+        print(f"best config: {r['best_config']}  (cnnmode train --config {r['best_config']})")
+    print(f"trials: {r['dir']}/trials.md; plots: {', '.join(Path(p).name for p in r['plots']) or 'none yet'}")
+    return 0 if "best_trial" in r else 1
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from cnnmode.experiments.kfold import run_cv
+
+    r = run_cv(args.folds, config_base(args), args.overrides, args.out, args.quiet)
+    print_table(f"{r['folds']}-fold cross-validation", ["fold", "best val acc", "best epoch", "test acc"],
+                [[str(f["fold"]), f"{100 * f['best_val_acc']:.2f}%", str(f["best_epoch"]),
+                  f"{100 * f['test_acc']:.2f}%"] for f in r["per_fold"]])
+    print(f"validation accuracy {100 * r['mean_val_acc']:.2f}% ± {100 * r['std_val_acc']:.2f} (mean ± std)")
+    print(f"cv: {r['dir']}/cv.md (also cv.json, cv.csv)")
+    return 0
+
+
+def _studies_help() -> str:
+    from cnnmode.experiments.studies import STUDIES
+
+    return "built-in studies:\n" + "\n".join(f"  {n:<16} {STUDIES.describe(n)}" for n in STUDIES.names())
+
+
+def add_parsers(verbs) -> None:
+    """The compare, lr-find, baseline, ablate, search and cv verbs."""
+    p = verbs.add_parser("compare", help="one table and bar plot across run folders",
+                         description="Compare finished run folders: test accuracy, top-5, F1 macro, best epoch, "
+                                     "training time, img/s, peak memory, parameters. Writes comparison.csv/.md/.png.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="comparison", help="output folder (default ./comparison)")
+    p.set_defaults(func=cmd_compare)
+
+    p = verbs.add_parser("lr-find", help="exponential learning-rate sweep with a suggested LR",
+                         description="Train fresh weights for a few hundred steps while the LR grows exponentially; "
+                                     "plots the smoothed loss against the LR and marks the suggested LR.")
+    add_config_options(p, quiet=False)
+    p.add_argument("--start-lr", type=float, default=1e-6)
+    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--out", help="output folder (default <run.dir>/lr-find-<time>)")
+    p.set_defaults(func=cmd_lr_find)
+
+    p = verbs.add_parser("baseline", help="a classical baseline (HOG + SVM) reported like a CNN run",
+                         description="HOG features (scikit-image) at two cell sizes plus a colour thumbnail, "
+                                     "standardised, then a linear SVM on an RBF kernel map (scikit-learn "
+                                     "Nystroem), fitted on the train split and scored on the test split; writes a run "
+                                     "folder with metrics.json and eval/ like `cnnmode train`.")
+    p.add_argument("method", choices=["hog-svm"])
+    p.add_argument("--data", help="data.path (default: cifar10)")
+    p.add_argument("--img-size", type=int, default=0, help="resize images to this side first (0 = as they are)")
+    p.add_argument("--kernel", choices=["rbf", "linear"], default="rbf")
+    p.add_argument("--components", type=int, default=3000, help="Nystroem components for the RBF kernel map")
+    p.add_argument("--C", type=float, default=1.0, help="SVM regularisation (smaller = stronger)")
+    p.add_argument("--cell", type=int, default=4, help="HOG cell size in pixels (a second HOG uses twice this)")
+    p.add_argument("--thumbnail", type=int, default=8,
+                   help="also feed the image's colours averaged to this many pixels a side (0 = HOG only)")
+    add_config_options(p, recipe=False, quiet=False, overrides_help="config keys (data.*, run.*, train.seed)")
+    p.set_defaults(func=cmd_baseline)
+
+    p = verbs.add_parser("ablate", help="a grid of runs differing only in the studied keys, in one table",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Run an ablation study: every setting (x seeds) is a run folder in the study "
+                                     "folder; writes all_results.json, results.csv/.md and plots. Rerunning skips "
+                                     "finished runs and resumes unfinished ones; a failing run is recorded and the "
+                                     "study goes on.",
+                         epilog=_studies_help() + textwrap.dedent("""
+
+            custom study (YAML):  settings: {low: {optim.lr: 0.01}, high: {optim.lr: 0.1}}
+                             or:  grid: {optim.lr: [0.01, 0.1], train.batch_size: [64, 128]}
+            examples:
+              cnnmode ablate optimizer --epochs 3 --subset 0.2 data.path=../shared/datasets/cifar10-jpeg.tar.gz
+              cnnmode ablate my_grid.yaml --base cnnmode-resnet50 --seeds 3"""))
+    p.add_argument("study", metavar="STUDY", help="a built-in study name or a study YAML file")
+    p.add_argument("--base", metavar="RECIPE_OR_CONFIG", help="recipe name or config YAML (default: default)")
+    p.add_argument("--epochs", type=int, help="train.epochs for every run")
+    p.add_argument("--subset", type=float, help="data.subset for every run (fraction < 1 or count)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per setting (0..K-1)")
+    p.add_argument("--out", metavar="DIR", help="study folder (default <run.dir>/ablate/<study>)")
+    add_config_options(p, recipe=False, overrides_help="config keys for every run")
+    p.set_defaults(func=cmd_ablate)
+
+    p = verbs.add_parser("search", help="Optuna hyperparameter search (TPE, pruning, shareable storage)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Search config keys with Optuna's TPE sampler, pruning trials on per-epoch "
+                                     "validation accuracy. Every process runs --trials trials; processes given the "
+                                     "same --study and --storage (on any machines) share one study.",
+                         epilog=textwrap.dedent("""\
+            space file:
+              base: default                # recipe or config YAML (optional)
+              fixed: {train.epochs: 4}     # keys every trial uses (optional)
+              params:
+                optim.lr: {type: float, low: 0.01, high: 1.0, log: true}
+                train.batch_size: {type: categorical, choices: [128, 256]}
+                model.width: {type: int, low: 32, high: 96, step: 32}
+            writes trials.csv/.md, best.yaml, search.json, optimization_history/param_importances/
+            parallel_coordinate .png and search.html in the study folder.
+            examples:
+              cnnmode search --space space.yaml --trials 20
+              cnnmode search --space space.yaml --study lr --storage postgresql://user:pw@db/optuna  (on each machine)"""))
+    p.add_argument("--space", required=True, metavar="SPACE.yaml")
+    p.add_argument("--trials", type=int, default=10, help="trials this process runs")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default sqlite:///<study folder>/study.db)")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the space file's name)")
+    p.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
+    p.add_argument("--pruner", default="median", choices=["median", "halving", "none"])
+    p.add_argument("--seed", type=int, help="sampler seed")
+    p.add_argument("--out", metavar="DIR", help="study folder (default <run.dir>/search/<study>)")
+    add_config_options(p, recipe=False, overrides_help="config keys for every trial")
+    p.set_defaults(func=cmd_search)
+
+    p = verbs.add_parser("cv", help="stratified K-fold cross-validation on the training split",
+                         description="Train one run per fold (fold i validates on the i-th stratified fold of the "
+                                     "training split, via data.folds/data.fold); prints per-fold best validation "
+                                     "accuracy and mean ± std; writes cv.json/.csv/.md. Rerunning resumes.")
+    p.add_argument("--folds", type=int, required=True, metavar="K")
+    p.add_argument("--out", metavar="DIR", help="cv folder (default <run.dir>/cv-<recipe>-k<K>)")
+    add_config_options(p)
+    p.set_defaults(func=cmd_cv)

@@ -1,0 +1,53 @@
+"""`cnnmode VERB ...`: the parser assembled from one module per verb family, and the one place errors become a
+single line on stderr with exit code 2 (bad input) or 1 (a failure while running)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cnnmode.cli import deploy, evaluate, experiments, train
+from cnnmode.errors import CnnModeError
+
+FAMILIES = (train, evaluate, deploy, experiments)
+RESUMABLE_VERBS = ("ablate", "cv", "search")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every verb."""
+    from cnnmode import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="cnnmode", description="Train, evaluate and deploy image classifiers with PyTorch.",
+        epilog="Quick start: cnnmode train data.path=cifar10   (or a folder / .tar.gz of class folders)")
+    parser.add_argument("--version", action="version", version=f"cnnmode {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for family in FAMILIES:
+        family.add_parsers(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `cnnmode` console script."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow options (`VERB ARG --opt X key=value`), which argparse cannot split itself
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args)
+    except CnnModeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        hint = ("rerun the same command to continue where it stopped" if args.verb in RESUMABLE_VERBS
+                else "a run can be continued with --resume RUN_DIR")
+        print(f"interrupted; {hint}", file=sys.stderr)
+        return 130
+    except Exception as e:  # an unforeseen failure still gets one line; CNNMODE_DEBUG=1 shows the traceback
+        if os.environ.get("CNNMODE_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (set CNNMODE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

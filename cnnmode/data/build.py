@@ -1,0 +1,116 @@
+"""`build_data`: resolve `data.path` into train/val/test loaders, the class names and the normalisation."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cnnmode.config import Config
+from cnnmode.data import sources
+from cnnmode.data.augment import stream_transforms
+from cnnmode.data.loaders import ImageFiles, StreamLoader, TensorLoader
+from cnnmode.data.read import Split, load_files, load_named
+from cnnmode.data.splits import stratified_fold, stratified_holdout, stratified_subset
+from cnnmode.errors import UsageError
+
+TEST_SEED = 20_260_101  # the carved test split must not move with train.seed
+
+
+@dataclass
+class DataBundle:
+    """Everything the engine needs from the data."""
+    train: TensorLoader | StreamLoader
+    val: TensorLoader | StreamLoader
+    test: TensorLoader | StreamLoader
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    channels: int
+    img_size: int
+    source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    val_is_test: bool = False
+
+    def sizes(self) -> dict[str, int]:
+        """Images per split."""
+        return {k: len(getattr(self, k).labels) for k in ("train", "val", "test")}
+
+
+def _assign_splits(found: dict[str, Split], cfg: Config) -> tuple[Split, Split, Split, bool]:
+    """train/val/test from what the source has, carving what it lacks (stratified, seeded)."""
+    train = found["train"]
+    test = found["test"] if "test" in found else found.get("val")
+    if test is None:
+        keep, held = stratified_holdout(train.labels, cfg.data.test_split, TEST_SEED)
+        train, test = train.take(keep), train.take(held)
+    if cfg.data.folds:
+        keep, held = stratified_fold(train.labels, cfg.data.folds, cfg.data.fold, cfg.train.seed)
+        train, val = train.take(keep), train.take(held)
+    elif "test" in found and "val" in found:
+        val = found["val"]
+    elif cfg.data.val_split > 0:
+        keep, held = stratified_holdout(train.labels, cfg.data.val_split, cfg.train.seed)
+        train, val = train.take(keep), train.take(held)
+    else:
+        return train, test, test, True
+    return train, val, test, False
+
+
+def _mean_std(split: Split, files_transform=None, limit: int = 512) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std in [0, 1] of the training images (a sample of files when streaming)."""
+    if split.images is not None:
+        total = torch.zeros(split.images.shape[1], dtype=torch.float64)
+        sq = torch.zeros_like(total)
+        for chunk in split.images.split(4096):
+            c = chunk.double() / 255
+            total += c.sum((0, 2, 3))
+            sq += (c * c).sum((0, 2, 3))
+        n = split.images.shape[0] * split.images.shape[2] * split.images.shape[3]
+    else:
+        ds = ImageFiles(list(zip(split.files[:limit], split.labels[:limit].tolist())), *files_transform)
+        stacked = torch.stack([ds[i][0] for i in range(len(ds))]).double()
+        total, sq, n = stacked.sum((0, 2, 3)), (stacked * stacked).sum((0, 2, 3)), stacked[:, 0].numel()
+    mean = total / n
+    std = (sq / n - mean * mean).clamp_min(1e-12).sqrt()
+    return [round(v, 6) for v in mean.tolist()], [round(max(v, 1e-3), 6) for v in std.tolist()]
+
+
+def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[float]] | None = None) -> DataBundle:
+    """Resolve, decode or stream, split, subset and wrap the data described by `cfg.data`.
+
+    `norm` (mean, std) replaces the statistics computed from the training split, e.g. an artifact's own.
+    """
+    name = str(cfg.data.path).lower()
+    cache_root = Path(cfg.data.root) / "cache"
+    found = (load_named(name, cfg.data.root, cfg.data.channels) if name in sources.NAMED
+             else load_files(cfg, cache_root))
+    classes, channels = found.classes, found.channels
+    train, val, test, val_is_test = _assign_splits(found.splits, cfg)
+    if cfg.data.subset:
+        # the test sample stays the same for every seed, so runs that differ only in their seed are comparable
+        train, val, test = (s.take(stratified_subset(s.labels, cfg.data.subset, seed))
+                            for s, seed in ((train, cfg.train.seed), (val, cfg.train.seed), (test, TEST_SEED)))
+        val = test if val_is_test else val
+    if len(torch.unique(train.labels)) < 2:
+        raise UsageError(f"{cfg.data.path}: training split has fewer than 2 classes with readable images")
+    img_size = cfg.data.img_size or found.native_size or 224
+    common = dict(device=device, channels_last=cfg.train.channels_last, num_classes=len(classes))
+    if found.mode == "tensor":
+        mean, std = norm or _mean_std(train)
+        make = lambda s, bs, is_train: TensorLoader(  # noqa: E731
+            s.images, s.labels, bs, train=is_train, aug=cfg.aug, mean=mean, std=std, img_size=img_size,
+            seed=cfg.train.seed, names=s.names, **common)
+    else:
+        from torchvision.transforms import v2
+        probe_tf = v2.Compose([v2.ToImage(), v2.Resize(img_size, antialias=True), v2.CenterCrop(img_size),
+                               v2.ToDtype(torch.float32, scale=True)])
+        mean, std = norm or _mean_std(train, (channels, probe_tf))
+        make = lambda s, bs, is_train: StreamLoader(  # noqa: E731
+            ImageFiles(list(zip(s.files, s.labels.tolist())), channels,
+                       stream_transforms(cfg.aug, img_size, channels, mean, std, is_train)),
+            bs, train=is_train, aug=cfg.aug, workers=cfg.data.workers, seed=cfg.train.seed, **common)
+    bs, ebs = cfg.train.batch_size, cfg.train.eval_batch_size
+    return DataBundle(train=make(train, bs, True), val=make(val, ebs, False), test=make(test, ebs, False),
+                      classes=classes, mean=mean, std=std, channels=channels, img_size=img_size,
+                      source=str(cfg.data.path), skipped=found.skipped, val_is_test=val_is_test)

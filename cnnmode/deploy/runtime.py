@@ -1,0 +1,175 @@
+"""The runtime registry: every way CNN Mode runs a model, behind one interface (a batch of normalised NCHW
+images in, fp32 logits on the CPU out). `Predictor`, `bench`, `export`'s verification, and next `serve` and
+`video`, all get their model through `load_runner`.
+
+Backends build from an artifact; exported files run on their own runtime (`.onnx` on ONNX Runtime, `.ts` on
+TorchScript) with the `preprocess.json` written beside them.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from cnnmode.artifact import Artifact, load_artifact
+from cnnmode.deploy.quantize import quantize_x86
+from cnnmode.errors import UsageError
+from cnnmode.registry import Registry
+from cnnmode.rundir import Target, resolve_target
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+Builder = Callable[[Artifact, torch.device, "torch.Tensor | None"], Forward]
+BACKENDS: Registry[Builder] = Registry("backend")
+CALIBRATED = ("int8", "int8-x86")  # backends that calibrate on real images
+EXPORTED = {".onnx": "onnxruntime", ".ts": "torchscript"}  # exported file suffix → the backend that runs it
+
+
+@dataclass
+class Runner:
+    """A model ready to run: `runner(batch)` → fp32 logits on the CPU, with the preprocessing it expects."""
+    backend: str
+    preprocess: dict  # img_size, mean, std, channels
+    classes: list[str]
+    forward: Forward
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.forward(batch.float().contiguous())
+
+
+def ort_session(path: Path) -> Forward:
+    """An ONNX Runtime CPU session on `path` with full graph optimisation and torch's thread count."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.cpu().numpy()})[0])
+
+
+def _fresh(art: Artifact, device: torch.device) -> torch.nn.Module:
+    return copy.deepcopy(art.model).float().eval().to(device)  # backends change layouts in place
+
+
+def _example(art: Artifact, n: int = 2) -> torch.Tensor:
+    p = art.preprocess
+    return torch.zeros(n, p["channels"], p["img_size"], p["img_size"])
+
+
+@BACKENDS.register("eager", help="PyTorch fp32, as trained")
+def _eager(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+    model = _fresh(art, device)
+    return lambda x: model(x.to(device)).float().cpu()
+
+
+def _autocast_bf16(model: torch.nn.Module, device: torch.device) -> Forward:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return model(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
+    return run
+
+
+@BACKENDS.register("eager-bf16", help="PyTorch bf16 autocast, channels-last")
+def _eager_bf16(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+    return _autocast_bf16(_fresh(art, device).to(memory_format=torch.channels_last), device)
+
+
+@BACKENDS.register("compile", help="torch.compile of the bf16 channels-last model")
+def _compile(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+    return _autocast_bf16(torch.compile(_fresh(art, device).to(memory_format=torch.channels_last)), device)
+
+
+@BACKENDS.register("torchscript", help="traced, frozen TorchScript (optimised for inference where it can be)")
+def _torchscript(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+    model, example = _fresh(art, torch.device("cpu")), _example(art)
+    frozen = torch.jit.freeze(torch.jit.trace(model, example))
+    try:
+        optimized = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, example)))
+        for _ in range(3):  # the JIT specialises after a few calls; some ops (uneven adaptive pooling) fail then
+            optimized(example)
+        frozen = optimized
+    except RuntimeError:
+        pass
+    return lambda x: frozen(x.cpu())
+
+
+def _via_file(art: Artifact, write: Callable, name: str, calib: torch.Tensor | None) -> Forward:
+    from cnnmode.deploy.export import ExportOptions
+
+    with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime holds the model in memory once the session exists
+        path = Path(tmp) / name
+        write(art, path, ExportOptions(calib=calib))
+        return ort_session(path)
+
+
+@BACKENDS.register("onnxruntime", help="ONNX (torch.export) on ONNX Runtime's CPU provider")
+def _onnxruntime(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+    from cnnmode.deploy.export import write_onnx
+
+    return _via_file(art, write_onnx, "model.onnx", calib)
+
+
+@BACKENDS.register("int8", help="ONNX Runtime static int8 (QDQ), calibrated on real images")
+def _int8(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+    from cnnmode.deploy.export import write_onnx_int8
+
+    return _via_file(art, write_onnx_int8, "model-int8.onnx", calib)
+
+
+@BACKENDS.register("int8-x86", help="PyTorch PT2E int8 compiled to oneDNN kernels (x86 CPUs with VNNI/AMX)")
+def _int8_x86(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+    return quantize_x86(_fresh(art, torch.device("cpu")), calib)
+
+
+def check_backends(names: list[str]) -> None:
+    """Refuse unknown backend names before any work, listing the valid ones."""
+    for name in names:
+        BACKENDS.get(name)
+
+
+def read_preprocess(model_path: Path) -> dict:
+    """The `preprocess.json` written beside an exported model."""
+    meta = model_path.with_name("preprocess.json")
+    if not meta.exists():
+        raise UsageError(f"{model_path} has no preprocess.json beside it (written by `cnnmode export`)")
+    return json.loads(meta.read_text())
+
+
+def _exported(path: Path, backend: str | None, device: str | torch.device) -> Runner:
+    natural = EXPORTED[path.suffix]
+    if backend not in (None, natural):
+        raise UsageError(f"{path.name} is an exported file and runs only on {natural}, not {backend}; give the "
+                         "artifact (model.pt or its run folder) to choose a backend")
+    meta = read_preprocess(path)
+    if natural == "onnxruntime":
+        forward = ort_session(path)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still what users ship
+            module = torch.jit.load(str(path), map_location=device).eval()
+        forward = lambda x: module(x.to(device)).float().cpu()  # noqa: E731
+    return Runner(natural, meta, meta["classes"], forward)
+
+
+def load_runner(source: Artifact | Target | str | Path, backend: str | None = None,
+                device: str | torch.device = "cpu", calib: torch.Tensor | None = None) -> Runner:
+    """A Runner for an artifact (loaded, or a file or run folder) on `backend` (default eager), or for an exported
+    .onnx/.ts file on its own runtime. The int8 backends calibrate on `calib` (normalised real images)."""
+    if not isinstance(source, Artifact):
+        target = source if isinstance(source, Target) else resolve_target(source)
+        if target.file.suffix in EXPORTED:
+            return _exported(target.file, backend, device)
+        source = load_artifact(target)
+    backend = backend or "eager"
+    build = BACKENDS.get(backend)
+    if backend in CALIBRATED and calib is None:
+        raise UsageError(f"the {backend} backend calibrates on real images: pass --data PATH (or give a run folder)")
+    return Runner(backend, source.preprocess, source.classes, build(source, torch.device(device), calib))

@@ -1,0 +1,160 @@
+"""`fit`: the epoch loop. Trains, validates, schedules, keeps best.pt/last.pt/history.csv current, and returns
+what happened; what a finished run does next (test evaluation, artifact, report) is the workflow's business."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from cnnmode.config import Config
+from cnnmode.data import DataBundle, TensorLoader
+from cnnmode.engine.checkpoint import save_checkpoint
+from cnnmode.engine.console import Reporter
+from cnnmode.engine.device import peak_memory_mb
+from cnnmode.engine.loop import evaluate, train_one_epoch
+from cnnmode.engine.setup import TrainParts
+from cnnmode.engine.state import RunState, plain_state, write_history
+from cnnmode.errors import RunError, UsageError
+from cnnmode.files import atomic_torch_save
+from cnnmode.rundir import RunDir
+
+EpochHook = Callable[[int, dict], None]
+
+
+@dataclass
+class Job:
+    """One training run as the engine sees it: config, folder, data, the model's stepping parts, and the console."""
+    cfg: Config
+    run: RunDir
+    data: DataBundle
+    parts: TrainParts
+    reporter: Reporter
+
+
+@dataclass
+class FitResult:
+    """How fitting ended: `complete` when every epoch ran (or early stopping ended it), False when stopped on
+    request (`stop_after`), leaving a resumable run."""
+    state: RunState
+    complete: bool
+    stopped_early: bool = False
+
+
+def train_size(cfg: Config, full: int, epoch: int) -> int:
+    """Image size for `epoch` (1-based) under progressive resizing: linear from train.progressive_size to `full`
+    over train.progressive_fraction of the epochs, in steps of 4 pixels."""
+    start = cfg.train.progressive_size
+    ramp = cfg.train.progressive_fraction * cfg.train.epochs
+    if not start or start >= full or epoch > ramp:
+        return full
+    size = start + (full - start) * (epoch - 1) / ramp
+    return min(full, int(round(size / 4)) * 4)
+
+
+def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after: int | None = None) -> FitResult:
+    """Train from the epoch after `state.epoch` to train.epochs. `on_epoch(epoch, val)` runs after each epoch's
+    checkpoint (an exception it raises ends the run there); `stop_after` ends as if killed after that epoch."""
+    cfg, parts, reporter = job.cfg, job.parts, job.reporter
+    board = _tensorboard(job.run) if cfg.run.tensorboard else None
+    if cfg.train.unfreeze_at and state.epoch >= cfg.train.unfreeze_at:
+        _unfreeze(parts.model)  # resumed after the switch: the optimizer already holds the scaled LR
+    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+        _prepare_epoch(job, epoch)
+        stats = _train_epoch(job, epoch)
+        val = evaluate(parts.eval_model, job.data.val, parts.setup.precision, parts.setup.device, cfg.train.tta)
+        if parts.sched_every == "epoch":
+            parts.scheduler.step(val["accuracy"]) if cfg.sched.name == "plateau" else parts.scheduler.step()
+        improved = _record_epoch(job, state, epoch, stats, val, board)
+        stop = parts.stopper.update(val["accuracy"])
+        save_checkpoint(job.run.last, **parts.state_dict(), state=state.__dict__.copy(), config=cfg.to_dict())
+        reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
+                      f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%{' *' if improved else ''}"
+                      f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s")
+        if on_epoch is not None:
+            on_epoch(epoch, val)
+        if stop:
+            reporter.info(f"early stopping: no validation gain for {parts.stopper.patience} epochs")
+            return FitResult(state, complete=True, stopped_early=True)
+        if stop_after is not None and epoch >= stop_after:
+            return FitResult(state, complete=False)
+    return FitResult(state, complete=True)
+
+
+def _prepare_epoch(job: Job, epoch: int) -> None:
+    """Two-stage fine-tuning, stem freezing, the epoch's shuffle seed and its image size."""
+    cfg, parts = job.cfg, job.parts
+    if cfg.train.unfreeze_at and epoch == cfg.train.unfreeze_at + 1:
+        _unfreeze(parts.model)
+        for group in parts.optimizer.param_groups:
+            group["lr"] *= cfg.train.unfreeze_lr_scale
+        job.reporter.info(f"stage 2: all layers train from epoch {epoch} at {cfg.train.unfreeze_lr_scale}x the LR")
+    _freeze_stem(cfg, parts.model, epoch)
+    job.data.train.set_epoch(epoch)
+    if cfg.train.progressive_size and isinstance(job.data.train, TensorLoader):
+        job.data.train.img_size = train_size(cfg, job.data.img_size, epoch)
+
+
+def _unfreeze(model: nn.Module) -> None:
+    for p in model.parameters():
+        if getattr(p, "_cnnmode_frozen", False):
+            p.requires_grad_(True)
+
+
+def _freeze_stem(cfg: Config, model: nn.Module, epoch: int) -> None:
+    """From the epoch after train.freeze_stem_after on, the first conv layer stops training (idempotent)."""
+    if cfg.train.freeze_stem_after and epoch > cfg.train.freeze_stem_after:
+        stem = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if stem is not None:
+            stem.requires_grad_(False)
+
+
+def _train_epoch(job: Job, epoch: int) -> dict:
+    """One epoch with its progress bar; failures become one-line errors that say what to change."""
+    cfg, parts = job.cfg, job.parts
+    try:
+        with job.reporter.epoch_bar(epoch, cfg.train.epochs, len(job.data.train)) as bar:
+            return train_one_epoch(parts.forward_model, job.data.train, parts.setup, bar)
+    except RunError as e:
+        raise RunError(f"{e} at epoch {epoch}; the last good checkpoint is kept in {job.run.last}; "
+                       "try a lower optim.lr or train.grad_clip=1.0") from None
+    except torch.OutOfMemoryError:
+        raise RunError(f"{parts.setup.device} ran out of memory at train.batch_size={cfg.train.batch_size}, "
+                       f"data.img_size={job.data.img_size}; use a smaller train.batch_size (with "
+                       "train.accum_steps to keep the effective batch) or a smaller data.img_size") from None
+
+
+def _record_epoch(job: Job, state: RunState, epoch: int, stats: dict, val: dict, board) -> bool:
+    """Update the state, history.csv, TensorBoard and best.pt; True when validation accuracy improved.
+
+    Without a validation split best.pt is always the latest epoch, so the test split selects nothing.
+    """
+    state.epoch = epoch
+    state.train_time_s += stats["time"]
+    state.note_target(job.cfg.train.target_accuracy, val["accuracy"])
+    state.history.append({
+        "epoch": epoch, "lr": job.parts.optimizer.param_groups[0]["lr"], "train_loss": round(stats["loss"], 5),
+        "train_acc": round(stats["acc"], 5), "val_loss": round(val["loss"], 5), "val_acc": round(val["accuracy"], 5),
+        "epoch_time_s": round(stats["time"], 2), "images_per_s": round(stats["img_s"], 1),
+        "peak_mem_mb": round(peak_memory_mb(job.parts.setup.device), 1)})
+    write_history(job.run.history, state.history)
+    if board is not None:
+        for key, value in state.history[-1].items():
+            if key != "epoch":
+                board.add_scalar(key, value, epoch)
+        board.flush()
+    if val["accuracy"] <= state.best_acc and not job.data.val_is_test:
+        return False
+    state.best_acc, state.best_epoch = val["accuracy"], epoch
+    atomic_torch_save({"model": plain_state(job.parts.eval_model), "epoch": epoch, "val_acc": val["accuracy"]},
+                      job.run.best)
+    return True
+
+
+def _tensorboard(run: RunDir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError("run.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(run.tensorboard))

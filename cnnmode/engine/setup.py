@@ -1,0 +1,156 @@
+"""Everything built once before the first step: the run's model, its optimizer, schedule, scaler, EMA and
+early stopping, and the `StepSetup` that `train_one_epoch` uses (one place maps the config onto it)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from cnnmode.config import Config
+from cnnmode.data import DataBundle, TensorLoader
+from cnnmode.engine.callbacks import EarlyStopping
+from cnnmode.engine.device import Precision
+from cnnmode.engine.loop import StepSetup
+from cnnmode.engine.optim import build_optimizer, build_scheduler
+from cnnmode.errors import UsageError
+from cnnmode.files import torch_load
+from cnnmode.models import build_model, head_module, resolve_stem
+from cnnmode.rundir import RunDir
+
+log = logging.getLogger("cnnmode")
+
+
+def load_pretrained(model: nn.Module, source: str, info: Callable[[str], None] = log.info) -> None:
+    """Load weights from an artifact, checkpoint, state dict, or torchvision weights name; skip shape mismatches."""
+    path = Path(source)
+    if path.is_dir():
+        path = RunDir(path).model
+    if path.is_file():
+        blob = torch_load(path)
+        state = blob.get("state_dict") or blob.get("model") or blob if isinstance(blob, dict) else None
+    else:
+        try:
+            from torchvision.models import get_weight
+            state = get_weight(source).get_state_dict(progress=False)
+        except Exception as e:  # unknown name or no internet
+            raise UsageError(f"model.pretrained='{source}' is neither a file nor loadable torchvision weights ({e})") from None
+    if not isinstance(state, dict):
+        raise UsageError(f"model.pretrained='{source}' holds no state dict")
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    dropped = sorted(k for k in own if k not in usable)
+    model.load_state_dict(usable, strict=False)
+    info(f"pretrained: loaded {len(usable)}/{len(own)} tensors from {source}"
+         + (f"; re-initialised {', '.join(dropped[:6])}{' ...' if len(dropped) > 6 else ''}" if dropped else ""))
+
+
+def sample_for_init(data: DataBundle, n: int = 5000) -> torch.Tensor:
+    """Normalised, unaugmented training images (for data-dependent initialisation)."""
+    if isinstance(data.train, TensorLoader):
+        loader = data.train
+        idx = torch.randperm(len(loader.labels), generator=torch.Generator().manual_seed(0))[:n]
+        x = loader.images[idx].float().to(loader.device)
+        if loader.img_size and x.shape[-1] != loader.img_size:
+            x = torch.nn.functional.interpolate(x, size=(loader.img_size,) * 2, mode="bilinear")
+        return ((x - loader.mean) / loader.std).cpu()
+    return next(iter(data.val))[0].float().cpu()
+
+
+def build_run_model(cfg: Config, data: DataBundle, info: Callable[[str], None] = log.info,
+                    fresh: bool = True) -> tuple[nn.Module, dict]:
+    """The registry model for `cfg` and `data` and its arguments: data-dependent init, pretrained weights and
+    freezing applied (`fresh=False` when a checkpoint will overwrite the weights anyway)."""
+    args = {"num_classes": len(data.classes), "in_channels": data.channels,
+            "stem": resolve_stem(cfg.model.stem, data.img_size), "width": cfg.model.width}
+    model = build_model(cfg.model.name, **args)
+    if fresh and hasattr(model, "init_from_data"):
+        model.init_from_data(sample_for_init(data))
+    if fresh and cfg.model.pretrained:
+        load_pretrained(model, cfg.model.pretrained, info)
+    if cfg.model.freeze == "backbone":
+        head = {id(p) for p in head_module(model).parameters()}
+        for p in model.parameters():
+            if p.requires_grad and id(p) not in head:
+                p.requires_grad_(False)
+                p._cnnmode_frozen = True  # unfrozen by train.unfreeze_at; the model's own fixed weights stay fixed
+    return model, args
+
+
+def make_step_setup(cfg: Config, optimizer: torch.optim.Optimizer, device: torch.device, precision: Precision,
+                    scheduler: object | None = None, ema: torch.optim.swa_utils.AveragedModel | None = None,
+                    teacher: nn.Module | None = None) -> StepSetup:
+    """The StepSetup for `cfg`'s train keys: loss (label smoothing, distillation), accumulation, clipping, and a
+    GradScaler when the precision needs one. `scheduler` is advanced per optimizer step when given."""
+    return StepSetup(optimizer, precision, device, torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
+                     cfg.train.label_smoothing, cfg.train.accum_steps, cfg.train.grad_clip, scheduler, ema,
+                     teacher, cfg.train.distill_temperature, cfg.train.distill_alpha)
+
+
+def ema_with_warmup(decay: float) -> Callable:
+    """An EMA update for AveragedModel whose decay ramps up as min(decay, (1 + n) / (10 + n)) over the first
+    updates, so that on a short run the average follows training instead of staying near the first step's
+    weights (at decay 0.99 a plain EMA still holds 92% of them after 8 steps)."""
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not torch.is_floating_point(averaged[0]):  # integer buffers (BatchNorm's batch counter) follow as they are
+            torch._foreach_copy_(averaged, current)
+            return
+        n = num_averaged.float()  # a tensor on the parameters' device: no host sync per step
+        torch._foreach_lerp_(averaged, current, 1 - torch.clamp((1 + n) / (10 + n), max=decay))
+    return update
+
+
+@dataclass
+class TrainParts:
+    """The model and everything that steps with it; `state_dict` is what last.pt stores besides the RunState."""
+    model: nn.Module
+    forward_model: nn.Module  # the compiled model when train.compile is on
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    sched_every: str
+    ema: torch.optim.swa_utils.AveragedModel | None
+    stopper: EarlyStopping
+    setup: StepSetup
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.forward_model
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.setup.scaler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "early_stop": self.stopper.state_dict()}
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.setup.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.stopper.load_state_dict(ckpt["early_stop"])
+
+
+def make_parts(cfg: Config, model: nn.Module, steps_per_epoch: int, device: torch.device, precision: Precision,
+               teacher: nn.Module | None = None) -> TrainParts:
+    """Move the model to the device and build its optimizer, schedule, EMA, early stopping and StepSetup."""
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.to(device)
+    forward_model = torch.compile(model) if cfg.train.compile else model
+    optimizer = build_optimizer(cfg, model)
+    scheduler, sched_every = build_scheduler(cfg, optimizer, max(1, steps_per_epoch // cfg.train.accum_steps))
+    ema = None
+    if cfg.train.ema > 0:
+        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg.train.ema),
+                                                  use_buffers=True)
+    teacher = teacher.to(device).eval() if teacher is not None else None
+    setup = make_step_setup(cfg, optimizer, device, precision, scheduler if sched_every == "step" else None, ema,
+                            teacher)
+    stopper = EarlyStopping(cfg.train.early_stop_patience, cfg.train.early_stop_min_delta)
+    return TrainParts(model, forward_model, optimizer, scheduler, sched_every, ema, stopper, setup)

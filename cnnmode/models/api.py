@@ -1,0 +1,43 @@
+"""The model registry: builders by name, and what the rest of CNN Mode asks of a model.
+
+A builder takes (num_classes, in_channels, stem, width) and returns an nn.Module; the artifact stores the
+registry name and these arguments so the model can be rebuilt anywhere.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from cnnmode.errors import UsageError
+from cnnmode.registry import Registry
+
+MODELS: Registry = Registry("model")
+
+# models that can run fully quantized after quantization-aware training (torchvision's quantizable ResNets, and
+# the plain sequential nets wrapped in Quant/DeQuant stubs); the others have ops without int8 kernels
+QAT_MODELS = ("resnet18", "resnet50", "simplecnn", "lenet5")
+
+
+def resolve_stem(stem: str, img_size: int) -> str:
+    """`auto` → cifar below 64 px, imagenet otherwise."""
+    return stem if stem != "auto" else ("cifar" if img_size < 64 else "imagenet")
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0) -> nn.Module:
+    """Build a registered model by name."""
+    return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, stem=stem, width=width)
+
+
+def list_models() -> list[str]:
+    """Registered model names."""
+    return MODELS.names()
+
+
+def head_module(model: nn.Module) -> nn.Linear:
+    """The classifier head: the model's last Linear layer."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def check_qat_supported(name: str) -> None:
+    """Refuse models that cannot run fully in int8 with a list of those that can."""
+    if name not in QAT_MODELS:
+        raise UsageError(f"train.qat=true supports {', '.join(QAT_MODELS)}; {name} has ops without int8 kernels")

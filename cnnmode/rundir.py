@@ -1,0 +1,118 @@
+"""A run folder's file names, and what a verb was pointed at: a run folder or a model file.
+
+Every other module asks a `RunDir` for a path instead of spelling out `config.yaml`, `model.pt` and the rest,
+and `resolve_target` is the one place that turns "a run folder or an artifact file" into paths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cnnmode.errors import UsageError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run folder (see the README's run-folder contract)."""
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def history(self) -> Path:
+        return self.path / "history.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def eval(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def eval_metrics(self) -> Path:
+        return self.eval / "metrics.json"
+
+    @property
+    def export(self) -> Path:
+        return self.path / "export"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    def is_run(self) -> bool:
+        """True when the folder holds a run's config (it remembers its data)."""
+        return self.config.is_file()
+
+    def is_resumable(self) -> bool:
+        """True when the folder holds a checkpoint to resume from."""
+        return self.last.is_file()
+
+    def is_finished(self) -> bool:
+        """True when a run wrote everything: metrics.json, the model.pt artifact and, last of all, report.html."""
+        return all(p.exists() for p in (self.metrics, self.model, self.report))
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def new_run_name(recipe: str, model: str) -> str:
+    """The default run folder name: the recipe (or model) and the start time."""
+    return f"{recipe or model}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a verb was pointed at: the model file to load, and the run folder when it was given one."""
+    file: Path
+    run: RunDir | None = None
+
+    @property
+    def home(self) -> Path:
+        """Where a verb's outputs go by default: the run folder, else the model file's folder."""
+        return self.run.path if self.run is not None else self.file.parent
+
+
+def resolve_target(target: str | Path) -> Target:
+    """A run folder (its model.pt) or a model file (an artifact, or an exported .onnx/.ts)."""
+    path = Path(target)
+    if path.is_dir():
+        run = RunDir(path)
+        if not run.model.is_file():
+            raise UsageError(f"no artifact at {run.model} (is {path} a finished run folder?)")
+        return Target(run.model, run if run.is_run() else None)
+    if not path.is_file():
+        raise UsageError(f"no model at {path}: give a run folder or a model.pt / .onnx / .ts file")
+    return Target(path)

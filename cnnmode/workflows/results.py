@@ -1,0 +1,96 @@
+"""What a finished training run leaves behind: the best weights scored on the test split (`eval/`),
+metrics.json, the model.pt artifact, the plots, report.html and the console summary."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from cnnmode.artifact import save_artifact
+from cnnmode.engine import qat
+from cnnmode.engine.fit import FitResult, Job
+from cnnmode.engine.loop import predict_logits
+from cnnmode.evaluation.evaluate import evaluate_model, gather_images
+from cnnmode.evaluation.plots import predictions_figure, training_curves
+from cnnmode.evaluation.report import write_report
+from cnnmode.files import atomic_write_text, torch_load
+
+
+def environment(device: torch.device, precision_name: str) -> dict:
+    """Package versions, git commit, device and threads: what a result needs beside it to be reproduced."""
+    import torchvision
+
+    from cnnmode import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"cnnmode": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "git_commit": commit, "device": str(device),
+            "precision": precision_name, "threads": torch.get_num_threads(), "platform": platform.platform()}
+
+
+def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Module) -> None:
+    """Best weights → test evaluation (eval/), metrics.json, artifact, plots, report, summary table."""
+    cfg, run, data, state = job.cfg, job.run, job.data, result.state
+    setup, eval_model = job.parts.setup, job.parts.eval_model
+    getattr(eval_model, "_orig_mod", eval_model).load_state_dict(torch_load(run.best)["model"])
+    ev = evaluate_model(eval_model, data.test, data.classes, data.mean, data.std, run.eval, setup.precision,
+                        setup.device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate)
+    test = {k: ev[k] for k in ("accuracy", "top5", "loss", "f1_macro", "ece")}
+    if data.val_is_test:  # the final model (with shift TTA) may be the first to reach the target
+        state.note_target(cfg.train.target_accuracy, test["accuracy"])
+    params = sum(p.numel() for p in eval_model.parameters())
+    train_imgs = len(data.train) * cfg.train.batch_size * len(state.history)
+    metrics = {"test": test, "val": None if data.val_is_test else {"accuracy": state.best_acc},
+               "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": result.stopped_early,
+               "train_time_s": round(state.train_time_s, 2), "time_to_target_s": state.time_to_target_s,
+               "target_accuracy": cfg.train.target_accuracy or None,
+               "images_per_s": round(train_imgs / max(state.train_time_s, 1e-9), 1), "params": params,
+               "classes": data.classes, "skipped_files": len(data.skipped), "seed": cfg.train.seed,
+               "environment": environment(setup.device, setup.precision.name)}
+    artifact_model = getattr(eval_model, "_orig_mod", eval_model)
+    if cfg.train.qat:
+        metrics["qat"] = qat.finish_qat(eval_model, float_model, data.test, run.export / "model-int8-qat.ts")
+        artifact_model = float_model
+    atomic_write_text(run.metrics, json.dumps(metrics, indent=2))
+    preprocess = {"img_size": data.img_size, "mean": data.mean, "std": data.std, "channels": data.channels}
+    save_artifact(run.model, artifact_model, cfg.model.name, model_args, data.classes, preprocess,
+                  {"test": test, "recipe": cfg.recipe, "best_epoch": state.best_epoch})
+    _plots(job, state.history, eval_model)
+    write_report(run.path)
+    job.reporter.table(f"{cfg.recipe or cfg.model.name}: results", _summary_rows(job, metrics, state))
+
+
+def _plots(job: Job, history: list[dict], eval_model: nn.Module) -> None:
+    data, setup = job.data, job.parts.setup
+    training_curves(history, job.run.plots / "training_curves.png")
+    pick = torch.randperm(len(data.test.labels), generator=torch.Generator().manual_seed(job.cfg.train.seed))[:6]
+    images = gather_images(data.test, pick.tolist())
+    logits, _ = predict_logits(eval_model, [(images.to(setup.device), data.test.labels[pick])], setup.precision,
+                               setup.device)
+    predictions_figure(history, images, data.test.labels[pick], logits.softmax(1), data.classes, data.mean,
+                       data.std, job.run.plots / "predictions.png")
+
+
+def _summary_rows(job: Job, metrics: dict, state) -> list[tuple[str, str]]:
+    cfg, test = job.cfg, metrics["test"]
+    rows = [("test accuracy", f"{100 * test['accuracy']:.2f}%"), ("test top-5", f"{100 * test['top5']:.2f}%"),
+            ("test F1 macro", f"{100 * test['f1_macro']:.2f}%"), ("test loss", f"{test['loss']:.4f}"),
+            ("kept epoch", f"{state.best_epoch} (last; no validation split)") if job.data.val_is_test else
+            ("best epoch", f"{state.best_epoch} (val {100 * state.best_acc:.2f}%)"),
+            ("train time", f"{state.train_time_s:.1f} s ({metrics['images_per_s']:.0f} img/s)"),
+            ("parameters", f"{metrics['params'] / 1e6:.2f} M"), ("report", str(job.run.report))]
+    if "qat" in metrics:
+        rows.append(("int8 (QAT) accuracy", f"{100 * metrics['qat']['int8_accuracy']:.2f}%"))
+    if cfg.train.target_accuracy:
+        ttt = state.time_to_target_s
+        rows.append((f"time to {100 * cfg.train.target_accuracy:.1f}% val",
+                     f"{ttt:.1f} s" if ttt is not None else "not reached"))
+    return rows
