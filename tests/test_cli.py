@@ -54,8 +54,8 @@ def test_config_yaml_reruns_the_same_config(trained):
     run, _ = trained
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["name"] == "simplecnn" and saved["train"]["epochs"] == 2
-    from cnnmode.config import build_config
-    assert build_config(config_file=str(run / "config.yaml")).to_dict() == saved
+    from cnnmode.config import resolve_config
+    assert resolve_config(str(run / "config.yaml")).to_dict() == saved
 
 
 def test_artifact_alone_predicts(trained):

@@ -1,21 +1,21 @@
 import pytest
 import yaml
 
-from cnnmode.config import all_keys, build_config, list_recipes
+from cnnmode.config import all_keys, list_recipes, resolve_config
 from cnnmode.errors import UsageError
 
 
 def test_precedence_defaults_then_yaml_then_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump({"train": {"epochs": 7, "batch_size": 32}, "optim": {"lr": 0.5}}))
-    cfg = build_config(config_file=str(f), overrides=["optim.lr=0.01"])
+    cfg = resolve_config(str(f), overrides=["optim.lr=0.01"])
     assert cfg.train.epochs == 7 and cfg.train.batch_size == 32  # from YAML
     assert cfg.optim.lr == 0.01  # override beats YAML
     assert cfg.train.seed == 0  # default kept
 
 
 def test_recipe_values_and_override():
-    cfg = build_config(recipe="cnnmode-resnet50", overrides=["train.epochs=2"])
+    cfg = resolve_config("cnnmode-resnet50", overrides=["train.epochs=2"])
     assert (cfg.model.name, cfg.data.img_size, cfg.train.batch_size) == ("resnet50", 80, 64)
     assert cfg.optim.name == "adamw" and cfg.optim.weight_decay == 5e-4 and cfg.aug.autoaugment
     assert cfg.train.label_smoothing == 0.1 and cfg.train.epochs == 2 and cfg.recipe == "cnnmode-resnet50"
@@ -25,12 +25,12 @@ def test_every_recipe_resolves():
     names = list_recipes()
     assert {"default", "cnnmode-resnet50", "resnet-guide", "simplecnn-mnist"} <= set(names)
     for name in names:
-        assert build_config(recipe=name).recipe == name
+        assert resolve_config(name).recipe == name
 
 
 def test_default_recipe_picks_gpu_recipe_on_cuda():
-    assert build_config(recipe="default", cuda=True).model.name == "resnet50"
-    assert build_config(recipe="default", cuda=False).model.name == "fastnet-deep"
+    assert resolve_config("default", cuda=True).model.name == "resnet50"
+    assert resolve_config("default", cuda=False).model.name == "fastnet-deep"
 
 
 @pytest.mark.parametrize("override, message", [
@@ -48,19 +48,19 @@ def test_default_recipe_picks_gpu_recipe_on_cuda():
 ])
 def test_bad_values_name_the_problem(override, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        build_config(overrides=[override])
+        resolve_config(overrides=[override])
 
 
 def test_unknown_recipe_lists_choices():
     with pytest.raises(UsageError, match="choose one of: cnnmode-resnet50, default"):
-        build_config(recipe="fast")
+        resolve_config("fast")
 
 
 def test_int_and_exponent_accepted_for_float_key():
-    assert build_config(overrides=["optim.lr=1"]).optim.lr == 1.0
-    assert build_config(overrides=["optim.lr=1e-3"]).optim.lr == 1e-3  # PyYAML alone reads this as a string
+    assert resolve_config(overrides=["optim.lr=1"]).optim.lr == 1.0
+    assert resolve_config(overrides=["optim.lr=1e-3"]).optim.lr == 1e-3  # PyYAML alone reads this as a string
     with pytest.raises(UsageError, match="optim.lr expects float"):
-        build_config(overrides=["optim.lr=fast"])
+        resolve_config(overrides=["optim.lr=fast"])
 
 
 def test_every_key_has_help():
@@ -70,14 +70,14 @@ def test_every_key_has_help():
 def test_yaml_scalars_follow_yaml_12(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("train:\n  amp: off\n  channels_last: false\noptim:\n  lr: 3e-4\n")
-    cfg = build_config(config_file=str(f), overrides=["train.compile=true"])
+    cfg = resolve_config(str(f), overrides=["train.compile=true"])
     assert cfg.train.amp == "off" and cfg.train.channels_last is False and cfg.optim.lr == 3e-4
     assert cfg.train.compile is True
 
 
 def test_recipe_with_a_base_is_that_recipe_plus_its_own_keys():
-    variant = build_config(recipe="speed-small").to_dict()
-    spelled_out = build_config(recipe="speed", overrides=["model.name=fastnet", "train.label_smoothing=0.2"]).to_dict()
+    variant = resolve_config("speed-small").to_dict()
+    spelled_out = resolve_config("speed", overrides=["model.name=fastnet", "train.label_smoothing=0.2"]).to_dict()
     assert variant["recipe"] == "speed-small" and variant["description"].startswith("speed with the two-conv")
     for key in ("recipe", "description"):
         variant.pop(key), spelled_out.pop(key)

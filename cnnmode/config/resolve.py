@@ -90,7 +90,10 @@ def resolve_config(base: str | None = None, overrides: Sequence[str] = (), value
         set_key(cfg, *parse_override(text))
     for key, value in flatten(values or {}).items():
         set_key(cfg, key, str(value) if isinstance(value, Path) else value)
+    from cnnmode.models import MODELS  # here, not at the top: `cnnmode --help` and `recipes` need no torch
+
     tuned_for = tree.get("models")
+    MODELS.get(cfg.model.name)  # an unknown name is an error before any hand-over
     if tuned_for and tree.get("fallback") and cfg.model.name not in tuned_for:
         notice(f"recipe {base} is tuned for {', '.join(tuned_for)}; {cfg.model.name} trains with the "
                f"{tree['fallback']} recipe instead (with your other keys)")

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from cnnmode.artifact import Artifact, load_artifact
+from cnnmode.deploy.formats import ExportOptions, example_batch, write_onnx, write_onnx_int8
 from cnnmode.deploy.quantize import quantize_x86
 from cnnmode.errors import UsageError
 from cnnmode.registry import Registry
@@ -59,11 +60,6 @@ def _fresh(art: Artifact, device: torch.device) -> torch.nn.Module:
     return copy.deepcopy(art.model).float().eval().to(device)  # backends change layouts in place
 
 
-def _example(art: Artifact, n: int = 2) -> torch.Tensor:
-    p = art.preprocess
-    return torch.zeros(n, p["channels"], p["img_size"], p["img_size"])
-
-
 @BACKENDS.register("eager", help="PyTorch fp32, as trained")
 def _eager(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
     model = _fresh(art, device)
@@ -89,7 +85,7 @@ def _compile(art: Artifact, device: torch.device, calib: torch.Tensor | None) ->
 
 @BACKENDS.register("torchscript", help="traced, frozen TorchScript (optimised for inference where it can be)")
 def _torchscript(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
-    model, example = _fresh(art, torch.device("cpu")), _example(art)
+    model, example = _fresh(art, torch.device("cpu")), example_batch(art.preprocess)
     frozen = torch.jit.freeze(torch.jit.trace(model, example))
     try:
         optimized = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, example)))
@@ -102,8 +98,6 @@ def _torchscript(art: Artifact, device: torch.device, calib: torch.Tensor | None
 
 
 def _via_file(art: Artifact, write: Callable, name: str, calib: torch.Tensor | None) -> Forward:
-    from cnnmode.deploy.export import ExportOptions
-
     with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime holds the model in memory once the session exists
         path = Path(tmp) / name
         write(art, path, ExportOptions(calib=calib))
@@ -112,15 +106,11 @@ def _via_file(art: Artifact, write: Callable, name: str, calib: torch.Tensor | N
 
 @BACKENDS.register("onnxruntime", help="ONNX (torch.export) on ONNX Runtime's CPU provider")
 def _onnxruntime(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
-    from cnnmode.deploy.export import write_onnx
-
     return _via_file(art, write_onnx, "model.onnx", calib)
 
 
 @BACKENDS.register("int8", help="ONNX Runtime static int8 (QDQ), calibrated on real images")
 def _int8(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
-    from cnnmode.deploy.export import write_onnx_int8
-
     return _via_file(art, write_onnx_int8, "model-int8.onnx", calib)
 
 

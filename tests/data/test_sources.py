@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnmode.config import build_config
+from cnnmode.config import resolve_config
 from cnnmode.data import build_data
 from cnnmode.errors import RunError, UsageError
 from tests.conftest import CLASSES, write_tree
@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 
 
 def data_for(tmp_path, path, *overrides):
-    cfg = build_config(overrides=[f"data.path={path}", f"data.root={tmp_path / 'root'}", *overrides])
+    cfg = resolve_config(overrides=[f"data.path={path}", f"data.root={tmp_path / 'root'}", *overrides])
     return build_data(cfg, CPU)
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from cnnmode import train
-from cnnmode.config import build_config
+from cnnmode.config import resolve_config
 from tests.conftest import fast_overrides
 
 
@@ -9,5 +9,5 @@ from tests.conftest import fast_overrides
 def trained_run(tiny_tree, tmp_path_factory):
     """A small trained run (SimpleCNN, 3 classes, 32 px) shared by the deploy tests."""
     tmp = tmp_path_factory.mktemp("deploy")
-    return train(build_config(overrides=fast_overrides(tmp, tiny_tree, **{"train.epochs": 3, "run.name": "d"})),
+    return train(resolve_config(overrides=fast_overrides(tmp, tiny_tree, **{"train.epochs": 3, "run.name": "d"})),
                  quiet=True)

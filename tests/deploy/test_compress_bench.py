@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from cnnmode.deploy.bench import BACKENDS, bench
+from cnnmode.deploy.bench import bench
+from cnnmode.deploy.runtime import BACKENDS
 from cnnmode.deploy.compress import run_prune
 from tests.conftest import run_cli
 
@@ -30,8 +31,8 @@ def test_distill_runs_one_epoch(trained_run, tmp_path):
 
 
 def test_bench_all_backends_small_batches(trained_run, tmp_path):
-    r = bench(str(trained_run), [1, 8], list(BACKENDS), out=str(tmp_path / "b.json"), budget_s=0.2)
-    assert list(r["backends"]) == list(BACKENDS)
+    r = bench(str(trained_run), [1, 8], BACKENDS.names(), out=str(tmp_path / "b.json"), budget_s=0.2)
+    assert list(r["backends"]) == BACKENDS.names()
     for name, row in r["backends"].items():
         assert set(row["batches"]) == {"1", "8"}
         assert all(b["img_s"] > 0 and b["p95_ms"] >= b["p50_ms"] > 0 for b in row["batches"].values())

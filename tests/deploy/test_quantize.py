@@ -3,16 +3,18 @@ import importlib.util
 import pytest
 import torch
 
+from cnnmode.artifact import load_artifact
 from cnnmode.deploy import quantize
-from cnnmode.deploy.artifact import load_artifact
-from cnnmode.deploy.export import calibration_images, real_images
+from cnnmode.deploy.samples import calibration_images, sample_images
 from cnnmode.errors import UsageError
+from cnnmode.rundir import resolve_target
 
 
 def test_x86_int8_matches_fp32_on_test_images(trained_run):
-    art = load_artifact(trained_run)
-    calib = calibration_images(None, str(trained_run), 64)
-    images, _ = real_images(None, str(trained_run), 64, "test")
+    where = resolve_target(trained_run)
+    art = load_artifact(where)
+    calib = calibration_images(where, art, None, 64)
+    images, _ = sample_images(where, art, None, 64, "test")
     run = quantize.quantize_x86(art.model, calib, batch_size=16)
     with torch.no_grad():
         reference = art.model.float().eval()(images)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cnnmode.config import build_config
+from cnnmode.config import resolve_config
 from cnnmode.engine.device import pick_precision, cpu_supports_bf16
 from cnnmode.engine.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 
@@ -9,7 +9,7 @@ from cnnmode.engine.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_s
 @pytest.mark.parametrize("opt", OPTIMIZERS.names())
 @pytest.mark.parametrize("sched", SCHEDULES.names())
 def test_every_optimizer_and_schedule_steps(opt, sched):
-    cfg = build_config(overrides=[f"optim.name={opt}", f"sched.name={sched}", "train.epochs=2",
+    cfg = resolve_config(overrides=[f"optim.name={opt}", f"sched.name={sched}", "train.epochs=2",
                                   "sched.warmup_epochs=0.5", "optim.lr=0.01"])
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
     optimizer = build_optimizer(cfg, model)
@@ -36,7 +36,7 @@ def _dump(obj):
 
 
 def test_onecycle_peaks_at_lr_and_ends_low():
-    cfg = build_config(overrides=["sched.name=onecycle", "train.epochs=2", "optim.lr=0.4"])
+    cfg = resolve_config(overrides=["sched.name=onecycle", "train.epochs=2", "optim.lr=0.4"])
     optimizer = build_optimizer(cfg, torch.nn.Linear(2, 2))
     scheduler, _ = build_scheduler(cfg, optimizer, steps_per_epoch=10)
     lrs = []
@@ -59,7 +59,7 @@ def test_precision_choice_on_cpu():
 
 @pytest.mark.parametrize("sched", ["onecycle", "cosine", "constant"])
 def test_bias_lr_scale_keeps_its_ratio_through_the_schedule(sched):
-    cfg = build_config(overrides=[f"sched.name={sched}", "train.epochs=1", "optim.lr=0.1", "optim.bias_lr_scale=8"])
+    cfg = resolve_config(overrides=[f"sched.name={sched}", "train.epochs=1", "optim.lr=0.1", "optim.bias_lr_scale=8"])
     optimizer = build_optimizer(cfg, torch.nn.Linear(3, 2))
     scheduler, _ = build_scheduler(cfg, optimizer, steps_per_epoch=10)
     for _ in range(4):
@@ -70,7 +70,7 @@ def test_bias_lr_scale_keeps_its_ratio_through_the_schedule(sched):
 
 
 def test_muon_orthogonalises_conv_filters_and_leaves_the_rest_to_sgd():
-    cfg = build_config(overrides=["optim.name=muon", "optim.muon_lr=0.1", "optim.lr=0.01"])
+    cfg = resolve_config(overrides=["optim.name=muon", "optim.muon_lr=0.1", "optim.lr=0.01"])
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
                                 torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 2))

@@ -10,7 +10,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from cnnmode import train
-from cnnmode.config import build_config
+from cnnmode.config import resolve_config
 from cnnmode.errors import UsageError
 from cnnmode.evaluation.evaluate import PLOTS, run_eval
 from cnnmode.evaluation.metrics import compute_metrics, expected_calibration_error
@@ -20,7 +20,7 @@ from tests.conftest import fast_overrides, run_cli, write_tree
 @pytest.fixture(scope="module")
 def run(tiny_tree, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval")
-    return train(build_config(overrides=fast_overrides(tmp, tiny_tree, **{"train.epochs": 2, "run.name": "e"})),
+    return train(resolve_config(overrides=fast_overrides(tmp, tiny_tree, **{"train.epochs": 2, "run.name": "e"})),
                  quiet=True)
 
 

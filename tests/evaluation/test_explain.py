@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 from cnnmode import load_artifact, train
-from cnnmode.config import build_config
-from cnnmode.deploy.preprocess import load_images
+from cnnmode.config import resolve_config
+from cnnmode.data.preprocess import load_images
 from cnnmode.errors import UsageError
 from cnnmode.evaluation.explain import cam_maps, find_layer, run_explain
 from tests.conftest import fast_overrides, run_cli
@@ -31,7 +31,7 @@ def localised(tmp_path_factory):
             (tmp / "data" / split / cls).mkdir(parents=True)
             for i in range(n):
                 object_image(rng, cls == "object").save(tmp / "data" / split / cls / f"{i}.png")
-    cfg = build_config(overrides=fast_overrides(tmp, tmp / "data", **{
+    cfg = resolve_config(overrides=fast_overrides(tmp, tmp / "data", **{
         "train.epochs": 4, "aug.flip": False, "aug.crop_padding": 0, "run.name": "cam", "train.batch_size": 32}))
     run = train(cfg, quiet=True)
     return run, tmp

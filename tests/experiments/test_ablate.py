@@ -5,7 +5,7 @@ import pytest
 from cnnmode.errors import UsageError
 from cnnmode.experiments.ablate import plan, run_study
 from cnnmode.experiments.studies import STUDIES
-from cnnmode.config import config_from_base
+from cnnmode.config import resolve_config
 from tests.conftest import run_cli
 
 
@@ -41,7 +41,7 @@ def test_a_failing_run_is_recorded_and_the_study_goes_on(tmp_path, base_yaml):
 
 
 def test_an_interrupted_run_is_completed_by_the_rerun(tmp_path, base_yaml):
-    from cnnmode.engine.trainer import train
+    from cnnmode.workflows.train import train
 
     _, out, runs = plan("label_smoothing", str(base_yaml), ["train.epochs=2"], out=tmp_path / "ls")
     train(runs[0].cfg, quiet=True, stop_after_epochs=1)  # as if killed after its first epoch
@@ -53,7 +53,7 @@ def test_an_interrupted_run_is_completed_by_the_rerun(tmp_path, base_yaml):
 
 
 def test_builtin_studies_differ_only_in_their_keys(base_yaml):
-    base = config_from_base(str(base_yaml), ["optim.lr=0.2", "train.batch_size=128"])
+    base = resolve_config(str(base_yaml), ["optim.lr=0.2", "train.batch_size=128"])
     assert STUDIES.names() == ["augmentation", "batch_size", "depth", "image_size", "label_smoothing", "optimizer",
                                "scheduler"]
     sizes = {s.label: s.keys for s in STUDIES.get("batch_size")(base)}

@@ -2,13 +2,13 @@ import json
 import math
 
 from cnnmode import train
-from cnnmode.config import build_config
+from cnnmode.config import resolve_config
 from cnnmode.experiments.lr_find import run_lr_find, suggest
 from tests.conftest import fast_overrides, run_cli
 
 
 def test_lr_find_returns_a_finite_suggestion_and_a_plot(tmp_path, tiny_tree):
-    cfg = build_config(overrides=fast_overrides(tmp_path, tiny_tree, **{"optim.name": "sgd"}))
+    cfg = resolve_config(overrides=fast_overrides(tmp_path, tiny_tree, **{"optim.name": "sgd"}))
     r = run_lr_find(cfg, tmp_path / "lr", start_lr=1e-4, end_lr=10.0, steps=30)
     assert math.isfinite(r["suggested_lr"]) and 1e-4 <= r["suggested_lr"] <= 10.0
     assert 5 <= len(r["lrs"]) <= 30 and r["lrs"] == sorted(r["lrs"])
@@ -23,7 +23,7 @@ def test_suggestion_is_the_steepest_descent_before_the_minimum():
 
 
 def test_compare_two_runs_from_the_cli(tmp_path, tiny_tree):
-    runs = [train(build_config(overrides=fast_overrides(tmp_path, tiny_tree, **{"run.name": n, "model.name": m})),
+    runs = [train(resolve_config(overrides=fast_overrides(tmp_path, tiny_tree, **{"run.name": n, "model.name": m})),
                   quiet=True) for n, m in (("a", "simplecnn"), ("b", "lenet5"))]
     result = run_cli("compare", *map(str, runs), "--out", str(tmp_path / "cmp"))
     assert result.returncode == 0, result.stderr

@@ -59,9 +59,9 @@ def test_unknown_model_lists_choices():
 
 
 def test_speed_recipe_model_trains_and_starts_near_identity():
-    from cnnmode.config import build_config
+    from cnnmode.config import resolve_config
 
-    cfg = build_config(recipe="speed")
+    cfg = resolve_config("speed")
     model = build_model(cfg.model.name, 10, width=cfg.model.width)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6 == pytest.approx(3.19, rel=0.01)
     assert len([m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]) == 1 + 3 * 3  # stem + 3 per stage

@@ -2,13 +2,13 @@ import pytest
 import torch
 
 from cnnmode import load_artifact, train
-from cnnmode.config import build_config
+from cnnmode.config import resolve_config
 from cnnmode.errors import RunError, UsageError
 from tests.conftest import fast_overrides
 
 
 def _cfg(tmp_path, tiny_tree, **extra):
-    return build_config(overrides=fast_overrides(tmp_path, tiny_tree, **extra))
+    return resolve_config(overrides=fast_overrides(tmp_path, tiny_tree, **extra))
 
 
 def _weights(run):
@@ -69,11 +69,10 @@ def test_pretrained_head_replaced_and_backbone_frozen(tmp_path, tiny_tree):
     src = train(_cfg(tmp_path, tiny_tree, **{"run.name": "src"}), quiet=True)
     art = load_artifact(src)
     assert art.classes == ["circle", "square", "stripes"] and art.preprocess["img_size"] == 32
-    from cnnmode.engine.trainer import load_pretrained
-    from cnnmode.engine.console import Reporter
+    from cnnmode.engine.setup import load_pretrained
     from cnnmode.models import build_model
     model = build_model("simplecnn", num_classes=5, in_channels=3)
-    load_pretrained(model, str(src / "model.pt"), Reporter(quiet=True))
+    load_pretrained(model, str(src / "model.pt"))
     assert torch.equal(model[0][0].weight, art.model[0][0].weight)  # backbone copied
     assert model[-1].weight.shape == (5, 128)  # head re-initialised for 5 classes
     frozen = train(_cfg(tmp_path, tiny_tree, **{"run.name": "frozen", "model.pretrained": src / "model.pt",
