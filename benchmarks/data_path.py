@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import FirstBatches, engine_parts, probe  # noqa: E402
 
-from cnnmode.config import build_config  # noqa: E402
+from cnnmode.config import resolve_config  # noqa: E402
 from cnnmode.data import build_data  # noqa: E402
 from cnnmode.engine.device import pick_device  # noqa: E402
 from cnnmode.engine.loop import train_one_epoch  # noqa: E402
@@ -28,7 +28,7 @@ from cnnmode.engine.loop import train_one_epoch  # noqa: E402
 
 def timed_build(data: str, root: str) -> float:
     """Seconds to build the data bundle (decode or cache load, splits, normalisation statistics)."""
-    cfg = build_config(overrides=[f"data.path={data}", f"data.root={root}"])
+    cfg = resolve_config(overrides=[f"data.path={data}", f"data.root={root}"])
     start = time.perf_counter()
     build_data(cfg, pick_device("cpu"))
     return time.perf_counter() - start
@@ -37,7 +37,7 @@ def timed_build(data: str, root: str) -> float:
 def loader_share(data: str, recipe: str, steps: int, rounds: int) -> tuple[float, float, float]:
     """(median loader seconds per batch, median training seconds per step, loader share) for a recipe at 32 px."""
     model, loader, setup, _ = engine_parts(
-        build_config(recipe=recipe, overrides=[f"data.path={data}", "data.img_size=32"]))
+        resolve_config(recipe, overrides=[f"data.path={data}", "data.img_size=32"]))
     loader.set_epoch(1)
     train_one_epoch(model, FirstBatches(loader, 2), setup)  # warm-up
     load_s, step_s = [], []

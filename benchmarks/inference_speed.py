@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,9 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cnnmode.deploy.artifact import load_artifact  # noqa: E402
-from cnnmode.deploy.bench import make_runner, measure_agreement, predicted_classes, time_batches  # noqa: E402
-from cnnmode.deploy.export import calibration_images, real_images  # noqa: E402
+from cnnmode.artifact import load_artifact  # noqa: E402
+from cnnmode.deploy.bench import measure_agreement, predicted_classes, time_batches  # noqa: E402
+from cnnmode.deploy.runtime import load_runner  # noqa: E402
+from cnnmode.deploy.samples import calibration_images, sample_images  # noqa: E402
+from cnnmode.rundir import resolve_target  # noqa: E402
 from time_to_accuracy import probe  # noqa: E402
 
 
@@ -38,14 +39,15 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"probe before: {probe()} img/s")
-    art = load_artifact(args.run)
-    images, labels = real_images(args.data, args.run, 2000, "test")
-    calib = calibration_images(args.data, args.run, 512)
+    where = resolve_target(args.run)
+    art = load_artifact(where)
+    images, labels = sample_images(where, art, args.data, 2000, "test")
+    calib = calibration_images(where, art, args.data, 512)
     x = images[:args.batch_size]
     runners, reference = {}, None
-    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+    with torch.no_grad():
         for name in args.backends:
-            runners[name] = make_runner(name, art, torch.device("cpu"), Path(tmp), calib)
+            runners[name] = load_runner(art, name, "cpu", calib)
             if reference is None:  # the first backend is the one the others are compared with
                 reference = predicted_classes(runners[name], images)
             check = measure_agreement(runners[name], reference, images, labels)

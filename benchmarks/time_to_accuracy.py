@@ -42,11 +42,11 @@ def main() -> None:
 def warm_cache(data: str) -> None:
     """Decode the images into the cache once, so no seed's timing includes it."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from cnnmode.config import build_config
+    from cnnmode.config import resolve_config
     from cnnmode.data import build_data
     from cnnmode.engine.device import pick_device
 
-    build_data(build_config(overrides=[f"data.path={data}"]), pick_device("cpu"))
+    build_data(resolve_config(overrides=[f"data.path={data}"]), pick_device("cpu"))
 
 
 def run(data: str, recipe: str, seeds: list[int], out: str, overrides: list[str]) -> None:

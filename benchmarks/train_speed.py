@@ -29,14 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "bench"
 sys.path.insert(0, str(ROOT))
 
-from cnnmode.config import build_config  # noqa: E402
+from cnnmode.config import resolve_config  # noqa: E402
 from cnnmode.data import build_data  # noqa: E402
-from cnnmode.engine.console import Reporter  # noqa: E402
 from cnnmode.engine.device import pick_device, pick_precision  # noqa: E402
-from cnnmode.engine.loop import StepSetup, train_one_epoch  # noqa: E402
+from cnnmode.engine.loop import train_one_epoch  # noqa: E402
 from cnnmode.engine.optim import build_optimizer  # noqa: E402
 from cnnmode.evaluation.complexity import summarize  # noqa: E402
-from cnnmode.engine.trainer import build_run_model  # noqa: E402
+from cnnmode.engine.setup import build_run_model, make_step_setup  # noqa: E402
 from time_to_accuracy import probe  # noqa: E402
 
 
@@ -66,17 +65,16 @@ def engine_parts(cfg):
     device = pick_device(cfg.run.device)
     precision = pick_precision(cfg.train.amp, device)
     bundle = build_data(cfg, device)
-    model, _ = build_run_model(cfg, bundle, Reporter(quiet=True))
+    model, _ = build_run_model(cfg, bundle, info=lambda message: None)
     flops = summarize(model, bundle.img_size, bundle.channels)["train_flops_per_image"]
     model = model.to(device, memory_format=torch.channels_last)
-    setup = StepSetup(build_optimizer(cfg, model), precision, device,
-                      torch.amp.GradScaler(device.type, enabled=precision.use_scaler), cfg.train.label_smoothing)
+    setup = make_step_setup(cfg, build_optimizer(cfg, model), device, precision)
     return model, bundle.train, setup, flops
 
 
 def engine_setup(data: str, model_name: str, batch_size: int):
     """Engine parts for a CIFAR-stem model with the reference loop's batch size and augmentation."""
-    return engine_parts(build_config(overrides=[
+    return engine_parts(resolve_config(overrides=[
         f"data.path={data}", f"model.name={model_name}", "model.stem=cifar", f"train.batch_size={batch_size}",
         "aug.flip=true", "aug.crop_padding=4", "optim.lr=0.05", "data.val_split=0.1"]))
 

@@ -82,3 +82,29 @@ def test_recipe_with_a_base_is_that_recipe_plus_its_own_keys():
     for key in ("recipe", "description"):
         variant.pop(key), spelled_out.pop(key)
     assert variant == spelled_out
+
+
+def test_a_recipe_tuned_for_fastnet_hands_other_models_to_the_generic_recipe():
+    notes = []
+    cfg = resolve_config("default", ["model.name=resnet18", "train.epochs=3"], cuda=False, notice=notes.append)
+    assert cfg.recipe == "generic" and cfg.model.name == "resnet18" and cfg.train.epochs == 3
+    assert cfg.optim.bias_lr_scale == 1.0 and cfg.train.label_smoothing == 0.1  # not speed's FastNet settings
+    assert len(notes) == 1 and "tuned for fastnet, fastnet-deep" in notes[0] and "generic" in notes[0]
+    kept = []
+    assert resolve_config("speed", ["model.name=fastnet"], notice=kept.append).recipe == "speed" and not kept
+    assert resolve_config("default", cuda=True, notice=kept.append).model.name == "resnet50" and not kept
+
+
+def test_an_unknown_model_is_an_error_before_any_hand_over():
+    notes = []
+    with pytest.raises(UsageError, match="unknown model 'vgg'"):
+        resolve_config("default", ["model.name=vgg"], cuda=False, notice=notes.append)
+    assert not notes
+
+
+def test_one_base_from_recipe_or_config():
+    from cnnmode.config import pick_base
+    assert pick_base(None, None, "default") == "default" and pick_base("speed", None) == "speed"
+    assert pick_base(None, "my.yaml", "default") == "my.yaml"
+    with pytest.raises(UsageError, match="either --recipe or --config"):
+        pick_base("speed", "my.yaml")

@@ -49,6 +49,34 @@ def test_onecycle_peaks_at_lr_and_ends_low():
     assert optimizer.param_groups[0]["lr"] < 0.4 / 25  # ends below the starting lr
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5])
+def test_onecycle_trains_on_a_handful_of_steps(steps):
+    # 108 images at batch 32 give 3 steps: torch's OneCycleLR alone divides by zero on such runs
+    cfg = resolve_config(overrides=["sched.name=onecycle", "train.epochs=1", "optim.lr=0.4"])
+    optimizer = build_optimizer(cfg, torch.nn.Linear(2, 2))
+    scheduler, _ = build_scheduler(cfg, optimizer, steps_per_epoch=steps)
+    lrs = []
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert all(0 < lr <= 0.4 for lr in lrs)
+
+
+def test_ema_follows_training_on_short_runs_and_settles_at_its_decay():
+    from cnnmode.engine.setup import ema_with_warmup
+    update = ema_with_warmup(0.99)
+    average, current = [torch.zeros(3)], [torch.ones(3)]
+    update(average, current, torch.tensor(1))  # decay 2/11 at the second update
+    assert average[0][0].item() == pytest.approx(1 - 2 / 11)
+    average = [torch.zeros(3)]
+    update(average, current, torch.tensor(10_000))  # long runs: the configured decay
+    assert average[0][0].item() == pytest.approx(0.01)
+    counts = [torch.tensor([3])]
+    update(counts, [torch.tensor([7])], torch.tensor(5))  # integer buffers are copied
+    assert counts[0].item() == 7
+
+
 def test_precision_choice_on_cpu():
     cpu = torch.device("cpu")
     assert pick_precision("off", cpu).dtype is None

@@ -76,6 +76,14 @@ def test_explain_cli_writes_grids_features_and_embedding(localised, tmp_path):
     assert img.std() > 10
 
 
+def test_feature_maps_of_same_named_images_in_two_folders_do_not_overwrite(localised, tmp_path):
+    run, tmp = localised
+    inputs = [str(tmp / "data" / "test" / cls / "3.png") for cls in ("blank", "object")]
+    _, files, _ = run_explain(str(run), inputs, features="0", out=str(tmp_path))
+    features = [f for f in files if f.name.startswith("features_")]
+    assert len(features) == 2 and len({f.name for f in features}) == 2 and all(f.exists() for f in features)
+
+
 def test_unknown_layer_lists_valid_ones(localised, tmp_path):
     run, tmp = localised
     with pytest.raises(UsageError, match=r"unknown layer 'nope'; valid layers: 0, 0.0"):

@@ -53,6 +53,22 @@ def test_stale_temp_file_is_ignored(tmp_path, tiny_tree):
     assert torch.load(run / "last.pt", weights_only=True)["state"]["epoch"] == 2
 
 
+@pytest.mark.parametrize("bad, error", [({"data.path": "no/such/folder"}, UsageError),
+                                        ({"run.device": "cuda:7"}, UsageError)])
+def test_a_failed_start_leaves_no_run_folder(tmp_path, tiny_tree, bad, error):
+    if bad.get("run.device") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    with pytest.raises(error):
+        train(_cfg(tmp_path, tiny_tree, **bad), quiet=True)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_train_log_starts_before_the_folder_exists(tmp_path, tiny_tree):
+    run = train(_cfg(tmp_path, tiny_tree), quiet=True)
+    log = (run / "train.log").read_text().splitlines()
+    assert f"run {run}" in log[0] and any("data " in line and "3 classes" in line for line in log[:4])
+
+
 def test_resume_without_checkpoint(tmp_path):
     with pytest.raises(UsageError, match="no last.pt"):
         train(resume=tmp_path, quiet=True)
