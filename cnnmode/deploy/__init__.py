@@ -1,1 +1,1 @@
-"""Deployment: the artifact and what uses it."""
+"""Deployment: the runtime registry (every backend behind `load_runner`), predict, export, bench, quantize, prune."""

@@ -1,1 +1,2 @@
-"""Engine: device and precision, the train/eval loops, optimizers and schedules, checkpoints, the run."""
+"""Engine: fitting a model - its setup (model, optimizer, schedule, EMA), the step and epoch loops, checkpoints,
+device and precision. It knows nothing of evaluation, deployment or the CLI (see the README's Architecture)."""

@@ -19,7 +19,7 @@ from cnnmode.engine.optim import build_optimizer, build_scheduler
 from cnnmode.errors import UsageError
 from cnnmode.files import torch_load
 from cnnmode.models import build_model, head_module, resolve_stem
-from cnnmode.rundir import RunDir
+from cnnmode.rundir import resolve_target
 
 log = logging.getLogger("cnnmode")
 
@@ -27,8 +27,8 @@ log = logging.getLogger("cnnmode")
 def load_pretrained(model: nn.Module, source: str, info: Callable[[str], None] = log.info) -> None:
     """Load weights from an artifact, checkpoint, state dict, or torchvision weights name; skip shape mismatches."""
     path = Path(source)
-    if path.is_dir():
-        path = RunDir(path).model
+    if path.exists():
+        path = resolve_target(path).file  # a run folder means its model.pt
     if path.is_file():
         blob = torch_load(path)
         state = blob.get("state_dict") or blob.get("model") or blob if isinstance(blob, dict) else None
