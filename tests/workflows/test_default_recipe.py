@@ -1,6 +1,7 @@
 """Every registered model trains with the default recipe: a model other than the recipe's own gets settings
 that suit it (the recipe hands over to `generic`), never the FastNet learning rates that collapse a ResNet."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ def test_default_recipe_trains_every_model_beyond_chance(model, shapes16, tmp_pa
     assert metrics["test"]["accuracy"] >= 0.5, f"{model} with recipe {cfg.recipe}: {metrics['test']['accuracy']}"
 
 
-CIFAR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+CIFAR = Path(os.environ.get("CNNMODE_CIFAR_JPEG") or
+             Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
 
 
 @pytest.mark.skipif(not CIFAR.exists(), reason="the shared CIFAR-10 JPEG copy is not on this machine")
