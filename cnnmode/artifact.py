@@ -46,8 +46,14 @@ def load_artifact(target: str | Path | Target, device: str | torch.device = "cpu
     blob = torch_load(path)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise UsageError(f"{path} is not a CNN Mode artifact (expected a model.pt written by `cnnmode train`)")
-    model = build_model(blob["model"]["name"], **blob["model"]["args"])
-    model.load_state_dict(blob["state_dict"])
+    try:
+        model = build_model(blob["model"]["name"], **blob["model"]["args"])
+        model.load_state_dict(blob["state_dict"])
+    except UsageError as e:  # e.g. a model this version does not have
+        raise UsageError(f"{path} cannot be rebuilt here: {e}") from None
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise UsageError(f"{path} is a damaged CNN Mode artifact ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else 'missing fields'})") from None
     model.to(device).eval()
     return Artifact(model, blob["model"]["name"], blob["model"]["args"], blob["classes"], blob["preprocess"],
                     blob.get("meta", {}))

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from cnnmode.errors import RunError, UsageError
 
 
 _UMASK = os.umask(0o022)
@@ -34,10 +37,26 @@ def atomic_torch_save(obj: Any, path: Path) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write text to `path` atomically."""
-    return _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    """Write text to `path` atomically, as UTF-8 (file names that are not, e.g. Latin-1 bytes, as escapes)."""
+    return _atomic(path, lambda tmp: Path(tmp).write_text(printable(text), encoding="utf-8"))
+
+
+def printable(text: str) -> str:
+    """`text` with any undecodable file-name bytes (Python's surrogate escapes) written as backslash escapes, so
+    that consoles, CSV files and plot titles can show it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def torch_load(path: Path) -> Any:
-    """torch.load restricted to tensors and plain types (weights_only=True)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """torch.load restricted to tensors and plain types (weights_only=True). A file holding other Python objects
+    (a foreign or malicious pickle) is refused, never loaded unsafely; a damaged file is named in one line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UsageError(f"{path} is not a safe CNN Mode file: it holds Python objects besides tensors and plain "
+                         "values, and such files are never loaded") from None
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise RunError(f"{path} is truncated or damaged and cannot be read ({reason})") from None

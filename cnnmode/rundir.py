@@ -5,9 +5,12 @@ and `resolve_target` is the one place that turns "a run folder or an artifact fi
 """
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from cnnmode.errors import UsageError
 
@@ -83,6 +86,39 @@ class RunDir:
     def is_finished(self) -> bool:
         """True when a run wrote everything: metrics.json, the model.pt artifact and, last of all, report.html."""
         return all(p.exists() for p in (self.metrics, self.model, self.report))
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete the temp files of writes that a killed process never finished (`.NAME.RANDOM.tmp`, see files.py).
+        Call it only while holding the folder's lock, so that no live writer owns them."""
+        stale = [p for p in self.path.glob(".*.tmp") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Make the folder and hold an exclusive OS lock on it (released on exit, and by the OS when the process
+        dies); a second process that wants the same folder gets a one-line error instead of mixing two runs."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / ".lock", "a+")
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock
+            fcntl = None
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise UsageError(f"{self} is in use by another cnnmode process; wait for it to end or pick "
+                                     "another run.name") from None
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+            yield
+        finally:
+            handle.close()  # closing the file releases the lock
 
     def __str__(self) -> str:
         return str(self.path)

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cnnmode.files import printable
+
 
 def add_config_options(p: argparse.ArgumentParser, recipe: bool = True, quiet: bool = True,
                        overrides_help: str = "dotted config overrides") -> None:
@@ -35,7 +37,8 @@ def print_table(title: str | None, columns: list[str], rows: list[list[str]], le
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i < left else "right")
     for i, row in enumerate(rows):
-        table.add_row(*map(Text, row), end_section=bool(sections) and i in sections)  # file names are not markup
+        cells = [Text(printable(cell)) for cell in row]  # file names are neither markup nor always UTF-8
+        table.add_row(*cells, end_section=bool(sections) and i in sections)
     Console(width=width, soft_wrap=width is None).print(table)
 
 

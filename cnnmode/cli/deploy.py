@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from cnnmode.cli.common import print_table
+from cnnmode.errors import UsageError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -36,7 +37,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from cnnmode.deploy.bench import bench
 
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    try:
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        raise UsageError(f"--batch-sizes takes whole numbers separated by commas (e.g. 1,8,64), got "
+                         f"{args.batch_sizes!r}") from None
     r = bench(args.artifact, sizes, args.backends.split(","), args.device, args.data, profile=args.profile,
               out=args.out)
     eager = r["backends"].get("eager")

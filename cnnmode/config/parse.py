@@ -43,6 +43,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = load_yaml_text(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a folder; give a YAML file (a run folder's config.yaml, or your own)") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a text YAML file") from None
     except yaml.YAMLError as e:
         raise UsageError(f"cannot parse YAML {path}: {e}") from None
     if not isinstance(data, dict):

@@ -5,13 +5,16 @@ Precedence: dataclass defaults → recipe or YAML file → `key=value` overrides
 from __future__ import annotations
 
 import importlib.resources
-import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cnnmode.config.parse import apply_dict, flatten, parse_override, read_yaml, set_key
 from cnnmode.config.schema import Config
 from cnnmode.errors import UsageError
+
+
+MIN_IMG_SIZE = 16  # the smallest side every built-in model can take (LeNet-5 and FastNet pool three times)
+MAX_NAME = 120  # characters in run.name
 
 
 def _recipe_files() -> dict[str, Path]:
@@ -50,8 +53,8 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_config_file(base: str) -> bool:
-    """True when `base` names a YAML file rather than a recipe."""
-    return base.endswith((".yaml", ".yml")) or Path(base).is_file()
+    """True when `base` names a YAML file (or at least a path) rather than a recipe."""
+    return base.endswith((".yaml", ".yml")) or Path(base).is_file() or "/" in base or "\\" in base
 
 
 def pick_base(recipe: str | None, config_file: str | None, default: str | None = None) -> str | None:
@@ -61,12 +64,12 @@ def pick_base(recipe: str | None, config_file: str | None, default: str | None =
     return config_file or recipe or default
 
 
-def _stderr_note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr)
+def _print_note(message: str) -> None:
+    print(f"note: {message}")  # with the run's other progress lines; stderr is for the one-line errors
 
 
 def resolve_config(base: str | None = None, overrides: Sequence[str] = (), values: dict[str, Any] | None = None,
-                   cuda: bool | None = None, notice: Callable[[str], None] = _stderr_note) -> Config:
+                   cuda: bool | None = None, notice: Callable[[str], None] = _print_note) -> Config:
     """A validated Config: defaults → `base` → `key=value` `overrides` → `values` (dotted key → Python value).
 
     `base` is a recipe name, a YAML file (e.g. a run's config.yaml), or None for the defaults alone. Recipes that
@@ -95,9 +98,10 @@ def resolve_config(base: str | None = None, overrides: Sequence[str] = (), value
     tuned_for = tree.get("models")
     MODELS.get(cfg.model.name)  # an unknown name is an error before any hand-over
     if tuned_for and tree.get("fallback") and cfg.model.name not in tuned_for:
+        handed = resolve_config(tree["fallback"], overrides, values, cuda, notice)
         notice(f"recipe {base} is tuned for {', '.join(tuned_for)}; {cfg.model.name} trains with the "
                f"{tree['fallback']} recipe instead (with your other keys)")
-        return resolve_config(tree["fallback"], overrides, values, cuda, notice)
+        return handed
     validate(cfg)
     return cfg
 
@@ -120,7 +124,29 @@ def validate(cfg: Config) -> None:
         (cfg.data.channels in (0, 1, 3), "data.channels must be 0, 1 or 3"),
         (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (0 <= cfg.train.ema < 1, "train.ema must be in [0, 1)"),
-        (cfg.data.img_size >= 0, "data.img_size must be >= 0"),
+        (cfg.data.img_size == 0 or cfg.data.img_size >= MIN_IMG_SIZE,
+         f"data.img_size must be 0 (the data's own size) or >= {MIN_IMG_SIZE}"),
+        (cfg.train.eval_batch_size >= 1, "train.eval_batch_size must be >= 1"),
+        (cfg.sched.step_size >= 1, "sched.step_size must be >= 1"),
+        (0 < cfg.sched.pct_start < 1, "sched.pct_start must be in (0, 1)"),
+        (cfg.sched.gamma > 0, "sched.gamma must be > 0"),
+        (cfg.sched.plateau_patience >= 0, "sched.plateau_patience must be >= 0"),
+        (cfg.sched.warmup_epochs >= 0, "sched.warmup_epochs must be >= 0"),
+        (cfg.model.width >= 0, "model.width must be >= 0 (0 = the model's default)"),
+        (cfg.data.workers >= 0, "data.workers must be >= 0"),
+        (cfg.optim.momentum >= 0 and cfg.optim.muon_momentum >= 0, "optim.momentum and optim.muon_momentum must be >= 0"),
+        (cfg.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+        (cfg.optim.bias_lr_scale > 0 and cfg.optim.muon_lr > 0, "optim.bias_lr_scale and optim.muon_lr must be > 0"),
+        (cfg.train.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)"),
+        (cfg.train.early_stop_patience >= 0, "train.early_stop_patience must be >= 0 (0 = off)"),
+        (cfg.train.progressive_size >= 0, "train.progressive_size must be >= 0 (0 = off)"),
+        (0 < cfg.train.progressive_fraction <= 1, "train.progressive_fraction must be in (0, 1]"),
+        (cfg.train.freeze_stem_after >= 0 and cfg.train.unfreeze_at >= 0,
+         "train.freeze_stem_after and train.unfreeze_at must be >= 0 (0 = never)"),
+        (cfg.train.tta_translate >= 0, "train.tta_translate must be >= 0"),
+        (min(cfg.aug.crop_padding, cfg.aug.cutout) >= 0, "aug.crop_padding and aug.cutout must be >= 0"),
+        (0 <= cfg.aug.random_erasing <= 1, "aug.random_erasing is a probability in [0, 1]"),
+        (min(cfg.aug.mixup, cfg.aug.cutmix) >= 0, "aug.mixup and aug.cutmix must be >= 0"),
         (0 <= cfg.train.distill_alpha <= 1, "train.distill_alpha must be in [0, 1]"),
         (cfg.train.distill_temperature > 0, "train.distill_temperature must be > 0"),
         (not cfg.train.unfreeze_at or cfg.model.freeze == "backbone",
@@ -137,3 +163,24 @@ def validate(cfg: Config) -> None:
             raise UsageError(message)
     if not str(cfg.data.path).strip():
         raise UsageError("data.path is empty; give a dataset name (cifar10, mnist, ...) or a folder/archive path")
+    check_run_name(cfg.run.name)
+    check_for_size(cfg, cfg.data.img_size)
+
+
+def check_run_name(name: str) -> None:
+    """A run folder name is one plain folder name inside run.dir: no path separators, no `..`, not too long."""
+    if name and ("/" in name or "\\" in name or name in (".", "..") or len(name) > MAX_NAME):
+        raise UsageError(f"run.name={name[:40]!r}{'...' if len(name) > 40 else ''} must be one folder name of at "
+                         f"most {MAX_NAME} characters, without / or \\ or .. (the run goes to run.dir/run.name)")
+
+
+def check_for_size(cfg: Config, img_size: int) -> None:
+    """Settings that must fit inside the images (0 = size not known yet): refused before any training, not after."""
+    if not img_size:
+        return
+    for key, value in (("aug.cutout", cfg.aug.cutout), ("aug.crop_padding", cfg.aug.crop_padding)):
+        if value > img_size:
+            raise UsageError(f"{key}={value} is larger than the {img_size} px images")
+    if cfg.train.tta and cfg.train.tta_translate >= img_size:
+        raise UsageError(f"train.tta_translate={cfg.train.tta_translate} must be smaller than the {img_size} px "
+                         "images it shifts")

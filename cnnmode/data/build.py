@@ -57,6 +57,20 @@ def _assign_splits(found: dict[str, Split], cfg: Config) -> tuple[Split, Split, 
     return train, val, test, False
 
 
+def _check_classes(source: str, classes: list[str], train: Split, test: Split) -> None:
+    """Every class needs readable training images (a class whose files are all unreadable must not train as a
+    dead class), and there must be test images to score the run on."""
+    counts = torch.bincount(train.labels, minlength=len(classes)).tolist()
+    dead = [c for c, n in zip(classes, counts) if n == 0]
+    if dead:
+        raise UsageError(f"{source}: class folder(s) with no readable training images: {', '.join(dead)} "
+                         f"(classes: {', '.join(classes)}); add images or remove the folder")
+    if len(test) == 0:
+        single = [c for c, n in zip(classes, counts) if n < 2]
+        raise UsageError(f"{source}: no test images; without a test/ folder every class needs at least 2 images "
+                         f"(one is held out to test on); too few in: {', '.join(single) or 'all'}")
+
+
 def _mean_std(split: Split, files_transform=None, limit: int = 512) -> tuple[list[float], list[float]]:
     """Per-channel mean/std in [0, 1] of the training images (a sample of files when streaming)."""
     if split.images is not None:
@@ -87,6 +101,7 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
              else load_files(cfg, cache_root))
     classes, channels = found.classes, found.channels
     train, val, test, val_is_test = _assign_splits(found.splits, cfg)
+    _check_classes(str(cfg.data.path), classes, train, test)
     if cfg.data.subset:
         # the test sample stays the same for every seed, so runs that differ only in their seed are comparable
         train, val, test = (s.take(stratified_subset(s.labels, cfg.data.subset, seed))

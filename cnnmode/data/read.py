@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from cnnmode.config import Config
 from cnnmode.data import sources
 from cnnmode.data.decode import GRAY_MODES, decode_many, probe, verify_file
-from cnnmode.errors import RunError
+from cnnmode.errors import CnnModeError, RunError
 from cnnmode.files import atomic_torch_save, torch_load
 
 SMALL_MAX = 64
@@ -103,6 +104,27 @@ def _decode_splits(path: Path, archive, layout: sources.Layout, size: int, chann
     return splits, skipped
 
 
+def common_size(sizes: list[tuple[int, int]]) -> int:
+    """The side the images are stored at: the most common longer side (the larger on a tie), so that one odd
+    image sorting first cannot set the resolution of the whole set."""
+    counts = Counter(max(s) for s in sizes)
+    return max(counts, key=lambda side: (counts[side], side))
+
+
+def _read_cache(cache: Path) -> dict | None:
+    """The decoded-image cache, or None when there is none or it is damaged (then it is removed and rebuilt)."""
+    if not cache.exists():
+        return None
+    try:
+        saved = torch_load(cache)
+        log.info("using cached images %s", cache)
+        return saved
+    except CnnModeError as e:
+        log.warning("the image cache %s cannot be read (%s); rebuilding it", cache, e)
+        cache.unlink(missing_ok=True)
+        return None
+
+
 def load_files(cfg: Config, cache_root: Path) -> Found:
     """A folder tree or archive: decoded into a cached tensor when its images are small, else listed to stream."""
     path, files, dirs, archive = sources.open_source(cfg.data.path)
@@ -120,12 +142,13 @@ def load_files(cfg: Config, cache_root: Path) -> Found:
         raise RunError(f"{cfg.data.path}: none of the first {len(sample)} training images could be read")
     channels = _channels(cfg.data.channels, [m for _, m in probes])
     if max(max(s) for s, _ in probes) <= SMALL_MAX:
-        size = max(probes[0][0])
+        size = common_size([s for s, _ in probes])
+        log.info("images are stored at %d px: the most common size among %d sampled training images; images of "
+                 "other sizes are resized to it", size, len(probes))
         key = hashlib.sha256(f"{CACHE_VERSION}:{sources.content_key(path)}:{size}:{channels}".encode()).hexdigest()[:24]
         cache = cache_root / f"images-{key}.pt"
-        if cache.exists():
-            log.info("using cached images %s", cache)
-            saved = torch_load(cache)
+        saved = _read_cache(cache)
+        if saved is not None:
             splits = {k: Split(v["labels"], v["images"], names=v["names"]) for k, v in saved["splits"].items()}
             return Found(splits, saved["classes"], channels, size, [tuple(s) for s in saved["skipped"]], "tensor")
         log.info("decoding %d images from %s (once; cached for next runs)", sum(map(len, layout.splits.values())), path)

@@ -12,6 +12,7 @@ from cnnmode.artifact import load_artifact
 from cnnmode.deploy.runtime import Forward, check_backends, load_runner
 from cnnmode.deploy.samples import calibration_images, sample_images
 from cnnmode.engine.device import pick_device
+from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import resolve_target
 
@@ -52,6 +53,8 @@ def bench(target: str, batch_sizes: list[int], backends: list[str], device: str 
           eval_images: int = 2000, profile: bool = False, out: str | None = None, budget_s: float = 1.5) -> dict:
     """Benchmark every backend at every batch size; agreement with eager fp32 on real (or generated) images."""
     check_backends(backends)
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise UsageError(f"--batch-sizes must be positive whole numbers, got {batch_sizes}")
     dev = pick_device(device)
     where = resolve_target(target)
     art = load_artifact(where)

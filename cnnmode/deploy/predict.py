@@ -57,6 +57,9 @@ class Predictor:
     def predict(self, inputs: list[str | Path], topk: int = 5, threshold: float = 0.0,
                 batch_size: int = 64) -> Results:
         """Predict files, folders or glob patterns in batches; unreadable files are listed, not fatal."""
+        if topk < 1 or batch_size < 1 or not 0 <= threshold <= 1:
+            raise UsageError(f"--topk and --batch-size must be >= 1 and --threshold in [0, 1] (got topk={topk}, "
+                             f"batch size {batch_size}, threshold {threshold})")
         paths = expand_inputs([str(i) for i in inputs])
         k = min(topk, len(self.classes))
         results = Results([])

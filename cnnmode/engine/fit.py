@@ -2,6 +2,7 @@
 what happened; what a finished run does next (test evaluation, artifact, report) is the workflow's business."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -64,6 +65,7 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
         _prepare_epoch(job, epoch)
         stats = _train_epoch(job, epoch)
         val = evaluate(parts.eval_model, job.data.val, parts.setup.precision, parts.setup.device, cfg.train.tta)
+        _check_finite(job, epoch, val["loss"])
         if parts.sched_every == "epoch":
             parts.scheduler.step(val["accuracy"]) if cfg.sched.name == "plateau" else parts.scheduler.step()
         improved = _record_epoch(job, state, epoch, stats, val, board)
@@ -117,12 +119,29 @@ def _train_epoch(job: Job, epoch: int) -> dict:
         with job.reporter.epoch_bar(epoch, cfg.train.epochs, len(job.data.train)) as bar:
             return train_one_epoch(parts.forward_model, job.data.train, parts.setup, bar)
     except RunError as e:
-        raise RunError(f"{e} at epoch {epoch}; the last good checkpoint is kept in {job.run.last}; "
-                       "try a lower optim.lr or train.grad_clip=1.0") from None
+        raise RunError(f"{e} at epoch {epoch}; {_kept(job)}; try a lower optim.lr or train.grad_clip=1.0") from None
     except torch.OutOfMemoryError:
         raise RunError(f"{parts.setup.device} ran out of memory at train.batch_size={cfg.train.batch_size}, "
                        f"data.img_size={job.data.img_size}; use a smaller train.batch_size (with "
                        "train.accum_steps to keep the effective batch) or a smaller data.img_size") from None
+
+
+def _kept(job: Job) -> str:
+    """Where the last good state is, naming only a file that exists."""
+    if job.run.last.exists():
+        return f"the last good checkpoint is kept in {job.run.last}"
+    return "no checkpoint was written (it failed in the first epoch)"
+
+
+def _check_finite(job: Job, epoch: int, val_loss: float) -> None:
+    """Refuse to go on (and so to checkpoint) with NaN/inf weights or outputs, e.g. from an epoch's last optimizer
+    step, which the training loss of that epoch cannot show. One host sync per epoch."""
+    params = [p.detach() for p in job.parts.model.parameters()]
+    finite = bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) if params else True
+    if not finite or not math.isfinite(val_loss):
+        what = "weights" if not finite else "outputs on the validation split"
+        raise RunError(f"the model's {what} became NaN/inf at epoch {epoch}; {_kept(job)}; try a lower optim.lr "
+                       "or train.grad_clip=1.0")
 
 
 def _record_epoch(job: Job, state: RunState, epoch: int, stats: dict, val: dict, board) -> bool:

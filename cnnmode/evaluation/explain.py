@@ -13,6 +13,7 @@ from cnnmode.data.for_model import data_for_model
 from cnnmode.data.preprocess import expand_inputs, load_images
 from cnnmode.errors import UsageError
 from cnnmode.evaluation.plotting import plt, save_fig, to_display
+from cnnmode.files import printable
 from cnnmode.models import head_module
 from cnnmode.rundir import resolve_target
 
@@ -200,7 +201,7 @@ def run_explain(target: str, inputs: list[str], method: str = "gradcam", layer: 
         tag = method.replace("+", "p")
         for start in range(0, len(images), per_figure):
             chunk = slice(start, start + per_figure)
-            written.append(cam_figure(images[chunk], maps[chunk], probs[chunk], [str(n) for n in names[chunk]],
+            written.append(cam_figure(images[chunk], maps[chunk], probs[chunk], [printable(str(n)) for n in names[chunk]],
                                       art.classes, art.preprocess, method,
                                       out_dir / f"{tag}_{start // per_figure:03d}.png"))
         if features:
@@ -217,7 +218,7 @@ def _feature_figures(art, images: torch.Tensor, names: list[Path], layer: str, o
     (test/cat/0003.jpg and test/dog/0003.jpg both have the stem 0003)."""
     feat_name, feat_module = find_layer(art.model, layer, art.name)
     maps = feature_maps(art.model, images, feat_module)
-    return [feature_figure(maps[i], feat_name, str(name),
+    return [feature_figure(maps[i], feat_name, printable(str(name)),
                            out_dir / f"features_{feat_name}_{i:04d}_{_safe_stem(name)}.png")
             for i, name in enumerate(names)]
 

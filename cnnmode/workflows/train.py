@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from cnnmode.artifact import load_artifact
-from cnnmode.config import Config, config_from_dict, dump_yaml, parse_override, pick_base, read_yaml, \
-    resolve_config, set_key
+from cnnmode.config import Config, check_for_size, config_from_dict, dump_yaml, parse_override, pick_base, \
+    read_yaml, resolve_config, set_key
 from cnnmode.data import build_data
 from cnnmode.engine import qat
 from cnnmode.engine.checkpoint import load_checkpoint, set_rng_state
@@ -41,6 +41,8 @@ def train(cfg: Config | None = None, *, recipe: str | None = None, config_file: 
     """
     reporter = Reporter(quiet)
     try:
+        if resume is not None and not str(resume).strip():
+            raise UsageError("--resume needs a run folder (got an empty path)")
         if resume:
             run = RunDir(resume)
             cfg = resume_config(run, overrides)
@@ -55,9 +57,13 @@ def train(cfg: Config | None = None, *, recipe: str | None = None, config_file: 
 def planned_run_dir(cfg: Config) -> RunDir:
     """The folder a new run will write to: `run.dir/run.name` (default name: recipe or model and the time)."""
     run = RunDir(Path(cfg.run.dir) / (cfg.run.name or new_run_name(cfg.recipe, cfg.model.name)))
+    _refuse_existing(run)
+    return run
+
+
+def _refuse_existing(run: RunDir) -> None:
     if run.is_resumable():
         raise UsageError(f"{run} already holds a run; resume it with --resume {run} or pick another run.name")
-    return run
 
 
 def resume_config(run: RunDir, overrides) -> Config:
@@ -91,21 +97,26 @@ def _run(cfg: Config, run: RunDir, reporter: Reporter, resume: bool, stop_after:
     if teacher is not None and (teacher.classes != data.classes or teacher.preprocess["img_size"] != data.img_size):
         raise UsageError(f"the teacher was trained on {teacher.classes} at {teacher.preprocess['img_size']}px; "
                          f"this data has {data.classes} at {data.img_size}px")
+    check_for_size(cfg, data.img_size)
     _describe_data(data, reporter)
     float_model, model_args = build_run_model(cfg, data, reporter.info, fresh=not resume)
     model = qat.prepare(float_model, cfg.model.name, model_args) if cfg.train.qat else float_model
 
-    run.path.mkdir(parents=True, exist_ok=True)  # from here on the run exists
-    reporter.attach_log(run.log)
-    atomic_write_text(run.config, dump_yaml(cfg))
-    parts = make_parts(cfg, model, len(data.train), device, precision, teacher.model if teacher else None)
-    state = _restore(run, parts, reporter, cfg) if resume else RunState()
-    job = Job(cfg, run, data, parts, reporter)
-    if cfg.train.profile:
-        profile_steps(cfg, parts, data, run, reporter)
-    result = fit(job, state, on_epoch, stop_after)
-    if result.complete:
-        finish_run(job, result, model_args, float_model)
+    with run.locked():  # from here on the run exists, and is this process's alone
+        if not resume:
+            _refuse_existing(run)  # another process may have run here since we looked
+        reporter.attach_log(run.log)
+        for stale in run.remove_stale_temp_files():
+            reporter.log_only(f"removed {stale.name}, left by a write that was killed")
+        atomic_write_text(run.config, dump_yaml(cfg))
+        parts = make_parts(cfg, model, len(data.train), device, precision, teacher.model if teacher else None)
+        state = _restore(run, parts, reporter, cfg) if resume else RunState()
+        job = Job(cfg, run, data, parts, reporter)
+        if cfg.train.profile:
+            profile_steps(cfg, parts, data, run, reporter)
+        result = fit(job, state, on_epoch, stop_after)
+        if result.complete:
+            finish_run(job, result, model_args, float_model)
     return run.path
 
 
