@@ -1,8 +1,10 @@
 """Atomic file writes: a temp file in the same folder, then a rename, so readers never see half a file."""
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -25,10 +27,26 @@ def _atomic(path: Path, write: Callable[[str], None]) -> Path:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared like any other
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full(e, path.parent)  # asked before the temp file goes and frees its space
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise RunError(f"no space left on {path.parent} while writing {path.name}; free some space and run "
+                           "again (a run resumes from its last checkpoint)") from None
         raise
     return path
+
+
+def _disk_full(error: BaseException, folder: Path) -> bool:
+    """True when a failed write ran out of disk: ENOSPC, or torch.save's own error on a full disk."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(error, RuntimeError):
+        try:
+            return shutil.disk_usage(folder).free < 2**20
+        except OSError:
+            return False
+    return False
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:

@@ -6,6 +6,7 @@ keys, nothing else is coerced.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
         value, ok = "", True
     if not ok:
         raise UsageError(f"{key} expects {want.__name__}, got {value!r} ({type(value).__name__})")
+    if want is float and not math.isfinite(value):
+        raise UsageError(f"{key} must be a finite number, got {value!r}")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise UsageError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")

@@ -134,6 +134,7 @@ def validate(cfg: Config) -> None:
         (cfg.sched.warmup_epochs >= 0, "sched.warmup_epochs must be >= 0"),
         (cfg.model.width >= 0, "model.width must be >= 0 (0 = the model's default)"),
         (cfg.data.workers >= 0, "data.workers must be >= 0"),
+        (cfg.data.max_file_mb > 0 and cfg.data.max_total_gb > 0, "data.max_file_mb and data.max_total_gb must be > 0"),
         (cfg.optim.momentum >= 0 and cfg.optim.muon_momentum >= 0, "optim.momentum and optim.muon_momentum must be >= 0"),
         (cfg.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (cfg.optim.bias_lr_scale > 0 and cfg.optim.muon_lr > 0, "optim.bias_lr_scale and optim.muon_lr must be > 0"),

@@ -12,6 +12,7 @@ import torch
 
 from cnnmode.config import Config
 from cnnmode.data import sources
+from cnnmode.data.archive import Limits
 from cnnmode.data.decode import GRAY_MODES, decode_many, probe, verify_file
 from cnnmode.errors import CnnModeError, RunError
 from cnnmode.files import atomic_torch_save, torch_load
@@ -91,14 +92,14 @@ def _convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return (x.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
-def _decode_splits(path: Path, archive, layout: sources.Layout, size: int, channels: int,
+def _decode_splits(path: Path, archive, layout: sources.Layout, size: int, channels: int, limits: Limits,
                    ) -> tuple[dict[str, Split], list[tuple[str, str]]]:
     names = [n for items in layout.splits.values() for n, _ in items]
-    blobs = sources.read_bytes(path, archive, names)
+    blobs, unread = sources.read_files(path, archive, names, limits)
     splits, skipped = {}, list(layout.skipped)
     for split, items in layout.splits.items():
         images, kept, reasons = decode_many([blobs.get(n, b"") for n, _ in items], size, channels)
-        skipped += [(items[i][0], r) for i, r in enumerate(reasons) if r]
+        skipped += [(items[i][0], unread.get(items[i][0]) or r) for i, r in enumerate(reasons) if r]
         labels = torch.tensor([items[i][1] for i in kept], dtype=torch.long)
         splits[split] = Split(labels, images, names=[items[i][0] for i in kept])
     return splits, skipped
@@ -127,11 +128,10 @@ def _read_cache(cache: Path) -> dict | None:
 
 def load_files(cfg: Config, cache_root: Path) -> Found:
     """A folder tree or archive: decoded into a cached tensor when its images are small, else listed to stream."""
-    path, files, dirs, archive = sources.open_source(cfg.data.path)
+    limits = Limits.from_mb_gb(cfg.data.max_file_mb, cfg.data.max_total_gb)
+    path, files, dirs, archive = sources.open_source(cfg.data.path, limits)
     layout = sources.find_layout(files, dirs, cfg.data.path)
-    train_names = {n for n, _ in layout.splits["train"]}
-    sample = (archive.read_first(train_names, 32) if archive
-              else {n: (path / n).read_bytes() for n, _ in layout.splits["train"][:32]})
+    sample, _ = sources.read_files(path, archive, [n for n, _ in layout.splits["train"]], limits, first=32)
     probes = []
     for blob in sample.values():
         try:
@@ -152,7 +152,7 @@ def load_files(cfg: Config, cache_root: Path) -> Found:
             splits = {k: Split(v["labels"], v["images"], names=v["names"]) for k, v in saved["splits"].items()}
             return Found(splits, saved["classes"], channels, size, [tuple(s) for s in saved["skipped"]], "tensor")
         log.info("decoding %d images from %s (once; cached for next runs)", sum(map(len, layout.splits.values())), path)
-        splits, skipped = _decode_splits(path, archive, layout, size, channels)
+        splits, skipped = _decode_splits(path, archive, layout, size, channels, limits)
         atomic_torch_save({"splits": {k: {"labels": s.labels, "images": s.images, "names": s.names}
                                      for k, s in splits.items()},
                            "classes": layout.classes, "skipped": [list(s) for s in skipped]}, cache)
@@ -161,13 +161,15 @@ def load_files(cfg: Config, cache_root: Path) -> Found:
     if archive:
         folder = cache_root / f"extracted-{sources.content_key(path)}"
         if not (folder / ".complete").exists():
-            archive.extract_to(folder)
+            archive.extract_to(folder, {n for items in layout.splits.values() for n, _ in items})
             (folder / ".complete").touch()
+    unread = archive.damaged if archive else {}
     splits, skipped = {}, list(layout.skipped)
     for split, items in layout.splits.items():
         good = []
         for name, label in items:
-            reason = verify_file(folder / name)
+            reason = (unread.get(name) or sources.file_problem(folder / name, limits)
+                      or verify_file(folder / name))
             (skipped.append((name, reason)) if reason else good.append((folder / name, label)))
         splits[split] = Split(torch.tensor([y for _, y in good], dtype=torch.long), files=[p for p, _ in good],
                               names=[str(p) for p, _ in good])

@@ -1,18 +1,19 @@
-"""Where images come from: named torchvision datasets, class-folder trees, and archives of them.
+"""Where images come from: named torchvision datasets, class-folder trees, and archives of them (see `archive`).
 
 A source is listed as relative POSIX paths; `find_layout` turns those into splits of (path, class) items.
-Archives are read in place for small images and extracted (safely) for large ones.
+Archives are read in place for small images and extracted (safely) for large ones. From a folder, only regular
+files within the size limit are read: links that lead nowhere or in circles, pipes and devices are skipped.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import tarfile
-import zipfile
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from cnnmode.errors import RunError, UsageError
+from cnnmode.data.archive import Archive, Limits
+from cnnmode.errors import UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 SPLIT_NAMES = ("train", "val", "test")
@@ -31,74 +32,6 @@ class Layout:
 def is_archive(path: str) -> bool:
     """True for .tar, .tar.gz, .tgz and .zip paths."""
     return str(path).lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def check_member(name: str) -> str:
-    """Refuse archive members that would land outside the extraction folder."""
-    p = PurePosixPath(name.replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
-        raise RunError(f"archive member '{name}' has an absolute or parent path; refusing the archive")
-    return str(p)
-
-
-class Archive:
-    """Read-only view of a .tar/.tar.gz/.zip: member listing and member bytes."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._zip = zipfile.ZipFile(path) if path.lower().endswith(".zip") else None
-        self._tar = None if self._zip else tarfile.open(path)
-
-    def listing(self) -> tuple[list[str], set[str]]:
-        """(file names, directory names), every name checked for safety."""
-        files, dirs = [], set()
-        if self._zip:
-            for info in self._zip.infolist():
-                name = check_member(info.filename).rstrip("/")
-                (dirs.add(name) if info.is_dir() else files.append(name))
-        else:
-            for m in self._tar.getmembers():
-                name = check_member(m.name)
-                if m.isdir():
-                    dirs.add(name)
-                elif m.isfile():
-                    files.append(name)
-        return files, dirs
-
-    def read_all(self) -> dict[str, bytes]:
-        """Every regular file's bytes, in one sequential pass (fast for .tar.gz)."""
-        if self._zip:
-            return {check_member(i.filename): self._zip.read(i) for i in self._zip.infolist() if not i.is_dir()}
-        out = {}
-        with tarfile.open(self.path) as tar:
-            for m in tar:
-                if m.isfile():
-                    out[check_member(m.name)] = tar.extractfile(m).read()
-        return out
-
-    def read_first(self, names: set[str], limit: int) -> dict[str, bytes]:
-        """Bytes of the first `limit` wanted members in archive order (a cheap probe)."""
-        out = {}
-        if self._zip:
-            for n in sorted(names)[:limit]:
-                out[n] = self._zip.read(n)
-            return out
-        with tarfile.open(self.path) as tar:
-            for m in tar:
-                if m.isfile() and m.name in names:
-                    out[m.name] = tar.extractfile(m).read()
-                    if len(out) >= limit:
-                        break
-        return out
-
-    def extract_to(self, folder: Path) -> None:
-        """Extract every member under `folder` (names already checked; tar also filtered)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        if self._zip:
-            self._zip.extractall(folder)
-        else:
-            with tarfile.open(self.path) as tar:
-                tar.extractall(folder, filter="data")
 
 
 def list_folder(root: Path) -> tuple[list[str], set[str]]:
@@ -187,12 +120,37 @@ def content_key(path: Path) -> str:
                 h.update(chunk)
     else:
         for rel in sorted(list_folder(path)[0]):
-            st = (path / rel).stat()
-            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            st = os.lstat(path / rel)  # the link itself: a broken one must not fail the key
+            h.update(os.fsencode(rel) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 
-def open_source(path_text: str) -> tuple[Path, list[str], set[str], Archive | None]:
+def file_problem(path: Path, limits: Limits) -> str:
+    """Why `path` must not be read ('' when it may): links are followed, so a link to an image is fine, while a
+    broken link, a loop, a pipe or a device (a link to `/dev/zero`) is not, nor a file over the size limit."""
+    try:
+        st = os.stat(path)
+    except OSError as e:  # broken link, link loop, no permission
+        return f"unreadable: {e.strerror or e}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a pipe, device or folder)"
+    return limits.too_big(st.st_size)
+
+
+def read_regular(path: Path, limits: Limits) -> tuple[bytes, str]:
+    """(bytes, '') of a regular file within the size limit, else (b'', why it was skipped)."""
+    problem = file_problem(path, limits)
+    if problem:
+        return b"", problem
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limits.max_file + 1)  # the file may have grown since it was looked at
+    except OSError as e:
+        return b"", f"unreadable: {e.strerror or e}"
+    return (b"", limits.too_big(len(data))) if limits.too_big(len(data)) else (data, "")
+
+
+def open_source(path_text: str, limits: Limits) -> tuple[Path, list[str], set[str], Archive | None]:
     """Check a data path exists and list it: (path, files, dirs, archive or None)."""
     path = Path(path_text).expanduser()
     if not path.exists():
@@ -201,11 +159,8 @@ def open_source(path_text: str) -> tuple[Path, list[str], set[str], Archive | No
     if path.is_file():
         if not is_archive(str(path)):
             raise UsageError(f"data.path '{path_text}' is a file but not an archive ({', '.join(ARCHIVE_SUFFIXES)})")
-        try:
-            archive = Archive(str(path))
-            files, dirs = archive.listing()
-        except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
-            raise RunError(f"cannot read archive {path_text}: {e}") from None
+        archive = Archive(str(path), limits)
+        files, dirs = archive.listing()
         return path, files, dirs, archive
     files, dirs = list_folder(path)
     if not files:
@@ -213,10 +168,17 @@ def open_source(path_text: str) -> tuple[Path, list[str], set[str], Archive | No
     return path, files, dirs, None
 
 
-def read_bytes(path: Path, archive: Archive | None, names: list[str]) -> dict[str, bytes]:
-    """Bytes of the named files, from the archive in one pass or from disk."""
+def read_files(path: Path, archive: Archive | None, names: list[str], limits: Limits,
+               first: int | None = None) -> tuple[dict[str, bytes], dict[str, str]]:
+    """(bytes by name, why others were skipped) for the named files (the first `first` of them), from the
+    archive in one pass or from the folder."""
     if archive is not None:
-        wanted = set(names)
-        return {k: v for k, v in archive.read_all().items() if k in wanted}
-    return {n: (path / n).read_bytes() for n in names}
-
+        return archive.read_members(set(names), first), archive.damaged
+    blobs, skipped = {}, {}
+    for name in names[:first]:
+        data, reason = read_regular(path / name, limits)
+        if reason:
+            skipped[name] = reason
+        else:
+            blobs[name] = data
+    return blobs, skipped

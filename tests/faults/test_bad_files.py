@@ -82,3 +82,20 @@ def test_one_odd_image_does_not_set_the_resolution(tmp_path):
     run = train(resolve_config(overrides=fast_overrides(tmp_path, root)), quiet=True)
     assert load_artifact(run).preprocess["img_size"] == 32
     assert "stored at 32 px: the most common size" in (run / "train.log").read_text()
+
+
+def test_a_full_disk_is_named_in_one_line(tmp_path):
+    import subprocess
+    from cnnmode.files import atomic_torch_save, atomic_write_text
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with pytest.raises(RunError, match=f"no space left on {disk} while writing last.pt"):
+            atomic_torch_save({"w": torch.randn(1024, 1024)}, disk / "last.pt")
+        with pytest.raises(RunError, match="no space left on"):
+            atomic_write_text(disk / "history.csv", "x" * 2**21)
+        assert not list(disk.iterdir())  # no temp files left behind
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
