@@ -3,8 +3,10 @@ members and every kind of file that is not a readable image are skipped and coun
 import io
 import json
 import os
+import struct
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +85,17 @@ def test_a_zip_bomb_reads_only_images_within_the_limits(tree, tmp_path):
         _train(tmp_path, path, **{"data.max_file_mb": 100, "data.max_total_gb": 0.05, "data.root": tmp_path / "r2"})
 
 
+def _png_bomb() -> bytes:
+    """A 20000 x 20000 PNG of a few hundred bytes: only its header is real (what a decompression bomb looks like)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", 20000, 20000, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(2500)))
+            + chunk(b"IEND", b""))
+
+
 def _nasty_folder(root: Path, size: int) -> Path:
-    """A class-folder tree with one of each kind of trouble in train/ (8 unreadable, 4 odd but readable)."""
+    """A class-folder tree with one of each kind of trouble in train/ (9 unreadable, 4 odd but readable)."""
     write_tree(root, {"train": 8, "test": 3}, size=size)
     bad = root / "train" / "circle"
     rng = np.random.default_rng(0)
@@ -98,6 +109,7 @@ def _nasty_folder(root: Path, size: int) -> Path:
     os.symlink(bad / "loop_a.png", bad / "loop_b.png")
     os.mkfifo(bad / "fifo.png")
     os.symlink("/dev/zero", bad / "zero.png")
+    (bad / "bomb.png").write_bytes(_png_bomb())
     odd = root / "train" / "square"
     Image.new("CMYK", (size, size), (0, 0, 0, 0)).save(odd / "cmyk.jpg")
     Image.fromarray((rng.integers(0, 65535, (size, size))).astype(np.uint16)).save(odd / "deep16.png")
@@ -110,9 +122,9 @@ def _nasty_folder(root: Path, size: int) -> Path:
 def test_a_nasty_folder_trains_with_exact_skip_counts(tmp_path, size):
     root = _nasty_folder(tmp_path / "nasty", size)
     run = _train(tmp_path, root, **{"data.workers": 0, "train.batch_size": 8})
-    assert _skipped(run) == 8
+    assert _skipped(run) == 9
     log = (run / "train.log").read_text()
     for name in ("empty.png", "truncated.png", "text.jpg", "broken.png", "loop_a.png", "loop_b.png", "fifo.png",
-                 "zero.png"):
+                 "zero.png", "bomb.png"):
         assert f"circle/{name}: " in log, name
     assert "cmyk.jpg" not in log and "deep16.png" not in log and "palette.png" not in log

@@ -69,6 +69,16 @@ def test_train_log_starts_before_the_folder_exists(tmp_path, tiny_tree):
     assert f"run {run}" in log[0] and any("data " in line and "3 classes" in line for line in log[:4])
 
 
+def test_resume_finishes_a_run_whose_training_is_complete(tmp_path, tiny_tree):
+    # killed after its last epoch but before the test evaluation, artifact and report: --resume finishes it
+    run = train(_cfg(tmp_path, tiny_tree, **{"train.epochs": 2, "sched.name": "step"}), quiet=True,
+                stop_after_epochs=2)
+    assert not (run / "model.pt").exists()
+    train(resume=run, quiet=True)
+    assert (run / "model.pt").exists() and (run / "report.html").exists()
+    assert (run / "history.csv").read_text().count("\n") == 3  # no epoch trained again
+
+
 def test_resume_without_checkpoint(tmp_path):
     with pytest.raises(UsageError, match="no last.pt"):
         train(resume=tmp_path, quiet=True)
