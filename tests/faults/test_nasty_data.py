@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnmode import train
+from cnnmode import load_artifact, train
 from cnnmode.config import resolve_config
 from cnnmode.errors import RunError
-from tests.conftest import fast_overrides, write_tree
+from tests.conftest import fast_overrides, run_cli, write_tree
 
 
 def _train(tmp_path, data, **extra):
@@ -95,7 +95,7 @@ def _png_bomb() -> bytes:
 
 
 def _nasty_folder(root: Path, size: int) -> Path:
-    """A class-folder tree with one of each kind of trouble in train/ (9 unreadable, 4 odd but readable)."""
+    """A class-folder tree with one of each kind of trouble in train/ (10 unreadable, 5 odd but readable)."""
     write_tree(root, {"train": 8, "test": 3}, size=size)
     bad = root / "train" / "circle"
     rng = np.random.default_rng(0)
@@ -103,6 +103,9 @@ def _nasty_folder(root: Path, size: int) -> Path:
     png = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(png, "PNG")
     (bad / "truncated.png").write_bytes(png.getvalue()[: len(png.getvalue()) // 2])
+    jpg = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(jpg, "JPEG")
+    (bad / "truncated.jpg").write_bytes(jpg.getvalue()[: len(jpg.getvalue()) // 3])
     (bad / "text.jpg").write_text("this is not a jpeg")
     os.symlink(root / "no-such-file.png", bad / "broken.png")
     os.symlink(bad / "loop_b.png", bad / "loop_a.png")
@@ -114,6 +117,7 @@ def _nasty_folder(root: Path, size: int) -> Path:
     Image.new("CMYK", (size, size), (0, 0, 0, 0)).save(odd / "cmyk.jpg")
     Image.fromarray((rng.integers(0, 65535, (size, size))).astype(np.uint16)).save(odd / "deep16.png")
     Image.new("P", (size, size)).save(odd / "palette.png", transparency=0)
+    Image.new("RGB", (size * 3 // 4, size * 3 // 4), (9, 9, 9)).save(odd / "smaller.png")  # mixed sizes
     os.rename(os.fsencode(odd / "0000.png"), os.path.join(os.fsencode(odd), b"caf\xe9.png"))
     return root
 
@@ -121,10 +125,14 @@ def _nasty_folder(root: Path, size: int) -> Path:
 @pytest.mark.parametrize("size", [32, 80], ids=["in-memory", "streamed"])
 def test_a_nasty_folder_trains_with_exact_skip_counts(tmp_path, size):
     root = _nasty_folder(tmp_path / "nasty", size)
-    run = _train(tmp_path, root, **{"data.workers": 0, "train.batch_size": 8})
-    assert _skipped(run) == 9
+    result = run_cli("train", *fast_overrides(tmp_path, root, **{"data.workers": 0, "train.batch_size": 8,
+                                                                 "run.name": "nasty"}))
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "nasty"
+    assert _skipped(run) == 10
+    assert load_artifact(run).preprocess["img_size"] == (size if size <= 64 else 224)  # streamed: data.img_size=0
     log = (run / "train.log").read_text()
-    for name in ("empty.png", "truncated.png", "text.jpg", "broken.png", "loop_a.png", "loop_b.png", "fifo.png",
-                 "zero.png", "bomb.png"):
+    for name in ("empty.png", "truncated.png", "truncated.jpg", "text.jpg", "broken.png", "loop_a.png", "loop_b.png",
+                 "fifo.png", "zero.png", "bomb.png"):
         assert f"circle/{name}: " in log, name
-    assert "cmyk.jpg" not in log and "deep16.png" not in log and "palette.png" not in log
+    assert not any(f"{name}: " in log for name in ("cmyk.jpg", "deep16.png", "palette.png", "smaller.png"))
