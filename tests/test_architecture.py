@@ -20,7 +20,7 @@ FLOORS = [
     {"data", "artifact"},              # sources → loaders; the artifact file
     {"engine"},                        # model setup, the step and epoch loops, checkpoints
     {"evaluation", "deploy"},          # metrics, figures, report; runtimes, predict, export, bench
-    {"workflows"},                     # whole jobs: a training run from config to finished folder
+    {"workflows", "serve"},            # whole jobs: a training run from config to finished folder; the server
     {"experiments"},                   # many runs: ablations, search, cross-validation
     {"cli"},                           # verbs: parse, call the API, print
 ]

@@ -6,10 +6,10 @@ import argparse
 import os
 import sys
 
-from cnnmode.cli import deploy, evaluate, experiments, train
+from cnnmode.cli import deploy, evaluate, experiments, serve, train
 from cnnmode.errors import CnnModeError
 
-FAMILIES = (train, evaluate, deploy, experiments)
+FAMILIES = (train, evaluate, deploy, serve, experiments)
 RESUMABLE_VERBS = ("ablate", "cv", "search")
 
 

@@ -1,0 +1,108 @@
+"""The model being served: loaded once through the runtime registry, warmed, and asked through the batcher."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+from collections import OrderedDict
+
+import torch
+
+from cnnmode.artifact import load_artifact
+from cnnmode.deploy.runtime import CALIBRATED, Runner, load_runner
+from cnnmode.deploy.samples import calibration_images
+from cnnmode.rundir import resolve_target
+from cnnmode.serve.batcher import Batcher
+from cnnmode.serve.images import ImageRejected, Preprocessor
+from cnnmode.serve.metrics import ServeMetrics
+from cnnmode.serve.options import ServeOptions
+
+SHAPE_BOUND = ("compile", "int8-x86")  # backends that compile per batch shape: batches are padded to warmed sizes
+
+
+def warm_sizes(max_batch_size: int) -> list[int]:
+    """The batch sizes warmed before the server is ready: powers of two up to the cap, and the cap."""
+    sizes, size = [], 1
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return sizes + [max_batch_size]
+
+
+class ServedModel:
+    """Runner, preprocessing, batcher, metrics and the optional result cache of one served model."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        where = resolve_target(options.target)
+        calib = None
+        if options.backend in CALIBRATED:
+            art = load_artifact(where)
+            calib = calibration_images(where, art, options.calib_data)
+        self.runner: Runner = load_runner(where, options.backend, options.device, calib)
+        self.checksum = hashlib.sha256(where.file.read_bytes()).hexdigest()
+        self.file = where.file
+        self.preprocessor = Preprocessor(self.runner.preprocess, options.max_pixels)
+        self.sizes = warm_sizes(options.max_batch_size)
+        self.metrics = ServeMetrics(options.max_batch_size, lambda: self.batcher.depth)
+        self.batcher = Batcher(self._forward, options.max_batch_size, options.max_wait_ms, options.max_queue,
+                               on_batch=self.metrics.batch)
+        self.decoder = concurrent.futures.ThreadPoolExecutor(max_workers=options.threads,
+                                                             thread_name_prefix="cnnmode-decode")
+        self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.ready = False
+
+    def info(self) -> dict:
+        """What GET /v1/model answers."""
+        p = self.runner.preprocess
+        return {"file": str(self.file), "name": p.get("model", self.file.stem), "backend": self.runner.backend,
+                "classes": self.runner.classes, "checksum": f"sha256:{self.checksum}",
+                "preprocess": {k: p[k] for k in ("img_size", "mean", "std", "channels")},
+                "max_batch_size": self.options.max_batch_size, "max_wait_ms": self.options.max_wait_ms}
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        n = len(batch)
+        if self.runner.backend in SHAPE_BOUND:  # run at a warmed size, so no request waits for a compilation
+            size = next(s for s in self.sizes if s >= n)
+            batch = torch.cat([batch, batch[:1].expand(size - n, *batch.shape[1:])]) if size > n else batch
+        return self.runner(batch)[:n]
+
+    def warm(self) -> None:
+        """Run every batch size the batcher may use once, then mark the server ready."""
+        p = self.runner.preprocess
+        for size in self.sizes:
+            self._forward(torch.zeros(size, p["channels"], p["img_size"], p["img_size"]))
+        self.ready = True
+
+    async def classify(self, blobs: list[bytes]) -> list[torch.Tensor | ImageRejected]:
+        """Probabilities for each image, or the reason it was rejected; decoding runs in the decode threads."""
+        loop = asyncio.get_running_loop()
+        keys = [hashlib.sha256(b).hexdigest() if self.options.cache_size else "" for b in blobs]
+        out: list = [self._recall(k) for k in keys]
+        todo = [i for i, o in enumerate(out) if o is None]
+        decoded = await asyncio.gather(*(loop.run_in_executor(self.decoder, self.preprocessor, blobs[i])
+                                         for i in todo), return_exceptions=True)
+        good = [(i, x) for i, x in zip(todo, decoded) if isinstance(x, torch.Tensor)]
+        for i, x in zip(todo, decoded):
+            if not isinstance(x, torch.Tensor):
+                out[i] = x if isinstance(x, ImageRejected) else ImageRejected(415, f"{type(x).__name__}: {x}")
+        if good:
+            probs = (await self.batcher.infer(torch.stack([x for _, x in good]))).float().softmax(-1)
+            for (i, _), p in zip(good, probs):
+                out[i] = p
+                self._remember(keys[i], p)
+        return out
+
+    def _recall(self, key: str) -> torch.Tensor | None:
+        if key and key in self.cache:
+            self.cache.move_to_end(key)  # least recently used goes first
+            return self.cache[key]
+        return None
+
+    def _remember(self, key: str, probs: torch.Tensor) -> None:
+        if not key:
+            return
+        self.cache[key] = probs
+        self.cache.move_to_end(key)
+        while len(self.cache) > self.options.cache_size:
+            self.cache.popitem(last=False)

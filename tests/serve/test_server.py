@@ -1,0 +1,89 @@
+"""The real `cnnmode serve` in a subprocess on a free loopback port: batching under concurrent load, the cap,
+graceful shutdown, and a model that cannot be loaded."""
+import concurrent.futures
+import io
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png(i: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (i * 7 % 255, 100, 200)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def server(served_run):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cnnmode", "serve", str(served_run), "--port", str(port),
+                             "--threads", "1", "--max-batch-size", "8", "--max-wait-ms", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read())
+        time.sleep(0.1)
+    yield proc, url
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _predict(url: str, i: int):
+    try:
+        return httpx.post(f"{url}/v1/predict", files={"files": (f"{i}.png", png(i))}, timeout=30).status_code
+    except httpx.ConnectError:
+        return "refused"
+
+
+def test_concurrent_requests_are_batched_within_the_cap(server):
+    proc, url = server
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        codes = list(pool.map(lambda i: _predict(url, i), range(48)))
+    assert codes == [200] * 48
+    text = httpx.get(f"{url}/metrics").text
+    count = float(re.search(r"^cnnmode_batch_size_count (\S+)", text, re.M).group(1))
+    total = float(re.search(r"^cnnmode_batch_size_sum (\S+)", text, re.M).group(1))
+    at_cap = float(re.search(r'^cnnmode_batch_size_bucket\{le="8.0"\} (\S+)', text, re.M).group(1))
+    assert total == 48  # every image once (the warm-up runs outside the batcher)
+    assert total / count > 1.5 and at_cap == count  # batched, and never a batch over 8
+    assert 'cnnmode_requests_total{status="200"} 48.0' in text
+
+
+def test_graceful_shutdown_answers_every_accepted_request(server):
+    proc, url = server
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(_predict, url, i) for i in range(16)]
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        codes = [f.result() for f in futures]
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
+    assert set(codes) <= {200, "refused"} and 200 in codes, codes
+
+
+def test_a_model_that_cannot_be_loaded_exits_with_one_line(tmp_path):
+    result = run_cli("serve", str(tmp_path / "missing.pt"), "--port", str(free_port()))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "no model at" in result.stderr
+    result = run_cli("serve", str(tmp_path), "--workers", "64", "--threads", "2")
+    assert result.returncode == 2 and "more than the" in result.stderr
