@@ -38,6 +38,7 @@ class Runner:
     preprocess: dict  # img_size, mean, std, channels
     classes: list[str]
     forward: Forward
+    name: str = ""  # the model's registry name
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -146,7 +147,7 @@ def _exported(path: Path, backend: str | None, device: str | torch.device) -> Ru
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still what users ship
             module = torch.jit.load(str(path), map_location=device).eval()
         forward = lambda x: module(x.to(device)).float().cpu()  # noqa: E731
-    return Runner(natural, meta, meta["classes"], forward)
+    return Runner(natural, meta, meta["classes"], forward, meta.get("model", ""))
 
 
 def load_runner(source: Artifact | Target | str | Path, backend: str | None = None,
@@ -162,4 +163,4 @@ def load_runner(source: Artifact | Target | str | Path, backend: str | None = No
     build = BACKENDS.get(backend)
     if backend in CALIBRATED and calib is None:
         raise UsageError(f"the {backend} backend calibrates on real images: pass --data PATH (or give a run folder)")
-    return Runner(backend, source.preprocess, source.classes, build(source, torch.device(device), calib))
+    return Runner(backend, source.preprocess, source.classes, build(source, torch.device(device), calib), source.name)

@@ -55,7 +55,7 @@ class ServedModel:
     def info(self) -> dict:
         """What GET /v1/model answers."""
         p = self.runner.preprocess
-        return {"file": str(self.file), "name": p.get("model", self.file.stem), "backend": self.runner.backend,
+        return {"file": str(self.file), "name": self.runner.name, "backend": self.runner.backend,
                 "classes": self.runner.classes, "checksum": f"sha256:{self.checksum}",
                 "preprocess": {k: p[k] for k in ("img_size", "mean", "std", "channels")},
                 "max_batch_size": self.options.max_batch_size, "max_wait_ms": self.options.max_wait_ms}

@@ -47,6 +47,7 @@ def test_health_model_and_metrics(api, served_run):
     assert api.get("/healthz").json() == {"status": "live"}
     info = api.get("/v1/model").json()
     assert info["classes"] == ["circle", "square", "stripes"] and info["backend"] == "eager"
+    assert info["name"] == "simplecnn"
     assert info["checksum"].startswith("sha256:") and info["preprocess"]["img_size"] == 32
     assert api.get("/readyz").json()["warmed_batch_sizes"] == [1, 2, 4, 8, 16, 32]
     assert "cnnmode_batch_size_bucket" in api.get("/metrics").text

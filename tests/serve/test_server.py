@@ -1,53 +1,14 @@
 """The real `cnnmode serve` in a subprocess on a free loopback port: batching under concurrent load, the cap,
 graceful shutdown, and a model that cannot be loaded."""
 import concurrent.futures
-import io
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
-import pytest
-from PIL import Image
 
 from tests.conftest import run_cli
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def png(i: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (i * 7 % 255, 100, 200)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture
-def server(served_run):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cnnmode", "serve", str(served_run), "--port", str(port),
-                             "--threads", "1", "--max-batch-size", "8", "--max-wait-ms", "30"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read())
-        time.sleep(0.1)
-    yield proc, url
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+from tests.serve.conftest import free_port, png
 
 
 def _predict(url: str, i: int):
