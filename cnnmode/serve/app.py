@@ -90,7 +90,8 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | None = 
     async def predict(request: Request):
         start = time.perf_counter()
         served = state["model"]
-        response = await _predict(request, served, options)
+        with served.metrics.in_progress.track_inprogress():
+            response = await _predict(request, served, options)
         served.metrics.requests.labels(str(response.status_code)).inc()
         served.metrics.latency.observe(time.perf_counter() - start)
         return response

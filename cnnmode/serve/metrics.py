@@ -14,6 +14,8 @@ class ServeMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("cnnmode_requests", "HTTP requests to /v1/predict by status code", ["status"],
                                 registry=self.registry)
+        self.in_progress = Gauge("cnnmode_requests_in_progress", "requests to /v1/predict being answered",
+                                 registry=self.registry)
         self.latency = Histogram("cnnmode_request_latency_seconds", "time from request to answer", registry=self.registry,
                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
         sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, max_batch_size})

@@ -8,7 +8,7 @@ import time
 import httpx
 
 from tests.conftest import run_cli
-from tests.serve.conftest import free_port, png
+from tests.serve.conftest import free_port, png, start_server
 
 
 def _predict(url: str, i: int):
@@ -32,15 +32,37 @@ def test_concurrent_requests_are_batched_within_the_cap(server):
     assert 'cnnmode_requests_total{status="200"} 48.0' in text
 
 
-def test_graceful_shutdown_answers_every_accepted_request(server):
-    proc, url = server
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        futures = [pool.submit(_predict, url, i) for i in range(16)]
-        time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        codes = [f.result() for f in futures]
-    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
-    assert set(codes) <= {200, "refused"} and 200 in codes, codes
+def _in_progress(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return float(re.search(r"^cnnmode_requests_in_progress (\S+)", text, re.M).group(1))
+
+
+def test_graceful_shutdown_answers_every_accepted_request(served_run):
+    # A long batching wait (and a cap above 16) holds all 16 requests inside the server when SIGTERM arrives.
+    proc, url = start_server(served_run, "--threads", "1", "--max-batch-size", "32", "--max-wait-ms", "3000")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(_predict, url, i) for i in range(16)]
+            deadline = time.monotonic() + 20
+            while _in_progress(url) < 16 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _in_progress(url) == 16
+            proc.send_signal(signal.SIGTERM)
+            codes = [f.result() for f in futures]
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
+        assert codes == [200] * 16, codes
+        assert _refused(url)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _refused(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/healthz", timeout=2)
+    except httpx.TransportError:
+        return True
+    return False
 
 
 def test_a_model_that_cannot_be_loaded_exits_with_one_line(tmp_path):
