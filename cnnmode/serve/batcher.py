@@ -1,7 +1,9 @@
 """Dynamic batching: an asyncio queue in front of one inference thread.
 
 Every image is one queue item, so a batch closes at `max_batch_size` images (never more, whatever the clients
-send) or when the oldest waiting image has waited `max_wait_ms`, whichever comes first. Each image gets its own
+send) or when the oldest waiting image has waited `max_wait_ms`, whichever comes first; and at once when no
+request is on its way (none being decoded: see `arriving`), so a lone client never waits for a batch that nobody
+else will fill. Each image gets its own
 future, so one request's bad image or cancelled wait touches no other request, and an exception while running
 a batch fails that batch's requests only: the loop goes on.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -39,11 +42,22 @@ class Batcher:
         self._queue: asyncio.Queue[_Item] | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnmode-infer")
         self._task: asyncio.Task | None = None
+        self._arriving = 0
 
     @property
     def depth(self) -> int:
         """Images waiting for a batch."""
         return self._queue.qsize() if self._queue is not None else 0
+
+    @contextlib.contextmanager
+    def arriving(self):
+        """Mark a request whose images are being decoded: while one is, an open batch waits for it (up to
+        `max_wait_ms`); when none is, the batch runs at once."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -83,7 +97,7 @@ class Batcher:
                 except asyncio.QueueEmpty:
                     pass
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0:
+                if remaining <= 0 or not self._arriving:
                     break
                 await asyncio.sleep(min(remaining, 0.001))  # polling: wait_for(queue.get()) can lose an item
             try:

@@ -80,8 +80,9 @@ class ServedModel:
         keys = [hashlib.sha256(b).hexdigest() if self.options.cache_size else "" for b in blobs]
         out: list = [self._recall(k) for k in keys]
         todo = [i for i, o in enumerate(out) if o is None]
-        decoded = await asyncio.gather(*(loop.run_in_executor(self.decoder, self.preprocessor, blobs[i])
-                                         for i in todo), return_exceptions=True)
+        with self.batcher.arriving():
+            decoded = await asyncio.gather(*(loop.run_in_executor(self.decoder, self.preprocessor, blobs[i])
+                                             for i in todo), return_exceptions=True)
         good = [(i, x) for i, x in zip(todo, decoded) if isinstance(x, torch.Tensor)]
         for i, x in zip(todo, decoded):
             if not isinstance(x, torch.Tensor):

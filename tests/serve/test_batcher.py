@@ -31,6 +31,36 @@ def test_concurrent_images_are_batched_and_never_over_the_cap():
     assert all(torch.equal(o[:, 0], torch.full((2,), 4.0 * i)) for i, o in enumerate(outs))  # each gets its own rows
 
 
+def test_a_batch_waits_only_while_a_request_is_on_its_way():
+    sizes = []
+
+    def forward(x):
+        sizes.append(len(x))
+        return x.flatten(1)
+
+    async def main():
+        b = Batcher(forward, max_batch_size=8, max_wait_ms=2000)
+        b.start()
+        start = asyncio.get_running_loop().time()
+        await b.infer(torch.zeros(1, 1, 1, 1))  # alone: nobody else is coming, so no 2 s wait
+        alone = asyncio.get_running_loop().time() - start
+
+        async def late():  # a request still decoding when the first image is queued
+            with b.arriving():
+                await asyncio.sleep(0.2)
+            return await b.infer(torch.ones(1, 1, 1, 1))
+
+        task = asyncio.create_task(late())
+        await asyncio.sleep(0.01)
+        both = await asyncio.gather(b.infer(torch.zeros(1, 1, 1, 1)), task)
+        await b.stop()
+        return alone, both
+
+    alone, both = _run(main())
+    assert alone < 1.0 and sizes == [1, 2]  # the second batch waited for the decoding request and took it
+    assert both[1].item() == 1.0
+
+
 def test_a_failing_batch_fails_its_requests_only_and_the_loop_goes_on():
     calls = []
 

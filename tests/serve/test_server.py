@@ -1,11 +1,13 @@
 """The real `cnnmode serve` in a subprocess on a free loopback port: batching under concurrent load, the cap,
 graceful shutdown, and a model that cannot be loaded."""
 import concurrent.futures
+import io
 import re
 import signal
 import time
 
 import httpx
+from PIL import Image
 
 from tests.conftest import run_cli
 from tests.serve.conftest import free_port, png, start_server
@@ -32,21 +34,32 @@ def test_concurrent_requests_are_batched_within_the_cap(server):
     assert 'cnnmode_requests_total{status="200"} 48.0' in text
 
 
-def _in_progress(url: str) -> float:
+def _accepted(url: str) -> float:
+    """Requests inside the server or already answered."""
     text = httpx.get(f"{url}/metrics").text
-    return float(re.search(r"^cnnmode_requests_in_progress (\S+)", text, re.M).group(1))
+    inside = float(re.search(r"^cnnmode_requests_in_progress (\S+)", text, re.M).group(1))
+    done = re.search(r'^cnnmode_requests_total\{status="200"\} (\S+)', text, re.M)
+    return inside + (float(done.group(1)) if done else 0.0)
+
+
+def _big_png(i: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (6000, 6000), (i * 7 % 255, 100, 200)).save(buf, "PNG")  # ~0.4 s to decode
+    return buf.getvalue()
 
 
 def test_graceful_shutdown_answers_every_accepted_request(served_run):
-    # A long batching wait (and a cap above 16) holds all 16 requests inside the server when SIGTERM arrives.
-    proc, url = start_server(served_run, "--threads", "1", "--max-batch-size", "32", "--max-wait-ms", "3000")
+    # Slow-to-decode images and one decode thread keep requests inside the server when SIGTERM arrives; it is
+    # sent once all 16 are accepted (never while one still sits in the listening socket's backlog).
+    proc, url = start_server(served_run, "--threads", "1")
+    big = _big_png(3)
     try:
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            futures = [pool.submit(_predict, url, i) for i in range(16)]
-            deadline = time.monotonic() + 20
-            while _in_progress(url) < 16 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert _in_progress(url) == 16
+            futures = [pool.submit(lambda: httpx.post(f"{url}/v1/predict", files={"files": ("big.png", big)},
+                                                      timeout=60).status_code) for _ in range(16)]
+            deadline = time.monotonic() + 30
+            while _accepted(url) < 16 and time.monotonic() < deadline:
+                time.sleep(0.01)
             proc.send_signal(signal.SIGTERM)
             codes = [f.result() for f in futures]
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
