@@ -142,7 +142,8 @@ def main() -> None:
     print(f"probe before: {probe()} img/s")
     images = payloads(args.target)
     torch.set_num_threads(args.threads)
-    print(f"offline eager at batch 32: {offline_img_s(args.target):.0f} img/s")
+    offline = offline_img_s(args.target)
+    print(f"offline eager at batch 32: {offline:.0f} img/s")
     results: dict[tuple[str, int], list[dict]] = {}
     for r in range(args.rounds):
         for name in args.servers:  # the servers alternate, round by round
@@ -163,7 +164,22 @@ def main() -> None:
         med = {k: statistics.median(x[k] for x in rows) for k in rows[0]}
         print(f"{name:<24} {n:>7} {med['req_s']:8.1f} {med['p50']:7.1f} {med['p95']:7.1f} {med['p99']:7.1f} "
               f"{sum(x['errors'] for x in rows):>7}")
+    _ratios(results, offline)
     print(f"probe after: {probe()} img/s")
+
+
+def _ratios(results: dict, offline: float) -> None:
+    """The issue's targets at the largest client count: batching vs batch 1, vs LitServe, vs offline."""
+    n = max(c for _, c in results)
+    med = {name: statistics.median(x["req_s"] for x in rows) for (name, c), rows in results.items() if c == n}
+    ours = med.get("cnnmode (batch <= 32)")
+    if ours is None:
+        return
+    print(f"at {n} clients: serving / offline {ours / offline:.0%}", end="")
+    for peer in ("cnnmode (batch 1)", "litserve (batch <= 32)"):
+        if peer in med:
+            print(f", batching / {peer} {ours / med[peer]:.2f}x", end="")
+    print()
 
 
 if __name__ == "__main__":
