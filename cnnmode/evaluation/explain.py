@@ -65,20 +65,27 @@ def cam_maps(model: nn.Module, images: torch.Tensor, method: str = "gradcam", la
         return cam(input_tensor=images.float(), targets=cam_targets)
 
 
-def cam_figure(images: torch.Tensor, maps: np.ndarray, probs: torch.Tensor, names: list[str], classes: list[str],
-               preprocess: dict, method: str, path: Path, topk: int = 5) -> Path:
-    """One row per image: the image, the heatmap over it, and the top-k class probabilities."""
+def cam_overlays(images: torch.Tensor, maps: np.ndarray, preprocess: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(shown, overlaid): the images as (N, H, W, 3) floats in [0, 1], and each with its heatmap blended over it
+    as (N, H, W, 3) uint8."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     shown = to_display(images, preprocess["mean"], preprocess["std"]).numpy()
+    rgb = np.repeat(shown, 3, axis=3) if shown.shape[3] == 1 else shown
+    return rgb, np.stack([show_cam_on_image(img.astype(np.float32), m, use_rgb=True) for img, m in zip(rgb, maps)])
+
+
+def cam_figure(images: torch.Tensor, maps: np.ndarray, probs: torch.Tensor, names: list[str], classes: list[str],
+               preprocess: dict, method: str, path: Path, topk: int = 5) -> Path:
+    """One row per image: the image, the heatmap over it, and the top-k class probabilities."""
+    shown, overlaid = cam_overlays(images, maps, preprocess)
     k = min(topk, len(classes))
     fig, axes = plt.subplots(len(images), 3, figsize=(11, 3.3 * len(images)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1, 1.3]})
-    for row, (img, cam_map, p, name) in enumerate(zip(shown, maps, probs, names)):
-        rgb = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
+    for row, (rgb, over, p, name) in enumerate(zip(shown, overlaid, probs, names)):
         axes[row, 0].imshow(rgb)
         axes[row, 0].set_title(Path(name).name, fontsize=9)
-        axes[row, 1].imshow(show_cam_on_image(rgb.astype(np.float32), cam_map, use_rgb=True))
+        axes[row, 1].imshow(over)
         axes[row, 1].set_title(f"{method}: {classes[int(p.argmax())]}", fontsize=9)
         for ax in axes[row, :2]:
             ax.axis("off")

@@ -1,6 +1,6 @@
 """`create_app`: the FastAPI application of `cnnmode serve` (also usable inside another ASGI server).
 
-POST /v1/predict (multipart files or JSON base64 images), GET /v1/model, /healthz, /readyz, /metrics, and the web
+POST /v1/predict (multipart files or JSON base64 images), POST /v1/explain (Grad-CAM), GET /v1/model, /healthz, /readyz, /metrics, and the web
 page at /. Every error is a JSON `{"error": ...}` with its status; the server keeps serving.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | None = 
         yield
         await warming
         await served.batcher.stop()  # graceful: every accepted image is answered first
-        served.decoder.shutdown(wait=True)
+        served.close()
 
     app = FastAPI(title="CNN Mode", version="1", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=int(options.max_body_mb * 2**20))
@@ -96,14 +96,40 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | None = 
         served.metrics.latency.observe(time.perf_counter() - start)
         return response
 
+    @app.post("/v1/explain", openapi_extra=EXPLAIN_BODY)
+    async def explain(request: Request):
+        return await _explain(request, state["model"], options)
+
     return app
+
+
+async def _explain(request: Request, served: ServedModel, options: ServeOptions) -> JSONResponse:
+    if not served.ready:
+        return error(503, "the model is warming up", retry_after=1)
+    if served.explainer is None:
+        return error(501, f"Grad-CAM needs the PyTorch model (model.pt); this server runs {served.file.name}")
+    try:
+        names, blobs, params = await _read_request(request, options)
+        if len(blobs) != 1:
+            raise ImageRejected(422, f"send one image to explain, not {len(blobs)}")
+        image = await served.decode(blobs[0])
+        target = params.get("class")
+        result = await asyncio.wait_for(served.explainer.explain(image, str(params.get("method", "gradcam")),
+                                                                 None if target in (None, "") else str(target)),
+                                        options.timeout_s)
+    except ImageRejected as e:
+        return error(e.status, str(e))
+    except asyncio.TimeoutError:
+        return error(504, f"no answer within --timeout-s {options.timeout_s:g} s")
+    return JSONResponse({"file": names[0], **result})
 
 
 async def _predict(request: Request, served: ServedModel, options: ServeOptions) -> JSONResponse:
     if not served.ready:
         return error(503, "the model is warming up", retry_after=1)
     try:
-        names, blobs, topk, threshold = await _read_request(request, options, len(served.runner.classes))
+        names, blobs, params = await _read_request(request, options)
+        topk, threshold = _predict_params(params, len(served.runner.classes))
     except ImageRejected as e:
         return error(e.status, str(e))
     start = time.perf_counter()
@@ -128,9 +154,8 @@ async def _predict(request: Request, served: ServedModel, options: ServeOptions)
                          "latency_ms": round(1000 * (time.perf_counter() - start), 2)})
 
 
-async def _read_request(request: Request, options: ServeOptions, num_classes: int
-                        ) -> tuple[list[str], list[bytes], int, float]:
-    """(names, bytes, topk, threshold) from multipart files or JSON {"images": [base64, ...]}."""
+async def _read_request(request: Request, options: ServeOptions) -> tuple[list[str], list[bytes], dict]:
+    """(names, bytes, parameters) from multipart files or JSON {"images": [base64, ...]}."""
     kind = request.headers.get("content-type", "")
     params: dict = dict(request.query_params)
     if kind.startswith("multipart/form-data"):
@@ -148,20 +173,25 @@ async def _read_request(request: Request, options: ServeOptions, num_classes: in
             raise ImageRejected(422, 'send JSON {"images": [base64, ...], "topk": K, "threshold": P}')
         blobs = [from_base64(text) for text in body["images"]]
         names = [f"image{i}" for i in range(len(blobs))]
-        params |= {k: body[k] for k in ("topk", "threshold") if k in body}
+        params |= {k: body[k] for k in ("topk", "threshold", "method", "class") if k in body}
     else:
         raise ImageRejected(415, "send images as multipart/form-data files or as JSON {\"images\": [base64, ...]}")
     if not blobs:
         raise ImageRejected(422, "no images in the request")
     if len(blobs) > options.max_images:
         raise ImageRejected(413, f"{len(blobs)} images is more than --max-images ({options.max_images})")
+    return names, blobs, params
+
+
+def _predict_params(params: dict, num_classes: int) -> tuple[int, float]:
+    """(topk, threshold) of a predict request, checked."""
     try:
         topk, threshold = int(params.get("topk", 5)), float(params.get("threshold", 0.0))
     except (TypeError, ValueError):
         raise ImageRejected(422, "topk must be a whole number and threshold a number") from None
     if topk < 1 or not 0 <= threshold <= 1:
         raise ImageRejected(422, "topk must be >= 1 and threshold in [0, 1]")
-    return names, blobs, min(topk, num_classes), threshold
+    return min(topk, num_classes), threshold
 
 
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
@@ -171,6 +201,15 @@ PREDICT_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
         "images": {"type": "array", "items": {"type": "string", "format": "byte"}},
         "topk": {"type": "integer", "minimum": 1}, "threshold": {"type": "number", "minimum": 0, "maximum": 1}}}}}}}
+
+
+EXPLAIN_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "maxItems": 1},
+        "method": {"type": "string", "enum": ["gradcam", "gradcam++"]}, "class": {"type": "string"}}}},
+    "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
+        "images": {"type": "array", "items": {"type": "string", "format": "byte"}, "maxItems": 1},
+        "method": {"type": "string", "enum": ["gradcam", "gradcam++"]}, "class": {"type": "string"}}}}}}}
 
 
 def app_from_env() -> FastAPI:

@@ -13,6 +13,7 @@ from cnnmode.deploy.runtime import CALIBRATED, Runner, load_runner
 from cnnmode.deploy.samples import calibration_images
 from cnnmode.rundir import resolve_target
 from cnnmode.serve.batcher import Batcher
+from cnnmode.serve.explain import Explainer
 from cnnmode.serve.images import ImageRejected, Preprocessor
 from cnnmode.serve.metrics import ServeMetrics
 from cnnmode.serve.options import ServeOptions
@@ -49,6 +50,7 @@ class ServedModel:
                                on_batch=self.metrics.batch)
         self.decoder = concurrent.futures.ThreadPoolExecutor(max_workers=options.threads,
                                                              thread_name_prefix="cnnmode-decode")
+        self.explainer = Explainer(where.file) if Explainer.supports(where.file) else None
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.ready = False
 
@@ -58,7 +60,8 @@ class ServedModel:
         return {"file": str(self.file), "name": self.runner.name, "backend": self.runner.backend,
                 "classes": self.runner.classes, "checksum": f"sha256:{self.checksum}",
                 "preprocess": {k: p[k] for k in ("img_size", "mean", "std", "channels")},
-                "max_batch_size": self.options.max_batch_size, "max_wait_ms": self.options.max_wait_ms}
+                "max_batch_size": self.options.max_batch_size, "max_wait_ms": self.options.max_wait_ms,
+                "explain": self.explainer is not None}
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         n = len(batch)
@@ -74,15 +77,23 @@ class ServedModel:
             self._forward(torch.zeros(size, p["channels"], p["img_size"], p["img_size"]))
         self.ready = True
 
+    async def decode(self, blob: bytes) -> torch.Tensor:
+        """One image's bytes → the model's input tensor, on the decode threads (raises ImageRejected)."""
+        return await asyncio.get_running_loop().run_in_executor(self.decoder, self.preprocessor, blob)
+
+    def close(self) -> None:
+        """Stop the decode and explanation threads (after the batcher has drained)."""
+        self.decoder.shutdown(wait=True)
+        if self.explainer is not None:
+            self.explainer.close()
+
     async def classify(self, blobs: list[bytes]) -> list[torch.Tensor | ImageRejected]:
         """Probabilities for each image, or the reason it was rejected; decoding runs in the decode threads."""
-        loop = asyncio.get_running_loop()
         keys = [hashlib.sha256(b).hexdigest() if self.options.cache_size else "" for b in blobs]
         out: list = [self._recall(k) for k in keys]
         todo = [i for i, o in enumerate(out) if o is None]
         with self.batcher.arriving():
-            decoded = await asyncio.gather(*(loop.run_in_executor(self.decoder, self.preprocessor, blobs[i])
-                                             for i in todo), return_exceptions=True)
+            decoded = await asyncio.gather(*(self.decode(blobs[i]) for i in todo), return_exceptions=True)
         good = [(i, x) for i, x in zip(todo, decoded) if isinstance(x, torch.Tensor)]
         for i, x in zip(todo, decoded):
             if not isinstance(x, torch.Tensor):

@@ -1,5 +1,5 @@
 """The web page in a real headless Chromium (Debian's package, driven by Playwright): upload an image, see the
-predicted class and its top-k bars."""
+predicted class and its top-k bars, then tick Grad-CAM and see the heatmap."""
 import shutil
 
 import pytest
@@ -36,7 +36,13 @@ def test_page_classifies_an_uploaded_image(server, tmp_path):
         page.wait_for_selector(".row .label", timeout=30_000)
         labels = page.locator(".row .label").all_inner_texts()
         bars = page.locator(".row").first.locator(".bar").count()
+        page.check("#gradcam")  # shown because the server runs a model.pt
+        page.set_input_files("#files", paths[:1])
+        page.wait_for_selector(".row img.heatmap", timeout=30_000)
+        heatmap = page.locator(".row img.heatmap").first
+        loaded = heatmap.evaluate("img => img.complete && img.naturalWidth")
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         browser.close()
     assert len(labels) == 2 and set(labels) <= {"circle", "square", "stripes"} and bars == 3
+    assert loaded == 224  # the Grad-CAM overlay, enlarged from 32 px
     assert (tmp_path / "page.png").stat().st_size > 10_000
