@@ -1,4 +1,4 @@
-"""Verbs that put a model to work: `predict`, `export`, `bench`, `prune`."""
+"""Verbs that put a model to work: `predict`, `video`, `export`, `bench`, `prune`."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"wrote {write_results(results, Path(args.out))}")
     print(f"{len(results.predictions)} predicted, {len(results.failed)} failed")
     return 1 if results.failed and not results.predictions else 0
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from cnnmode.deploy.video import VideoOptions, run_video
+
+    options = VideoOptions(args.source, args.output, args.show, args.stride, args.threshold, args.topk, args.backend,
+                           args.device, args.batch_size, args.csv, args.max_frames, args.http, args.host)
+    s = run_video(args.artifact, options)
+    lag = f", label {s['latency_ms_p50']:.0f} ms after the frame (median)" if s["latency_ms_p50"] is not None else ""
+    print(f"{s['frames']} frames read, {s['classified']} classified, {s['dropped']} dropped in {s['seconds']:.1f} s "
+          f"({s['fps']:.1f} FPS{lag})" + (" — interrupted" if s["interrupted"] else ""))
+    for what in ("output", "csv"):
+        if s[what]:
+            print(f"wrote {s[what]}")
+    return 130 if s["interrupted"] else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -82,7 +97,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def add_parsers(verbs) -> None:
-    """The predict, export, bench and prune verbs."""
+    """The predict, video, export, bench and prune verbs."""
     p = verbs.add_parser("predict", help="top-k predictions for images, folders or globs",
                          description="Predict with a model.pt artifact, a run folder, or an exported .onnx/.ts file.")
     p.add_argument("artifact", metavar="ARTIFACT")
@@ -92,6 +107,28 @@ def add_parsers(verbs) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", metavar="FILE.csv|.json")
     p.set_defaults(func=cmd_predict)
+
+    p = verbs.add_parser("video", help="classify a camera, a video file or a stream, frame by frame",
+                         description="Classify live video with a model.pt, run folder or exported file: the label and "
+                                     "its confidence drawn on each frame (green at or above --threshold, yellow "
+                                     "below). Files are read frame by frame, none dropped, in batches; cameras and "
+                                     "streams keep only the newest frame, so the label never lags behind.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("--source", default="0", help="a camera index (0), a video file, or a stream URL (rtsp://, "
+                                                 "http://); default: camera 0")
+    p.add_argument("--output", metavar="OUT.avi|.mp4", help="write the annotated video (MJPG .avi, mp4v .mp4)")
+    p.add_argument("--show", action="store_true", help="show a window (q or Esc quits) where a display exists")
+    p.add_argument("--stride", type=int, default=1, help="classify every N-th frame; the others hold the label")
+    p.add_argument("--threshold", type=float, default=0.7, help="confidence at which the label turns green")
+    p.add_argument("--topk", type=int, default=1, help="classes per frame in the CSV; above 1, bars on the frame")
+    p.add_argument("--backend", help="runtime backend for a model.pt: eager, eager-bf16, onnxruntime, ...")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per model call for files (live: 1)")
+    p.add_argument("--csv", metavar="FILE.csv", help="one row per classified frame: index, time, top-k")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--http", type=int, metavar="PORT", help="also stream the annotated frames as MJPEG on PORT")
+    p.add_argument("--host", default="127.0.0.1", help="address for --http (default: this machine only)")
+    p.set_defaults(func=cmd_video)
 
     p = verbs.add_parser("export", help="TorchScript / ONNX / int8 files, each verified by its own runtime",
                          description="Export an artifact (or run folder) and verify every file against the model; "

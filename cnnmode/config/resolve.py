@@ -117,6 +117,7 @@ def validate(cfg: Config) -> None:
         (cfg.train.accum_steps >= 1, "train.accum_steps must be >= 1"),
         (cfg.optim.lr > 0, "optim.lr must be > 0"),
         (0 <= cfg.data.val_split < 1, "data.val_split must be in [0, 1)"),
+        (0 <= cfg.data.calib_split < 0.5, "data.calib_split must be in [0, 0.5)"),
         (0 < cfg.data.test_split < 1, "data.test_split must be in (0, 1)"),
         (cfg.data.subset >= 0, "data.subset must be >= 0"),
         (cfg.data.folds == 0 or cfg.data.folds >= 2, "data.folds must be 0 (off) or >= 2"),

@@ -24,6 +24,8 @@ class DataConfig:
     img_size: int = opt(0, "side length images are resized to (0 = the data's own size for small images, 224 otherwise)")
     val_split: float = opt(0.1, "fraction of train held out for validation (stratified, seeded)")
     test_split: float = opt(0.2, "fraction held out as test when the data has no test/ or val/ folder")
+    calib_split: float = opt(0.02, "fraction of train held out to fit the probability temperature on when there "
+                                   "is no validation split (0 = fit it on training images)")
     folds: int = opt(0, "K-fold cross-validation: cut train into this many stratified folds and validate on "
                      "data.fold (replaces data.val_split; 0 = off)")
     fold: int = opt(0, "with data.folds: the fold (0-based) held out for validation")

@@ -15,6 +15,7 @@ from cnnmode.data.splits import stratified_fold, stratified_holdout, stratified_
 from cnnmode.errors import UsageError
 
 TEST_SEED = 20_260_101  # the carved test split must not move with train.seed
+CALIB_IMAGES = 5000  # training images the temperature is fitted on with data.calib_split=0
 
 
 @dataclass
@@ -31,6 +32,7 @@ class DataBundle:
     source: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
     val_is_test: bool = False
+    calib: TensorLoader | StreamLoader | None = None  # held-out images to fit the temperature on (never test)
 
     def sizes(self) -> dict[str, int]:
         """Images per split."""
@@ -55,6 +57,15 @@ def _assign_splits(found: dict[str, Split], cfg: Config) -> tuple[Split, Split, 
     else:
         return train, test, test, True
     return train, val, test, False
+
+
+def _carve_calib(train: Split, fraction: float) -> tuple[Split, Split]:
+    """(train, calib): without a validation split, `fraction` of train is held out to fit the temperature on;
+    with fraction 0 (or too few images to spare) the temperature is fitted on training images."""
+    if fraction > 0 and len(train.labels) * fraction >= 2 * len(torch.unique(train.labels)):
+        keep, held = stratified_holdout(train.labels, fraction, TEST_SEED)
+        return train.take(keep), train.take(held)
+    return train, train.take(stratified_subset(train.labels, CALIB_IMAGES, TEST_SEED))
 
 
 def _check_classes(source: str, classes: list[str], train: Split, test: Split) -> None:
@@ -102,11 +113,15 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
     classes, channels = found.classes, found.channels
     train, val, test, val_is_test = _assign_splits(found.splits, cfg)
     _check_classes(str(cfg.data.path), classes, train, test)
+    calib = _carve_calib(train, cfg.data.calib_split) if val_is_test else None
+    if calib is not None:
+        train, calib = calib
     if cfg.data.subset:
         # the test sample stays the same for every seed, so runs that differ only in their seed are comparable
         train, val, test = (s.take(stratified_subset(s.labels, cfg.data.subset, seed))
                             for s, seed in ((train, cfg.train.seed), (val, cfg.train.seed), (test, TEST_SEED)))
         val = test if val_is_test else val
+        calib = calib.take(stratified_subset(calib.labels, cfg.data.subset, TEST_SEED)) if calib is not None else None
     if len(torch.unique(train.labels)) < 2:
         raise UsageError(f"{cfg.data.path}: training split has fewer than 2 classes with readable images")
     img_size = cfg.data.img_size or found.native_size or 224
@@ -126,6 +141,8 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
                        stream_transforms(cfg.aug, img_size, channels, mean, std, is_train)),
             bs, train=is_train, aug=cfg.aug, workers=cfg.data.workers, seed=cfg.train.seed, **common)
     bs, ebs = cfg.train.batch_size, cfg.train.eval_batch_size
-    return DataBundle(train=make(train, bs, True), val=make(val, ebs, False), test=make(test, ebs, False),
+    val_loader = make(val, ebs, False)
+    calib_loader = make(calib, ebs, False) if calib is not None else val_loader
+    return DataBundle(train=make(train, bs, True), val=val_loader, test=make(test, ebs, False),
                       classes=classes, mean=mean, std=std, channels=channels, img_size=img_size,
-                      source=str(cfg.data.path), skipped=found.skipped, val_is_test=val_is_test)
+                      source=str(cfg.data.path), skipped=found.skipped, val_is_test=val_is_test, calib=calib_loader)

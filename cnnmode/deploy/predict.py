@@ -68,7 +68,7 @@ class Predictor:
             results.failed += [(str(p), r) for p, r in failed]
             if not ok:
                 continue
-            probs = self.logits(batch).softmax(1)
+            probs = self.runner.probabilities(self.logits(batch))
             top = probs.topk(k, dim=1)
             for path, values, indices in zip(ok, top.values.tolist(), top.indices.tolist()):
                 pairs = [(self.classes[i], float(v)) for i, v in zip(indices, values)]

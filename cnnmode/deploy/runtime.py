@@ -39,10 +39,15 @@ class Runner:
     classes: list[str]
     forward: Forward
     name: str = ""  # the model's registry name
+    temperature: float = 1.0  # logits are divided by it before the softmax (fitted after training; 1 if not)
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return self.forward(batch.float().contiguous())
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities from this runner's logits."""
+        return (logits.float() / self.temperature).softmax(-1)
 
 
 def ort_session(path: Path) -> Forward:
@@ -147,7 +152,7 @@ def _exported(path: Path, backend: str | None, device: str | torch.device) -> Ru
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still what users ship
             module = torch.jit.load(str(path), map_location=device).eval()
         forward = lambda x: module(x.to(device)).float().cpu()  # noqa: E731
-    return Runner(natural, meta, meta["classes"], forward, meta.get("model", ""))
+    return Runner(natural, meta, meta["classes"], forward, meta.get("model", ""), meta.get("temperature", 1.0))
 
 
 def load_runner(source: Artifact | Target | str | Path, backend: str | None = None,
@@ -163,4 +168,5 @@ def load_runner(source: Artifact | Target | str | Path, backend: str | None = No
     build = BACKENDS.get(backend)
     if backend in CALIBRATED and calib is None:
         raise UsageError(f"the {backend} backend calibrates on real images: pass --data PATH (or give a run folder)")
-    return Runner(backend, source.preprocess, source.classes, build(source, torch.device(device), calib), source.name)
+    return Runner(backend, source.preprocess, source.classes, build(source, torch.device(device), calib), source.name,
+                  source.preprocess.get("temperature", 1.0))

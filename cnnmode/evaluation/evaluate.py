@@ -19,7 +19,7 @@ from cnnmode.engine.device import Precision, pick_device, pick_precision
 from cnnmode.engine.loop import predict_logits
 from cnnmode.errors import UsageError
 from cnnmode.evaluation import figures
-from cnnmode.evaluation.metrics import classification_report, compute_metrics
+from cnnmode.evaluation.metrics import classification_report, compute_metrics, expected_calibration_error
 from cnnmode.evaluation.plotting import to_display
 from cnnmode.evaluation.report import write_report
 from cnnmode.files import atomic_write_text
@@ -58,21 +58,26 @@ def predictions_table(labels: np.ndarray, probs: np.ndarray, classes: list[str],
 
 def evaluate_model(model: nn.Module, loader, classes: list[str], mean: list[float], std: list[float], out_dir: Path,
                    precision: Precision, device: torch.device, tta: bool = False, seed: int = 0,
-                   shift: int = 0) -> dict:
-    """Run `model` over `loader` and write metrics.json, predictions.csv, classification_report.txt and plots."""
+                   shift: int = 0, temperature: float = 1.0) -> dict:
+    """Run `model` over `loader` and write metrics.json, predictions.csv, classification_report.txt and plots;
+    probabilities are softmax(logits / temperature)."""
     logits, labels = predict_logits(model, loader, precision, device, tta, shift)
-    return write_evaluation(logits, labels, loader, classes, mean, std, out_dir, seed)
+    return write_evaluation(logits, labels, loader, classes, mean, std, out_dir, seed, temperature)
 
 
 def write_evaluation(logits: torch.Tensor, labels_t: torch.Tensor, loader, classes: list[str], mean: list[float],
-                     std: list[float], out_dir: Path, seed: int = 0) -> dict:
+                     std: list[float], out_dir: Path, seed: int = 0, temperature: float = 1.0) -> dict:
     """metrics.json, predictions.csv, classification_report.txt and plots from any classifier's scores.
 
-    `loader` is the (unshuffled) split the scores came from; its images illustrate the mistakes.
+    `loader` is the (unshuffled) split the scores came from; its images illustrate the mistakes. With a fitted
+    `temperature`, the metrics also give the calibration error without it (`ece_uncalibrated`).
     """
     out_dir = Path(out_dir)
-    probs, labels = logits.float().softmax(1).numpy().astype(np.float64), labels_t.numpy()
+    probs, labels = (logits.float() / temperature).softmax(1).numpy().astype(np.float64), labels_t.numpy()
     metrics = compute_metrics(labels, probs, classes)
+    metrics["temperature"] = temperature
+    raw = logits.float().softmax(1).numpy()
+    metrics["ece_uncalibrated"] = expected_calibration_error(raw.max(1), raw.argmax(1) == labels)[0]
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     atomic_write_text(out_dir / "predictions.csv", predictions_table(labels, probs, classes,
                                                                      getattr(loader, "names", None)))
@@ -120,7 +125,8 @@ def run_eval(target: str, data: str | None = None, split: str = "test", out: str
     out_dir = Path(out) if out else where.home / "eval"
     metrics = evaluate_model(art.model, getattr(bundle, split), art.classes, art.preprocess["mean"],
                              art.preprocess["std"], out_dir, pick_precision(cfg.train.amp, dev), dev,
-                             cfg.train.tta, cfg.train.seed, cfg.train.tta_translate)
+                             cfg.train.tta, cfg.train.seed, cfg.train.tta_translate,
+                             art.preprocess.get("temperature", 1.0))
     if where.run is not None and out is None:
         write_report(where.run.path)
     return out_dir, metrics

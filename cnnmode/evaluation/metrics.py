@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn import metrics as skm
 
 
@@ -17,6 +18,25 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         ece += abs(acc - conf) * n / max(len(confidence), 1)
         table.append({"low": float(lo), "high": float(hi), "count": n, "accuracy": acc, "confidence": conf})
     return ece, table
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Temperature scaling (Guo et al., 2017): the T > 0 that minimises the negative log-likelihood of
+    softmax(logits / T) on held-out images. Dividing by T never changes the predicted class."""
+    logits, labels = logits.detach().float().cpu(), labels.detach().long().cpu()
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    t = float(log_t.exp())
+    return round(t, 4) if np.isfinite(t) and 0.01 < t < 100 else 1.0
 
 
 def top_confused(cm: np.ndarray, classes: list[str], k: int = 10) -> list[dict]:

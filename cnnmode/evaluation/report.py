@@ -72,7 +72,9 @@ def build_report(run_dir: Path) -> str:
         parts += ["<h2>Metrics</h2>",
                   _table(["metric", "value"], [[k, _pct(ev[k])] for k in (
                       "accuracy", "top5", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
-                      "recall_weighted", "f1_weighted", "ece")] + [["loss", f"{ev['loss']:.4f}"]]),
+                      "recall_weighted", "f1_weighted", "ece")] + [["loss", f"{ev['loss']:.4f}"]]
+                         + ([["ECE before temperature scaling", _pct(ev["ece_uncalibrated"])],
+                             ["temperature", f"{ev['temperature']:.3f}"]] if "temperature" in ev else [])),
                   "<h3>Per class</h3>",
                   _table(["class", "accuracy", "precision", "recall", "F1", "support"],
                          [[c, _pct(v["accuracy"]), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]),

@@ -1,7 +1,7 @@
 """`create_app`: the FastAPI application of `cnnmode serve` (also usable inside another ASGI server).
 
-POST /v1/predict (multipart files or JSON base64 images), POST /v1/explain (Grad-CAM), GET /v1/model, /healthz, /readyz, /metrics, and the web
-page at /. Every error is a JSON `{"error": ...}` with its status; the server keeps serving.
+POST /v1/predict (multipart files or JSON base64 images), POST /v1/explain (Grad-CAM), GET /v1/model, /healthz,
+/readyz, /metrics, and the web page at /. Every error is a JSON `{"error": ...}` with its status; the server keeps serving.
 """
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ class Explainer:
     def _explain(self, image: torch.Tensor, method: str, target: str | None) -> dict:
         art, model, layer_name, layer = self._load()
         with torch.no_grad():
-            probs = model(image[None].float()).softmax(-1)[0]
+            probs = (model(image[None].float()) / art.preprocess.get("temperature", 1.0)).softmax(-1)[0]
         if target is None:
             index = int(probs.argmax())
         elif target in art.classes:

@@ -59,7 +59,8 @@ class ServedModel:
         p = self.runner.preprocess
         return {"file": str(self.file), "name": self.runner.name, "backend": self.runner.backend,
                 "classes": self.runner.classes, "checksum": f"sha256:{self.checksum}",
-                "preprocess": {k: p[k] for k in ("img_size", "mean", "std", "channels")},
+                "preprocess": {k: p[k] for k in ("img_size", "mean", "std", "channels")}
+                | {"temperature": self.runner.temperature},
                 "max_batch_size": self.options.max_batch_size, "max_wait_ms": self.options.max_wait_ms,
                 "explain": self.explainer is not None}
 
@@ -99,7 +100,7 @@ class ServedModel:
             if not isinstance(x, torch.Tensor):
                 out[i] = x if isinstance(x, ImageRejected) else ImageRejected(415, f"{type(x).__name__}: {x}")
         if good:
-            probs = (await self.batcher.infer(torch.stack([x for _, x in good]))).float().softmax(-1)
+            probs = self.runner.probabilities(await self.batcher.infer(torch.stack([x for _, x in good])))
             for (i, _), p in zip(good, probs):
                 out[i] = p
                 self._remember(keys[i], p)

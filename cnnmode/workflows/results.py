@@ -15,6 +15,7 @@ from cnnmode.engine import qat
 from cnnmode.engine.fit import FitResult, Job
 from cnnmode.engine.loop import predict_logits
 from cnnmode.evaluation.evaluate import evaluate_model, gather_images
+from cnnmode.evaluation.metrics import fit_temperature
 from cnnmode.evaluation.plots import predictions_figure, training_curves
 from cnnmode.evaluation.report import write_report
 from cnnmode.files import atomic_write_text, torch_load
@@ -41,9 +42,11 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
     cfg, run, data, state = job.cfg, job.run, job.data, result.state
     setup, eval_model = job.parts.setup, job.parts.eval_model
     getattr(eval_model, "_orig_mod", eval_model).load_state_dict(torch_load(run.best)["model"])
+    temperature = fit_temperature(*predict_logits(eval_model, data.calib or data.val, setup.precision, setup.device,
+                                                  cfg.train.tta, cfg.train.tta_translate))
     ev = evaluate_model(eval_model, data.test, data.classes, data.mean, data.std, run.eval, setup.precision,
-                        setup.device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate)
-    test = {k: ev[k] for k in ("accuracy", "top5", "loss", "f1_macro", "ece")}
+                        setup.device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate, temperature)
+    test = {k: ev[k] for k in ("accuracy", "top5", "loss", "f1_macro", "ece", "ece_uncalibrated", "temperature")}
     if data.val_is_test:  # the final model (with shift TTA) may be the first to reach the target
         state.note_target(cfg.train.target_accuracy, test["accuracy"])
     params = sum(p.numel() for p in eval_model.parameters())
@@ -60,29 +63,32 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
         metrics["qat"] = qat.finish_qat(eval_model, float_model, data.test, run.export / "model-int8-qat.ts")
         artifact_model = float_model
     atomic_write_text(run.metrics, json.dumps(metrics, indent=2))
-    preprocess = {"img_size": data.img_size, "mean": data.mean, "std": data.std, "channels": data.channels}
+    preprocess = {"img_size": data.img_size, "mean": data.mean, "std": data.std, "channels": data.channels,
+                  "temperature": temperature}
     save_artifact(run.model, artifact_model, cfg.model.name, model_args, data.classes, preprocess,
                   {"test": test, "recipe": cfg.recipe, "best_epoch": state.best_epoch})
-    _plots(job, state.history, eval_model)
+    _plots(job, state.history, eval_model, temperature)
     write_report(run.path)
     job.reporter.table(f"{cfg.recipe or cfg.model.name}: results", _summary_rows(job, metrics, state))
 
 
-def _plots(job: Job, history: list[dict], eval_model: nn.Module) -> None:
+def _plots(job: Job, history: list[dict], eval_model: nn.Module, temperature: float) -> None:
     data, setup = job.data, job.parts.setup
     training_curves(history, job.run.plots / "training_curves.png")
     pick = torch.randperm(len(data.test.labels), generator=torch.Generator().manual_seed(job.cfg.train.seed))[:6]
     images = gather_images(data.test, pick.tolist())
     logits, _ = predict_logits(eval_model, [(images.to(setup.device), data.test.labels[pick])], setup.precision,
                                setup.device)
-    predictions_figure(history, images, data.test.labels[pick], logits.softmax(1), data.classes, data.mean,
-                       data.std, job.run.plots / "predictions.png")
+    predictions_figure(history, images, data.test.labels[pick], (logits / temperature).softmax(1), data.classes,
+                       data.mean, data.std, job.run.plots / "predictions.png")
 
 
 def _summary_rows(job: Job, metrics: dict, state) -> list[tuple[str, str]]:
     cfg, test = job.cfg, metrics["test"]
     rows = [("test accuracy", f"{100 * test['accuracy']:.2f}%"), ("test top-5", f"{100 * test['top5']:.2f}%"),
             ("test F1 macro", f"{100 * test['f1_macro']:.2f}%"), ("test loss", f"{test['loss']:.4f}"),
+            ("calibration", f"ECE {100 * test['ece_uncalibrated']:.1f}% → {100 * test['ece']:.1f}% with "
+                            f"temperature {test['temperature']:.2f}"),
             ("kept epoch", f"{state.best_epoch} (last; no validation split)") if job.data.val_is_test else
             ("best epoch", f"{state.best_epoch} (val {100 * state.best_acc:.2f}%)"),
             ("train time", f"{state.train_time_s:.1f} s ({metrics['images_per_s']:.0f} img/s)"),

@@ -1,0 +1,169 @@
+"""Video speed: `cnnmode video` against a reference loop written the way the seed's ai.py is, on the same file.
+
+    python benchmarks/video_speed.py RUN_OR_ARTIFACT [RUN_OR_ARTIFACT ...] [--rounds 3] [--seconds 30]
+
+Generates a 640x480, 30 FPS video (CIFAR-10 test images, enlarged and drifting), then for each model times, end
+to end (decode → classify → overlay → write an MJPG .avi), the reference loop (per frame: PIL conversion,
+torchvision transforms, a batch-1 forward, putText, write) and `cnnmode video` (the run_video API with its
+defaults, and with --backend eager-bf16), alternating round by round; medians are quoted. Then a live source:
+the same file replayed at its real frame rate through LiveSource, where the frame-to-label lag must not grow.
+Prints the probe before and after.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torchvision import transforms  # noqa: E402
+
+from cnnmode.artifact import load_artifact  # noqa: E402
+from cnnmode.deploy.video import LiveSource, VideoOptions, classify_frames, run_video  # noqa: E402
+from time_to_accuracy import probe  # noqa: E402
+
+DATASET = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+
+def cifar_images(n: int = 30) -> list[np.ndarray]:
+    """The first n test JPEGs of the shared CIFAR-10 copy as BGR arrays (noise if the copy is missing)."""
+    out = []
+    if DATASET.exists():
+        with tarfile.open(DATASET) as tar:
+            for member in tar:
+                if "/test/" in member.name and member.isfile():
+                    out.append(cv2.imdecode(np.frombuffer(tar.extractfile(member).read(), np.uint8), cv2.IMREAD_COLOR))
+                    if len(out) == n:
+                        break
+    return out or [np.random.default_rng(i).integers(0, 255, (32, 32, 3), np.uint8) for i in range(n)]
+
+
+def make_video(path: Path, seconds: int, fps: int = 30, size: tuple[int, int] = (640, 480)) -> Path:
+    """One CIFAR image per second, enlarged to 400x400 and drifting across a grey 640x480 frame."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    images = [cv2.resize(img, (400, 400), interpolation=cv2.INTER_CUBIC) for img in cifar_images(seconds)]
+    for i in range(seconds * fps):
+        frame = np.full((size[1], size[0], 3), 90, np.uint8)
+        x, y = 20 + (i * 4) % 200, 40
+        frame[y:y + 400, x:x + 400] = images[(i // fps) % len(images)]
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def reference_loop(target: str, video: Path, out: Path) -> int:
+    """The seed's ai.py way: PIL, torchvision transforms, batch-1 forward, putText, write; returns frames."""
+    art = load_artifact(target)
+    model, p = art.model.eval(), art.preprocess
+    tf = transforms.Compose([transforms.Resize(p["img_size"]), transforms.CenterCrop(p["img_size"]),
+                             transforms.ToTensor(), transforms.Normalize(p["mean"], p["std"])])
+    cap = cv2.VideoCapture(str(video))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), cap.get(cv2.CAP_PROP_FPS),
+                             (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))))
+    frames = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        image = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        with torch.no_grad():
+            probs = model(tf(image).unsqueeze(0)).softmax(1)[0]
+        conf, idx = probs.max(0)
+        colour = (0, 255, 0) if conf >= 0.7 else (0, 255, 255)
+        cv2.putText(frame, f"{art.classes[int(idx)]}: {100 * float(conf):.1f}%", (10, 30), cv2.FONT_HERSHEY_SIMPLEX,
+                    1, colour, 2)
+        writer.write(frame)
+        frames += 1
+    cap.release()
+    writer.release()
+    return frames
+
+
+def ours(target: str, video: Path, out: Path, backend: str | None) -> int:
+    summary = run_video(target, VideoOptions(source=str(video), output=str(out), backend=backend), say=lambda s: None)
+    return summary["frames"]
+
+
+class PacedFile:
+    """A cv2.VideoCapture over a file that gives frames no faster than the file's frame rate: a stand-in camera."""
+
+    def __init__(self, path: str) -> None:
+        self.cap = cv2.VideoCapture(path)
+        self.period, self.next = 1 / self.cap.get(cv2.CAP_PROP_FPS), time.perf_counter()
+
+    def isOpened(self) -> bool:
+        return self.cap.isOpened()
+
+    def get(self, prop):
+        return self.cap.get(prop)
+
+    def read(self):
+        self.next += self.period
+        time.sleep(max(0.0, self.next - time.perf_counter()))
+        return self.cap.read()
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+def live_lag(target: str, video: Path, backend: str | None) -> dict:
+    """The file replayed at its frame rate as a live source: lag in the first and last quarter, drops."""
+    source = LiveSource(str(video), opener=PacedFile, reopen=0)
+    results = []
+    try:
+        for r in classify_frames(source.frames(), target, backend=backend):
+            results.append((r.frame.time_s, r.latency_ms))
+    except Exception:  # the replay ends as a "stalled stream": that is the end of the measurement
+        pass
+    source.close()
+    n = len(results)
+    lags = [lag for _, lag in results]
+    return {"classified": n, "read": source.read, "dropped": source.dropped,
+            "lag_first_ms": statistics.median(lags[: n // 4]), "lag_last_ms": statistics.median(lags[-n // 4:])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("targets", nargs="+", help="run folders or model.pt files")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=30)
+    args = ap.parse_args()
+    print(f"probe before: {probe()} img/s")
+    tmp = Path(tempfile.mkdtemp(prefix="video-speed-"))
+    video = make_video(tmp / "clip.avi", args.seconds)
+    print(f"video: 640x480, 30 FPS, {args.seconds} s ({args.seconds * 30} frames), MJPG")
+    runs = {"reference (ai.py way)": lambda t, o: reference_loop(t, video, o),
+            "cnnmode video": lambda t, o: ours(t, video, o, None),
+            "cnnmode video --backend eager-bf16": lambda t, o: ours(t, video, o, "eager-bf16")}
+    for target in args.targets:
+        art = load_artifact(target)
+        print(f"\n{art.name} at {art.preprocess['img_size']} px ({target})")
+        fps: dict[str, list[float]] = {name: [] for name in runs}
+        for r in range(args.rounds):
+            for name, run in runs.items():  # alternating, round by round
+                start = time.perf_counter()
+                frames = run(target, tmp / "out.avi")
+                fps[name].append(frames / (time.perf_counter() - start))
+                print(f"  round {r + 1} {name:<36} {fps[name][-1]:7.1f} FPS ({frames} frames)", flush=True)
+        base = statistics.median(fps["reference (ai.py way)"])
+        for name, values in fps.items():
+            print(f"  median {name:<35} {statistics.median(values):7.1f} FPS  {statistics.median(values) / base:5.2f}x")
+        lag = live_lag(target, video, None)
+        print(f"  live at 30 FPS: {lag['classified']} classified of {lag['read']} read ({lag['dropped']} dropped); "
+              f"lag {lag['lag_first_ms']:.0f} ms in the first quarter, {lag['lag_last_ms']:.0f} ms in the last")
+    print(f"probe after: {probe()} img/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Frames → predictions with exactly the artifact's preprocessing (the same as `cnnmode predict` on the frame
+saved as a PNG), in batches, every `stride`-th frame, holding the last label in between."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnmode.data.preprocess import transform_for
+from cnnmode.deploy.runtime import Runner, load_runner
+from cnnmode.deploy.video.sources import Frame
+from cnnmode.errors import UsageError
+
+
+@dataclass
+class FrameResult:
+    """One frame with its top-k (class, probability) pairs; `classified` is False for a frame that holds the
+    label of the last classified one (`--stride`). `latency_ms`: from reading the frame to having its label."""
+    frame: Frame
+    top: list[tuple[str, float]]
+    classified: bool
+    latency_ms: float
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.top[0][1]
+
+
+class FrameClassifier:
+    """BGR frames from OpenCV → class probabilities, preprocessed as the artifact says."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.channels = runner.preprocess["channels"]
+        self.transform = transform_for(runner.preprocess)
+
+    def tensor(self, bgr: np.ndarray) -> torch.Tensor:
+        """One frame as the model's input: BGR → RGB (or PIL's grey for 1-channel models), resize, crop, normalise."""
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if self.channels == 1:
+            return self.transform(Image.fromarray(rgb).convert("L"))
+        return self.transform(rgb)
+
+    def probabilities(self, images: list[np.ndarray]) -> torch.Tensor:
+        """(N, classes) probabilities for BGR frames."""
+        return self.runner.probabilities(self.runner(torch.stack([self.tensor(i) for i in images])))
+
+
+def _runner(model: str | Path | Runner, backend: str | None, device: str) -> Runner:
+    return model if isinstance(model, Runner) else load_runner(model, backend, device)
+
+
+def classify_frames(frames: Iterable[Frame | np.ndarray], model: str | Path | Runner, *, backend: str | None = None,
+                    device: str = "cpu", batch_size: int = 1, stride: int = 1, topk: int = 5
+                    ) -> Iterator[FrameResult]:
+    """One FrameResult per frame, in order. Every `stride`-th frame is classified (in batches of `batch_size`);
+    the frames between hold the last label. `frames` may be plain BGR arrays (as OpenCV reads them) or Frames;
+    a Frame whose image is None (grabbed, not decoded) must not fall on a classified index."""
+    if batch_size < 1 or stride < 1 or topk < 1:
+        raise UsageError(f"--batch-size, --stride and --topk must be >= 1 (got {batch_size}, {stride}, {topk})")
+    classifier = FrameClassifier(_runner(model, backend, device))
+    classes = classifier.runner.classes
+    k = min(topk, len(classes))
+    pending: list[tuple[Frame, bool]] = []  # (frame, whether it is classified) since the last batch
+    last: list[tuple[str, float]] | None = None
+    for n, item in enumerate(frames):
+        frame = item if isinstance(item, Frame) else Frame(n, float(n), item, time.perf_counter())
+        pending.append((frame, n % stride == 0))
+        if sum(chosen for _, chosen in pending) >= batch_size:
+            results, last = _flush(pending, classifier, classes, k, last)
+            yield from results
+            pending = []
+    if pending:
+        yield from _flush(pending, classifier, classes, k, last)[0]
+
+
+def _flush(pending: list[tuple[Frame, bool]], classifier: FrameClassifier, classes: list[str], k: int,
+           last: list[tuple[str, float]] | None) -> tuple[list[FrameResult], list[tuple[str, float]] | None]:
+    chosen = [f for f, c in pending if c]
+    tops: list[list[tuple[str, float]]] = []
+    if chosen:
+        if any(f.image is None for f in chosen):
+            raise ValueError("a frame to classify was grabbed without decoding")
+        top = classifier.probabilities([f.image for f in chosen]).topk(k, dim=1)
+        tops = [[(classes[i], float(v)) for i, v in zip(ix, vs)] for vs, ix in zip(top.values.tolist(),
+                                                                               top.indices.tolist())]
+    done = time.perf_counter()
+    out, answers = [], iter(tops)
+    for f, c in pending:
+        last = next(answers) if c else last  # the first frame is always classified, so `last` is set
+        out.append(FrameResult(f, last, c, 1000 * (done - f.read_at)))
+    return out, last

@@ -1,0 +1,118 @@
+"""`cnnmode video`: a source → classify_frames → overlay → video file / CSV / window / MJPEG, with a summary."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from cnnmode.deploy.runtime import load_runner
+from cnnmode.deploy.video.classify import classify_frames
+from cnnmode.deploy.video.mjpeg import MjpegServer
+from cnnmode.deploy.video.outputs import CODECS, CsvOutput, VideoOutput, Window, check_output, window_problem
+from cnnmode.deploy.video.overlay import draw
+from cnnmode.deploy.video.sources import open_source
+from cnnmode.errors import UsageError
+
+
+@dataclass
+class VideoOptions:
+    """Everything `cnnmode video` takes besides the model."""
+    source: str = "0"
+    output: str | None = None
+    show: bool = False
+    stride: int = 1
+    threshold: float = 0.7
+    topk: int = 1
+    backend: str | None = None
+    device: str = "cpu"
+    batch_size: int = 8
+    csv: str | None = None
+    max_frames: int | None = None
+    http: int | None = None
+    host: str = "127.0.0.1"
+
+    def check(self) -> VideoOptions:
+        """Refuse bad values and unusable outputs before any capture starts."""
+        if self.stride < 1 or self.batch_size < 1 or self.topk < 1 or not 0 <= self.threshold <= 1:
+            raise UsageError("--stride, --batch-size and --topk must be >= 1 and --threshold in [0, 1]")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UsageError("--max-frames must be >= 1")
+        if self.http is not None and not 0 <= self.http < 65536:
+            raise UsageError(f"--http takes a port number (0-65535), got {self.http}")
+        check_output(self.output, CODECS, "--output")
+        check_output(self.csv, (".csv",), "--csv")
+        return self
+
+
+class _Fps:
+    """Frames per second, smoothed (exponential average of the per-frame rate)."""
+
+    def __init__(self) -> None:
+        self.value, self.last = 0.0, None
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        if self.last is not None and now > self.last:
+            rate = 1 / (now - self.last)
+            self.value = rate if not self.value else 0.9 * self.value + 0.1 * rate
+        self.last = now
+        return self.value
+
+
+def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = print) -> dict:
+    """Classify a video source end to end; returns the summary (also for Ctrl-C, with `interrupted`)."""
+    options.check()
+    runner = load_runner(target, options.backend, options.device)
+    source = open_source(options.source)
+    window = None
+    if options.show:
+        problem = window_problem()
+        if problem:
+            say(f"--show: {problem}; running headless")
+        else:
+            window = Window()
+    drawing = bool(options.output or window or options.http is not None)
+    video = VideoOutput(check_output(options.output, CODECS, "--output"), source.fps, source.size) \
+        if options.output else None
+    table = CsvOutput(check_output(options.csv, (".csv",), "--csv"), min(options.topk, len(runner.classes))) \
+        if options.csv else None
+    stream = MjpegServer(options.http, options.host) if options.http is not None else None
+    if stream:
+        say(f"watch it at {stream.url}")
+    batch = 1 if source.live else options.batch_size  # live: the newest frame at once, never a queue of them
+    frames = source.frames(decode=lambda i: drawing or i % options.stride == 0)
+    summary = {"source": options.source, "live": source.live, "fps_source": source.fps, "frames": 0,
+               "classified": 0, "interrupted": False}
+    fps, latencies, start = _Fps(), [], time.perf_counter()
+    try:
+        for result in classify_frames(frames, runner, batch_size=batch, stride=options.stride, topk=options.topk):
+            summary["frames"] += 1
+            rate = fps.tick()
+            if result.classified:
+                summary["classified"] += 1
+                latencies.append(result.latency_ms)
+                if table:
+                    table.write(result.frame.index, result.frame.time_s, result.top)
+            if drawing:
+                image = draw(result.frame.image, result.top, options.threshold, options.topk > 1, rate,
+                             result.latency_ms)
+                if video:
+                    video.write(image)
+                if stream:
+                    stream.publish(image)
+                if window and not window.show(image):
+                    break
+            if options.max_frames and summary["frames"] >= options.max_frames:
+                break
+    except KeyboardInterrupt:
+        summary["interrupted"] = True
+    finally:
+        for part in (source, video, table, stream, window):
+            if part is not None:
+                part.close()
+    elapsed = time.perf_counter() - start
+    summary |= {"read": source.read, "dropped": source.dropped, "seconds": round(elapsed, 2),
+                "fps": round(summary["frames"] / elapsed, 2) if elapsed > 0 else 0.0,
+                "latency_ms_p50": round(sorted(latencies)[len(latencies) // 2], 1) if latencies else None,
+                "output": options.output, "csv": options.csv}
+    return summary

@@ -1,0 +1,138 @@
+"""`cnnmode video` end to end: the annotated file, the CSV, the overlay's colours, MJPEG, Ctrl-C, bad input."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from cnnmode.deploy.video.mjpeg import MjpegServer
+from cnnmode.deploy.video.overlay import GREEN, YELLOW, draw
+from tests.conftest import run_cli
+from tests.deploy.video.conftest import write_video
+
+
+def _frame_count(path) -> int:
+    cap, n = cv2.VideoCapture(str(path)), 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+def test_annotated_video_and_csv(trained_run, video, tmp_path):
+    out, table = tmp_path / "out.avi", tmp_path / "labels.csv"
+    r = run_cli("video", str(trained_run), "--source", str(video), "--output", str(out), "--csv", str(table),
+                "--topk", "2", "--stride", "2")
+    assert r.returncode == 0, r.stderr
+    assert "30 frames read, 15 classified, 0 dropped" in r.stdout
+    assert _frame_count(out) == 30 and cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == 10
+    rows = table.read_text().splitlines()
+    assert rows[0] == "frame,time_s,top1,prob1,top2,prob2" and len(rows) == 16
+    assert [int(row.split(",")[0]) for row in rows[1:]] == list(range(0, 30, 2))
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_mp4_and_max_frames(trained_run, video, tmp_path):
+    r = run_cli("video", str(trained_run), "--source", str(video), "--output", str(tmp_path / "o.mp4"),
+                "--max-frames", "12")
+    assert r.returncode == 0, r.stderr
+    assert _frame_count(tmp_path / "o.mp4") == 12
+
+
+def test_overlay_colour_follows_the_threshold():
+    def colours(confidence):
+        image = draw(np.zeros((240, 320, 3), np.uint8), [("cat", confidence)], threshold=0.7)
+        pixels = image.reshape(-1, 3)
+        return (pixels == GREEN).all(1).sum(), (pixels == YELLOW).all(1).sum()
+
+    confident, unsure = colours(0.9), colours(0.5)
+    assert confident[0] > 50 and confident[1] == 0
+    assert unsure[1] > 50 and unsure[0] == 0
+
+
+def test_mjpeg_stream_sends_jpeg_frames():
+    server, stop = MjpegServer(0), threading.Event()
+
+    def publish():
+        i = 0
+        while not stop.is_set():
+            server.publish(np.full((48, 64, 3), i % 256, np.uint8))
+            i += 1
+            time.sleep(0.02)
+
+    threading.Thread(target=publish, daemon=True).start()
+    try:
+        assert "<img src='/stream'" in httpx.get(server.url).text
+        data = b""
+        with httpx.stream("GET", server.url + "stream", timeout=10) as r:
+            assert r.headers["content-type"] == "multipart/x-mixed-replace; boundary=cnnmodeframe"
+            for chunk in r.iter_bytes():
+                data += chunk
+                if data.count(b"Content-Type: image/jpeg") >= 3:
+                    break
+        assert data.startswith(b"--cnnmodeframe") and data.count(b"\xff\xd8") >= 2  # JPEG starts
+        assert httpx.get(server.url + "nope").status_code == 404
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_show_without_a_display_runs_headless(trained_run, video):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run([sys.executable, "-m", "cnnmode", "video", str(trained_run), "--source", str(video), "--show",
+                        "--max-frames", "3"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "--show: no display; running headless" in r.stdout
+
+
+def test_ctrl_c_leaves_a_playable_file_and_a_summary(trained_run, tmp_path):
+    long = write_video(tmp_path / "long.avi", frames=4000, size=64)
+    out = tmp_path / "out.avi"
+    proc = subprocess.Popen([sys.executable, "-m", "cnnmode", "video", str(trained_run), "--source", str(long),
+                             "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / ".out.partial.avi"
+    deadline = time.monotonic() + 120
+    while not (partial.exists() and partial.stat().st_size > 10_000) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout and "frames read" in stdout
+    assert 0 < _frame_count(out) < 4000 and not partial.exists()
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--output", "/no/such/folder/out.avi"], 2, "does not exist"),
+    (["--output", "out.mkv"], 2, "unsupported extension; use one of .avi, .mp4"),
+    (["--csv", "labels.txt"], 2, "use one of .csv"),
+    (["--stride", "0"], 2, "--stride"),
+])
+def test_bad_options_are_refused_before_capture(trained_run, video, tmp_path, args, code, words):
+    r = run_cli("video", str(trained_run), "--source", str(video), *args, cwd=tmp_path)
+    assert r.returncode == code and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("source, code, words", [
+    ("missing.avi", 2, "no such video file"),
+    ("7", 1, "cannot open camera 7"),
+    ("http://127.0.0.1:9/feed", 1, "cannot open http://127.0.0.1:9/feed"),
+])
+def test_bad_sources_exit_with_one_line(trained_run, tmp_path, source, code, words):
+    r = run_cli("video", str(trained_run), "--source", source, cwd=tmp_path)
+    assert r.returncode == code and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_show_under_xvfb_when_it_can(trained_run, video):
+    import shutil
+
+    gui = next((line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")), "")
+    if shutil.which("xvfb-run") is None or "NONE" in gui.upper():
+        pytest.skip("needs xvfb-run and an OpenCV with GUI support (the default opencv-python-headless has none)")
+    r = subprocess.run(["xvfb-run", "-a", sys.executable, "-m", "cnnmode", "video", str(trained_run), "--source",
+                        str(video), "--show", "--max-frames", "5"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "running headless" not in r.stdout, r.stderr
