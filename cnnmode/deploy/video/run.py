@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,18 +46,18 @@ class VideoOptions:
 
 
 class _Fps:
-    """Frames per second, smoothed (exponential average of the per-frame rate)."""
+    """Frames per second over the last two seconds (batches of frames arrive together, so a per-frame rate jumps)."""
 
-    def __init__(self) -> None:
-        self.value, self.last = 0.0, None
+    def __init__(self, window_s: float = 2.0) -> None:
+        self.window_s, self.times = window_s, deque()
 
     def tick(self) -> float:
         now = time.perf_counter()
-        if self.last is not None and now > self.last:
-            rate = 1 / (now - self.last)
-            self.value = rate if not self.value else 0.9 * self.value + 0.1 * rate
-        self.last = now
-        return self.value
+        self.times.append(now)
+        while now - self.times[0] > self.window_s:
+            self.times.popleft()
+        span = now - self.times[0]
+        return (len(self.times) - 1) / span if span > 0.2 else 0.0
 
 
 def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = print) -> dict:
