@@ -27,6 +27,11 @@ class Artifact:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def temperature(self) -> float:
+        """What the logits are divided by before the softmax (fitted after training; 1 for older artifacts)."""
+        return self.preprocess.get("temperature", 1.0)
+
+    @property
     def params(self) -> int:
         """Number of parameters."""
         return sum(p.numel() for p in self.model.parameters())

@@ -32,7 +32,8 @@ def add_parsers(verbs) -> None:
     """The serve verb."""
     p = verbs.add_parser("serve", help="serve a model over HTTP: API with dynamic batching, metrics, web page",
                          description="Serve a run folder, model.pt artifact or exported .onnx/.ts file. Endpoints: "
-                                     "POST /v1/predict (multipart files or JSON base64 images), GET /v1/model, "
+                                     "POST /v1/predict (multipart files or JSON base64 images), POST /v1/explain "
+                                     "(Grad-CAM for one image), GET /v1/model, "
                                      "/healthz, /readyz (after warm-up), /metrics (Prometheus), and a web page at /.")
     p.add_argument("target", metavar="ARTIFACT_OR_RUN_OR_EXPORTED_FILE")
     p.add_argument("--host", default="127.0.0.1")

@@ -16,12 +16,9 @@ from cnnmode.files import atomic_write_text
 from cnnmode.rundir import resolve_target
 
 
-@dataclass
-class Prediction:
-    """One image's result: top-k (class, probability) pairs and whether the best is under the threshold."""
-    file: str
+class Ranked:
+    """Something with top-k (class, probability) pairs, best first: its label and confidence."""
     top: list[tuple[str, float]]
-    uncertain: bool = False
 
     @property
     def label(self) -> str:
@@ -30,6 +27,14 @@ class Prediction:
     @property
     def confidence(self) -> float:
         return self.top[0][1]
+
+
+@dataclass
+class Prediction(Ranked):
+    """One image's result: top-k (class, probability) pairs and whether the best is under the threshold."""
+    file: str
+    top: list[tuple[str, float]]
+    uncertain: bool = False
 
 
 @dataclass

@@ -169,4 +169,4 @@ def load_runner(source: Artifact | Target | str | Path, backend: str | None = No
     if backend in CALIBRATED and calib is None:
         raise UsageError(f"the {backend} backend calibrates on real images: pass --data PATH (or give a run folder)")
     return Runner(backend, source.preprocess, source.classes, build(source, torch.device(device), calib), source.name,
-                  source.preprocess.get("temperature", 1.0))
+                  source.temperature)

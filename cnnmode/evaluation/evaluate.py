@@ -126,7 +126,7 @@ def run_eval(target: str, data: str | None = None, split: str = "test", out: str
     metrics = evaluate_model(art.model, getattr(bundle, split), art.classes, art.preprocess["mean"],
                              art.preprocess["std"], out_dir, pick_precision(cfg.train.amp, dev), dev,
                              cfg.train.tta, cfg.train.seed, cfg.train.tta_translate,
-                             art.preprocess.get("temperature", 1.0))
+                             art.temperature)
     if where.run is not None and out is None:
         write_report(where.run.path)
     return out_dir, metrics

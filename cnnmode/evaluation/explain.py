@@ -198,7 +198,7 @@ def run_explain(target: str, inputs: list[str], method: str = "gradcam", layer: 
                              + "; ".join(f"{p}: {r}" for p, r in failed))
         layer_name, module = find_layer(art.model, layer, art.name)
         with torch.no_grad():
-            probs = (art.model.float().eval()(images) / art.preprocess.get("temperature", 1.0)).softmax(1)
+            probs = (art.model.float().eval()(images) / art.temperature).softmax(1)
         targets = None
         if target_class is not None:
             if target_class not in art.classes:

@@ -82,9 +82,11 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | None = 
     async def metrics() -> Response:
         return Response(state["model"].metrics.render(), media_type="text/plain; version=0.0.4")
 
+    page_html = PAGE.read_text(encoding="utf-8")
+
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(page_html)
 
     @app.post("/v1/predict", openapi_extra=PREDICT_BODY)
     async def predict(request: Request):

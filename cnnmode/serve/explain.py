@@ -1,6 +1,6 @@
 """POST /v1/explain: a Grad-CAM heatmap over one image, from the PyTorch model of the served artifact.
 
-Gradients need the fp32 `nn.Module`, so the artifact is loaded a second time (on the first call) and run on its
+Gradients need the fp32 `nn.Module`: the served artifact's own model (the backends run copies of it) runs on its
 own thread, one explanation at a time, outside the batcher. Exported `.onnx`/`.ts` files cannot be explained.
 """
 from __future__ import annotations
@@ -9,12 +9,11 @@ import asyncio
 import base64
 import concurrent.futures
 import io
-from pathlib import Path
 
 import torch
 from PIL import Image
 
-from cnnmode.artifact import load_artifact
+from cnnmode.artifact import Artifact
 from cnnmode.evaluation.explain import cam_maps, cam_overlays, find_layer
 from cnnmode.serve.images import ImageRejected
 
@@ -23,17 +22,12 @@ MIN_SIDE = 224  # small models' inputs (32 px) are enlarged so the page shows a 
 
 
 class Explainer:
-    """Grad-CAM for the artifact at `file`; `explain` returns what the endpoint answers."""
+    """Grad-CAM for a loaded artifact; `explain` returns what the endpoint answers."""
 
-    def __init__(self, file: Path) -> None:
-        self.file = file
+    def __init__(self, art: Artifact) -> None:
+        self.art, self.model = art, art.model.float().eval()
+        self.layer_name, self.layer = find_layer(self.model, None, art.name)
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnmode-explain")
-        self._loaded: tuple | None = None
-
-    @staticmethod
-    def supports(file: Path) -> bool:
-        """Only a PyTorch artifact (model.pt) has the gradients Grad-CAM needs."""
-        return file.suffix == ".pt"
 
     async def explain(self, image: torch.Tensor, method: str, target: str | None) -> dict:
         """The heatmap of `method` for class `target` (default: the predicted class) over one preprocessed image."""
@@ -45,18 +39,10 @@ class Explainer:
         """Stop the explanation thread once it has finished its work."""
         self._thread.shutdown(wait=True)
 
-    def _load(self) -> tuple:
-        if self._loaded is None:
-            art = load_artifact(self.file)
-            model = art.model.float().eval()
-            layer_name, layer = find_layer(model, None, art.name)
-            self._loaded = (art, model, layer_name, layer)
-        return self._loaded
-
     def _explain(self, image: torch.Tensor, method: str, target: str | None) -> dict:
-        art, model, layer_name, layer = self._load()
+        art, model, layer_name, layer = self.art, self.model, self.layer_name, self.layer
         with torch.no_grad():
-            probs = (model(image[None].float()) / art.preprocess.get("temperature", 1.0)).softmax(-1)[0]
+            probs = (model(image[None].float()) / art.temperature).softmax(-1)[0]
         if target is None:
             index = int(probs.argmax())
         elif target in art.classes:

@@ -9,7 +9,7 @@ from collections import OrderedDict
 import torch
 
 from cnnmode.artifact import load_artifact
-from cnnmode.deploy.runtime import CALIBRATED, Runner, load_runner
+from cnnmode.deploy.runtime import CALIBRATED, EXPORTED, Runner, load_runner
 from cnnmode.deploy.samples import calibration_images
 from cnnmode.rundir import resolve_target
 from cnnmode.serve.batcher import Batcher
@@ -36,11 +36,9 @@ class ServedModel:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
         where = resolve_target(options.target)
-        calib = None
-        if options.backend in CALIBRATED:
-            art = load_artifact(where)
-            calib = calibration_images(where, art, options.calib_data)
-        self.runner: Runner = load_runner(where, options.backend, options.device, calib)
+        art = None if where.file.suffix in EXPORTED else load_artifact(where)  # loaded once, for all its uses
+        calib = calibration_images(where, art, options.calib_data) if art and options.backend in CALIBRATED else None
+        self.runner: Runner = load_runner(art or where, options.backend, options.device, calib)
         self.checksum = hashlib.sha256(where.file.read_bytes()).hexdigest()
         self.file = where.file
         self.preprocessor = Preprocessor(self.runner.preprocess, options.max_pixels)
@@ -50,7 +48,7 @@ class ServedModel:
                                on_batch=self.metrics.batch)
         self.decoder = concurrent.futures.ThreadPoolExecutor(max_workers=options.threads,
                                                              thread_name_prefix="cnnmode-decode")
-        self.explainer = Explainer(where.file) if Explainer.supports(where.file) else None
+        self.explainer = Explainer(art) if art is not None else None  # Grad-CAM needs the PyTorch model
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.ready = False
 

@@ -13,27 +13,20 @@ import torch
 from PIL import Image
 
 from cnnmode.data.preprocess import transform_for
+from cnnmode.deploy.predict import Ranked
 from cnnmode.deploy.runtime import Runner, load_runner
 from cnnmode.deploy.video.sources import Frame
 from cnnmode.errors import UsageError
 
 
 @dataclass
-class FrameResult:
+class FrameResult(Ranked):
     """One frame with its top-k (class, probability) pairs; `classified` is False for a frame that holds the
     label of the last classified one (`--stride`). `latency_ms`: from reading the frame to having its label."""
     frame: Frame
     top: list[tuple[str, float]]
     classified: bool
     latency_ms: float
-
-    @property
-    def label(self) -> str:
-        return self.top[0][0]
-
-    @property
-    def confidence(self) -> float:
-        return self.top[0][1]
 
 
 class FrameClassifier:

@@ -50,6 +50,10 @@ class MjpegServer:
                 self._new.wait(1.0)
             return (None if self._closed else self._jpeg), self._count
 
+    def _watching(self, change: int) -> None:
+        with self._new:  # handler threads come and go concurrently
+            self.clients += change
+
     def close(self) -> None:
         with self._new:
             self._closed = True
@@ -85,7 +89,7 @@ class MjpegServer:
                 self.send_header("Cache-Control", "no-cache")
                 self.end_headers()
                 seen = 0
-                server.clients += 1
+                server._watching(+1)
                 try:
                     while True:
                         jpeg, seen = server.next_frame(seen)
@@ -96,6 +100,6 @@ class MjpegServer:
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 finally:
-                    server.clients -= 1
+                    server._watching(-1)
 
         return Handler

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from cnnmode.deploy.runtime import load_runner
@@ -73,10 +74,8 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
         else:
             window = Window()
     drawing = bool(options.output or window or options.http is not None)
-    video = VideoOutput(check_output(options.output, CODECS, "--output"), source.fps, source.size) \
-        if options.output else None
-    table = CsvOutput(check_output(options.csv, (".csv",), "--csv"), min(options.topk, len(runner.classes))) \
-        if options.csv else None
+    video = VideoOutput(Path(options.output), source.fps, source.size) if options.output else None  # checked above
+    table = CsvOutput(Path(options.csv), min(options.topk, len(runner.classes))) if options.csv else None
     stream = MjpegServer(options.http, options.host) if options.http is not None else None
     if stream:
         say(f"watch it at {stream.url}")

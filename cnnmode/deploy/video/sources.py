@@ -47,9 +47,11 @@ def open_capture(spec: str) -> cv2.VideoCapture:
     return cv2.VideoCapture(spec)
 
 
-def _fps(cap) -> float:
+def _geometry(cap) -> tuple[float, tuple[int, int]]:
+    """(frames per second, (width, height)) of an open capture; a rate it does not report is DEFAULT_FPS."""
     fps = cap.get(cv2.CAP_PROP_FPS)
-    return fps if fps and math.isfinite(fps) and 0 < fps < 1000 else DEFAULT_FPS
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    return (fps if fps and math.isfinite(fps) and 0 < fps < 1000 else DEFAULT_FPS), size
 
 
 class FileSource:
@@ -64,8 +66,7 @@ class FileSource:
         self.cap = open_capture(path)
         if not self.cap.isOpened():
             raise RunError(f"cannot read video {path}: OpenCV cannot open it (not a video, or an unsupported codec)")
-        self.fps = _fps(self.cap)
-        self.size = (int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self.fps, self.size = _geometry(self.cap)
         self.read = self.dropped = 0
 
     def frames(self, decode: Callable[[int], bool] = lambda i: True) -> Iterator[Frame]:
@@ -101,8 +102,7 @@ class LiveSource:
         self.cap = opener(spec)
         if not self.cap.isOpened():
             raise RunError(f"cannot open {describe(spec)}: no such device, or the stream does not answer")
-        self.fps = _fps(self.cap)
-        self.size = (int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self.fps, self.size = _geometry(self.cap)
         self.read = self.dropped = 0
         self._latest: Frame | None = None
         self._taken = True
