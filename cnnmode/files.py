@@ -54,6 +54,11 @@ def atomic_torch_save(obj: Any, path: Path) -> Path:
     return _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """Call `write(temp_path)`, then move the finished file to `path` (a reader never sees half a file)."""
+    return _atomic(path, write)
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write text to `path` atomically, as UTF-8 (file names that are not, e.g. Latin-1 bytes, as escapes)."""
     return _atomic(path, lambda tmp: Path(tmp).write_text(printable(text), encoding="utf-8"))

@@ -6,10 +6,10 @@ import argparse
 import os
 import sys
 
-from cnnmode.cli import deploy, evaluate, experiments, serve, train
+from cnnmode.cli import data, deploy, evaluate, experiments, serve, train
 from cnnmode.errors import CnnModeError
 
-FAMILIES = (train, evaluate, deploy, serve, experiments)
+FAMILIES = (train, evaluate, deploy, serve, experiments, data)
 RESUMABLE_VERBS = ("ablate", "cv", "search")
 
 

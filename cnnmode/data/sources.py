@@ -46,7 +46,7 @@ def list_folder(root: Path) -> tuple[list[str], set[str]]:
     return files, dirs
 
 
-def _strip_top(files: list[str], dirs: set[str]) -> str:
+def strip_top(files: list[str], dirs: set[str]) -> str:
     """Descend through single top-level folders (e.g. `cifar10/`) to the folder that holds the data."""
     prefix = ""
     while True:
@@ -65,7 +65,7 @@ def _strip_top(files: list[str], dirs: set[str]) -> str:
 
 def find_layout(files: list[str], dirs: set[str], source: str) -> Layout:
     """Classify files into splits and classes. Files not inside a class folder are ignored."""
-    prefix = _strip_top(files, dirs)
+    prefix = strip_top(files, dirs)
     rel = [f[len(prefix):] for f in files if f.startswith(prefix)]
     rel_dirs = {d[len(prefix):] for d in dirs if d.startswith(prefix) and len(d) > len(prefix)}
     tops = {r.split("/", 1)[0] for r in rel if "/" in r}

@@ -1,0 +1,112 @@
+"""A data path listed for checking: every file with its split and class, and what is wrong with the layout.
+
+Training reads the same tree through `sources.find_layout`, which quietly ignores what it cannot place (a
+`validation/` folder, files beside the class folders); here each such thing becomes a layout finding with its fix.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from cnnmode.data.archive import Archive, Limits
+from cnnmode.data.sources import IMAGE_SUFFIXES, NAMED, SPLIT_NAMES, open_source, strip_top
+from cnnmode.errors import UsageError
+
+# folder names people give their splits → the name cnnmode reads
+SPLIT_ALIASES = {"validation": "val", "valid": "val", "validate": "val", "dev": "val", "eval": "val",
+                 "training": "train", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image file: its name as read (relative to the folder, or the archive member), split and class."""
+    name: str
+    split: str
+    label: str
+
+
+@dataclass
+class Listing:
+    """What a data path holds, as the check sees it."""
+    source: str
+    root: Path
+    archive: Archive | None
+    entries: list[Entry]
+    class_dirs: dict[str, set[str]]  # split → class folders found, images or not
+    layout: list[dict] = field(default_factory=list)  # {"layout": kind, "problem", "fix", "paths"}
+
+    def splits(self) -> list[str]:
+        """Split names in train, val, test order."""
+        return [s for s in SPLIT_NAMES if s in self.class_dirs]
+
+
+def _split_of(top: str, tops: set[str]) -> str | None:
+    """The split a top-level folder stands for: its own name, or an alias when the real name is absent."""
+    low = top.lower()
+    if low in SPLIT_NAMES:
+        return low
+    alias = SPLIT_ALIASES.get(low)
+    return alias if alias and alias not in tops else None
+
+
+def list_dataset(path_text: str, limits: Limits) -> Listing:
+    """List a folder tree or archive into entries and layout findings (raises UsageError for a bad path)."""
+    if path_text in NAMED:
+        raise UsageError(f"{path_text} is a named dataset read by torchvision; check a folder or archive of "
+                         "image files (e.g. from `cnnmode data convert`)")
+    root, files, dirs, archive = open_source(path_text, limits)
+    prefix = strip_top(files, dirs)
+    rel = [f[len(prefix):] for f in files if f.startswith(prefix)]
+    rel_dirs = [d[len(prefix):] for d in dirs if d.startswith(prefix) and len(d) > len(prefix)]
+    tops = {r.split("/", 1)[0] for r in rel if "/" in r} | {d.split("/", 1)[0] for d in rel_dirs}
+    split_mode = any(_split_of(t, tops) for t in tops)
+    depth = 2 if split_mode else 1  # parts before the file name: split/class or class
+    problems: dict[str, list[str]] = defaultdict(list)
+    class_dirs: dict[str, set[str]] = defaultdict(set)
+    for d in rel_dirs:
+        parts = d.split("/")
+        split = _split_of(parts[0], tops) if split_mode else "train"
+        if split and len(parts) == depth:
+            class_dirs[split].add(parts[-1])
+    entries = []
+    for r in rel:
+        parts = r.split("/")
+        split = _split_of(parts[0], tops) if split_mode else "train"
+        if split_mode and "/" in r and split is None:
+            problems["unknown_folder"].append(prefix + parts[0] + "/")
+        elif len(parts) <= depth:
+            problems["stray"].append(prefix + r)
+        elif PurePosixPath(r).suffix.lower() not in IMAGE_SUFFIXES:
+            problems["not_image_suffix"].append(prefix + r)
+        else:
+            if len(parts) > depth + 1:
+                problems["nested"].append(prefix + "/".join(parts[:depth + 1]) + "/")
+            if split_mode and parts[0].lower() != split:
+                problems["alias"].append(f"{prefix}{parts[0]}/ → {prefix}{split}/")
+            class_dirs[split].add(parts[depth - 1])
+            entries.append(Entry(prefix + r, split, parts[depth - 1]))
+    return Listing(path_text, root, archive, entries, dict(class_dirs), _layout_findings(problems))
+
+
+FIXES = {
+    "alias": ("split folder(s) named differently from train/, val/, test/: training ignores them",
+              "rename them as shown"),
+    "unknown_folder": ("folder(s) beside the split folders that are not a split: training ignores them",
+                       "move their class folders into train/, val/ or test/, or delete them"),
+    "stray": ("file(s) outside any class folder: training ignores them",
+              "move each into its class folder (SPLIT/CLASS/FILE or CLASS/FILE)"),
+    "nested": ("class folder(s) with sub-folders: their images are counted as the outer class",
+               "move the images up into the class folder, or make each sub-folder a class of its own"),
+    "not_image_suffix": ("file(s) in class folders without an image suffix: training ignores them",
+                         f"rename or remove them (read: {', '.join(sorted(IMAGE_SUFFIXES))})"),
+}
+
+
+def _layout_findings(problems: dict[str, list[str]]) -> list[dict]:
+    out = []
+    for kind, (problem, fix) in FIXES.items():
+        paths = sorted(set(problems.get(kind, [])))
+        if paths:
+            out.append({"layout": kind, "problem": f"{len(paths)} {problem}", "fix": fix, "paths": paths})
+    return out

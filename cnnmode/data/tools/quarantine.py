@@ -1,0 +1,77 @@
+"""`--fix`: move (never delete) the files a check would drop into a quarantine folder, keeping their relative
+paths, with a manifest that `restore` reads to put every file back."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from cnnmode.errors import RunError, UsageError
+from cnnmode.files import atomic_write_text
+
+MANIFEST = "manifest.json"
+
+
+def _move(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() or dst.is_symlink():
+        raise RunError(f"{dst} already exists; not overwriting it")
+    shutil.move(src, dst)  # a rename on one file system; copy then delete across file systems
+
+
+def quarantine(report: dict, root: Path, folder: Path) -> Path:
+    """Move the report's `to_move` files from the data folder `root` into `folder`; returns the manifest path.
+    The manifest is written after every move, so an interrupted fix can still be undone."""
+    if report.get("is_archive"):
+        raise UsageError(f"--fix moves files in a folder; {report['source']} is an archive: extract it first")
+    root, folder = Path(root).resolve(), Path(folder).resolve()
+    if folder == root or root in folder.parents:
+        raise UsageError(f"the quarantine folder {folder} must be outside the data folder {root}")
+    manifest_path = folder / MANIFEST
+    manifest = {"data": str(root), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "moved": []}
+    if manifest_path.exists():
+        manifest = _read_manifest(folder)
+        if Path(manifest["data"]) != root:
+            raise UsageError(f"{folder} already quarantines files of {manifest['data']}; choose another folder")
+    for item in report["to_move"]:
+        src = root / item["path"]
+        if not (src.exists() or src.is_symlink()):
+            continue
+        _move(src, folder / item["path"])
+        manifest["moved"].append({"path": item["path"], "reason": item["reason"]})
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    return manifest_path
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest.get("moved"), list) or "data" not in manifest:
+            raise ValueError("no 'data' or 'moved' entry")
+        return manifest
+    except FileNotFoundError:
+        raise UsageError(f"{folder} has no {MANIFEST}; give the folder passed to `data check --fix`") from None
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read {path}: {e}") from None
+
+
+def restore(folder: Path) -> tuple[int, Path]:
+    """Move every file listed in `folder`'s manifest back where it came from; (files restored, data folder).
+    Files already back are passed over; the manifest is removed when the folder is empty of them."""
+    folder = Path(folder).resolve()
+    manifest = _read_manifest(folder)
+    root = Path(manifest["data"])
+    restored = 0
+    for item in manifest["moved"]:
+        src, dst = folder / item["path"], root / item["path"]
+        if src.exists() or src.is_symlink():
+            _move(src, dst)
+            restored += 1
+    (folder / MANIFEST).unlink()
+    for here, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):  # leave no empty folders behind
+        if Path(here) != folder and not any(Path(here).iterdir()):
+            Path(here).rmdir()
+    return restored, root

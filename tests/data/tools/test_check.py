@@ -1,0 +1,97 @@
+"""`data check` finds exactly the planted problems; `--fix` moves exactly the files it should and `restore`
+puts them back."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from cnnmode.data.tools import CheckOptions, check_data, quarantine, restore
+from tests.conftest import run_cli
+from tests.data.tools.conftest import as_keys, clean_tree
+
+
+def tree_digest(root) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_finds_exactly_the_planted_problems(planted):
+    root, expected = planted
+    report = check_data(str(root))
+    assert as_keys(report) == expected
+    assert report["counts"]["train"] == {"a": 41, "b": 14, "c": 3}  # usable images only
+    assert not report["clean"]
+
+
+def test_a_clean_set_is_clean(tmp_path):
+    root = clean_tree(tmp_path / "ok", {"train": {"a": 6, "b": 6}, "test": {"a": 2, "b": 2}})
+    report = check_data(str(root))
+    assert report["clean"] and report["findings"] == [] and report["to_move"] == []
+
+
+def test_exact_only_and_min_size_options(planted):
+    root, expected = planted
+    report = check_data(str(root), CheckOptions(near=-1, min_size=4, max_imbalance=100))
+    assert as_keys(report) == expected - {("duplicate", "train/b/img1.png|train/b/near.jpg"),
+                                          ("too_small", "train/b/tiny.png"), ("imbalance", "train:a/c")}
+
+
+def test_fix_moves_exactly_the_dropped_files_and_restore_undoes_it(planted, tmp_path):
+    root, _ = planted
+    before = tree_digest(root)
+    report = check_data(str(root))
+    moved = {m["path"] for m in report["to_move"]}
+    assert moved == {"train/a/empty.png", "train/a/trunc.jpg", "train/b/notimage.png", "train/b/tiny.png",
+                     "train/a/img0.png", "train/b/near.jpg", "train/a/img2.png"}  # leak: the test copy stays
+    manifest = quarantine(report, root, tmp_path / "q")
+    after = tree_digest(root)
+    assert set(before) - set(after) == moved
+    assert {m["path"] for m in json.loads(manifest.read_text())["moved"]} == moved
+    assert set(tree_digest(tmp_path / "q")) == moved | {"manifest.json"}
+    assert as_keys(check_data(str(root))) >= {("unusual_mode", "train/c/cmyk.jpg")}
+    assert not {k for k, _ in as_keys(check_data(str(root)))} & {"duplicate", "leak", "empty", "truncated"}
+    n, back_to = restore(tmp_path / "q")
+    assert n == len(moved) and back_to == root.resolve()
+    assert tree_digest(root) == before
+    assert not (tmp_path / "q").exists() or not any((tmp_path / "q").iterdir())
+
+
+def test_archive_is_checked_in_place(planted, tmp_path):
+    import tarfile
+
+    root, expected = planted
+    with tarfile.open(tmp_path / "ds.tar.gz", "w:gz") as tar:
+        tar.add(root, arcname="ds")
+    report = check_data(str(tmp_path / "ds.tar.gz"))
+    assert as_keys(report) == {(k, "|".join(f"ds/{p}" for p in v.split("|")) if k not in
+                                ("missing_class", "imbalance", "layout") else v) for k, v in expected} - \
+        {("layout", "stray:notes.txt"), ("layout", "not_image_suffix:train/a/readme.txt")} | \
+        {("layout", "stray:ds/notes.txt"), ("layout", "not_image_suffix:ds/train/a/readme.txt")}
+
+
+def test_cli_exit_codes_json_and_picture(planted, tmp_path):
+    root, expected = planted
+    out = run_cli("data", "check", str(root), "--json", str(tmp_path / "r.json"), "--quiet")
+    assert out.returncode == 1, out.stderr
+    assert "leak" in out.stdout and "would move 7 files" in out.stdout
+    assert as_keys(json.loads((tmp_path / "r.json").read_text())) == expected
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    clean = clean_tree(tmp_path / "ok", {"train": {"a": 3, "b": 3}})
+    ok = run_cli("data", "check", str(clean), "--quiet", "--plot", str(tmp_path / "c.png"))
+    assert ok.returncode == 0 and "no problems found" in ok.stdout
+    bad = run_cli("data", "check", str(tmp_path / "nowhere"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
+
+
+def test_cli_fix_and_restore(planted, tmp_path):
+    root, _ = planted
+    before = tree_digest(root)
+    out = run_cli("data", "check", str(root), "--quiet", "--fix", str(tmp_path / "q"), "--plot",
+                  str(tmp_path / "c.png"))
+    assert out.returncode == 1 and "moved 7 files" in out.stdout
+    assert len(tree_digest(root)) == len(before) - 7
+    back = run_cli("data", "restore", str(tmp_path / "q"))
+    assert back.returncode == 0 and "restored 7 files" in back.stdout
+    assert tree_digest(root) == before
+    again = run_cli("data", "restore", str(tmp_path / "q"))
+    assert again.returncode == 2 and "manifest.json" in again.stderr
