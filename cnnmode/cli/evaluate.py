@@ -13,7 +13,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out_dir, m = run_eval(args.target, data=args.data, split=args.split, out=args.out, device=args.device)
     print(f"{args.split}: accuracy {100 * m['accuracy']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
-          f"F1 macro {100 * m['f1_macro']:.2f}%  ECE {100 * m['ece']:.2f}%  ({m['count']} images)")
+          f"balanced {100 * m['balanced_accuracy']:.2f}%  F1 macro {100 * m['f1_macro']:.2f}%  "
+          f"ECE {100 * m['ece']:.2f}%  ({m['count']} images)")
     for pair in m["top_confused"][:3]:
         print(f"  confused: {pair['true']} → {pair['predicted']}: {pair['count']} ({100 * pair['share']:.1f}%)")
     print(f"eval: {out_dir}")

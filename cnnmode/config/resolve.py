@@ -125,6 +125,10 @@ def validate(cfg: Config) -> None:
         (cfg.data.channels in (0, 1, 3), "data.channels must be 0, 1 or 3"),
         (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (0 <= cfg.train.ema < 1, "train.ema must be in [0, 1)"),
+        (cfg.train.focal_gamma >= 0, "train.focal_gamma must be >= 0"),
+        (cfg.train.class_weights in ("none", "auto", "effective") or Path(cfg.train.class_weights).is_file(),
+         f"train.class_weights={cfg.train.class_weights!r}: give none, auto, effective, or an existing .json/.yaml "
+         "file of {class: weight}"),
         (cfg.data.img_size == 0 or cfg.data.img_size >= MIN_IMG_SIZE,
          f"data.img_size must be 0 (the data's own size) or >= {MIN_IMG_SIZE}"),
         (cfg.train.eval_batch_size >= 1, "train.eval_batch_size must be >= 1"),

@@ -34,6 +34,8 @@ class DataConfig:
     workers: int = opt(2, "DataLoader worker processes for large images streamed from disk")
     max_file_mb: float = opt(100.0, "skip (and count) any image file or archive member larger than this many MB")
     max_total_gb: float = opt(20.0, "refuse an archive whose images unpack to more than this many GB")
+    sampler: str = opt("random", "training order: random (shuffle), or balanced (each class drawn equally often, "
+                       "with replacement)", ("random", "balanced"))
 
 
 @dataclass
@@ -92,6 +94,11 @@ class TrainConfig:
     accum_steps: int = opt(1, "gradient accumulation steps per optimizer step")
     grad_clip: float = opt(0.0, "clip gradient norm to this value (0 = off)")
     label_smoothing: float = opt(0.0, "label smoothing for cross-entropy")
+    loss: str = opt("ce", "training loss: ce (cross-entropy) or focal (down-weights easy examples by "
+                    "(1 - p)^train.focal_gamma)", ("ce", "focal"))
+    focal_gamma: float = opt(2.0, "with train.loss=focal: the focusing exponent (0 = cross-entropy)")
+    class_weights: str = opt("none", "per-class loss weights: none, auto (inverse class frequency), effective "
+                             "(effective number of samples, beta 0.999), or a .json/.yaml file of {class: weight}")
     amp: str = opt("auto", "mixed precision: auto (bf16 on capable CPUs, fp16 on CUDA), off, bf16, fp16",
                    ("auto", "off", "bf16", "fp16"))
     channels_last: bool = opt(True, "channels-last memory format")

@@ -126,11 +126,12 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
         raise UsageError(f"{cfg.data.path}: training split has fewer than 2 classes with readable images")
     img_size = cfg.data.img_size or found.native_size or 224
     common = dict(device=device, channels_last=cfg.train.channels_last, num_classes=len(classes))
+    balanced = cfg.data.sampler == "balanced"
     if found.mode == "tensor":
         mean, std = norm or _mean_std(train)
         make = lambda s, bs, is_train: TensorLoader(  # noqa: E731
             s.images, s.labels, bs, train=is_train, aug=cfg.aug, mean=mean, std=std, img_size=img_size,
-            seed=cfg.train.seed, names=s.names, **common)
+            seed=cfg.train.seed, names=s.names, balanced=is_train and balanced, **common)
     else:
         from torchvision.transforms import v2
         probe_tf = v2.Compose([v2.ToImage(), v2.Resize(img_size, antialias=True), v2.CenterCrop(img_size),
@@ -139,7 +140,8 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
         make = lambda s, bs, is_train: StreamLoader(  # noqa: E731
             ImageFiles(list(zip(s.files, s.labels.tolist())), channels,
                        stream_transforms(cfg.aug, img_size, channels, mean, std, is_train)),
-            bs, train=is_train, aug=cfg.aug, workers=cfg.data.workers, seed=cfg.train.seed, **common)
+            bs, train=is_train, aug=cfg.aug, workers=cfg.data.workers, seed=cfg.train.seed,
+            balanced=is_train and balanced, **common)
     bs, ebs = cfg.train.batch_size, cfg.train.eval_batch_size
     val_loader = make(val, ebs, False)
     calib_loader = make(calib, ebs, False) if calib is not None else val_loader

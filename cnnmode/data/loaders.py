@@ -25,6 +25,16 @@ class EpochLoader:
     train: bool
     seed: int
     epoch: int = 0
+    balanced: bool = False  # draw each class equally often (with replacement) instead of a shuffle
+
+    def epoch_order(self, gen: torch.Generator) -> torch.Tensor:
+        """This epoch's training order: a permutation, or with `balanced` a class-balanced draw of the same
+        length, each sample weighted by 1 / its class count."""
+        n = len(self.labels)
+        if not self.balanced:
+            return torch.randperm(n, generator=gen)
+        per_class = torch.bincount(self.labels).double()
+        return torch.multinomial(1 / per_class[self.labels], n, replacement=True, generator=gen)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose shuffle and augmentation to produce."""
@@ -48,8 +58,8 @@ class TensorLoader(EpochLoader):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, train: bool,
                  aug: AugConfig, mean: list[float], std: list[float], img_size: int, device: torch.device,
                  channels_last: bool = True, seed: int = 0, num_classes: int = 0,
-                 names: list[str] | None = None) -> None:
-        self.images, self.labels, self.names = images, labels, names
+                 names: list[str] | None = None, balanced: bool = False) -> None:
+        self.images, self.labels, self.names, self.balanced = images, labels, names, balanced
         self.batch_size, self.train, self.aug = batch_size, train, aug
         self.img_size, self.device, self.channels_last, self.seed = img_size, device, channels_last, seed
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
@@ -59,7 +69,7 @@ class TensorLoader(EpochLoader):
 
     def __iter__(self):
         gen = self.generator()
-        order = torch.randperm(len(self.labels), generator=gen) if self.train else torch.arange(len(self.labels))
+        order = self.epoch_order(gen) if self.train else torch.arange(len(self.labels))
         flips = None
         if self.train and self.aug.flip and self.aug.alternate_flip:
             flips = augment.alternating_flips(len(self.labels), self.seed, self.epoch)
@@ -113,8 +123,9 @@ class StreamLoader(EpochLoader):
     """A DataLoader over image files with per-sample torchvision transforms; same interface as TensorLoader."""
 
     def __init__(self, dataset: ImageFiles, batch_size: int, *, train: bool, aug: AugConfig, device: torch.device,
-                 workers: int, channels_last: bool = True, seed: int = 0, num_classes: int = 0) -> None:
-        self.dataset, self.batch_size, self.train = dataset, batch_size, train
+                 workers: int, channels_last: bool = True, seed: int = 0, num_classes: int = 0,
+                 balanced: bool = False) -> None:
+        self.dataset, self.batch_size, self.train, self.balanced = dataset, batch_size, train, balanced
         self.device, self.workers, self.channels_last, self.seed = device, workers, channels_last, seed
         self.mix = augment.batch_mix(aug, num_classes) if train else None
         self.labels = torch.tensor([y for _, y in dataset.items])
@@ -123,7 +134,8 @@ class StreamLoader(EpochLoader):
     def __iter__(self):
         gen = self.generator()
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=self.train, generator=gen,
+            self.dataset, batch_size=self.batch_size, sampler=self.epoch_order(gen).tolist() if self.train else None,
+            generator=gen,
             drop_last=self.train and len(self.dataset) >= self.batch_size, num_workers=self.workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False)
         for x, y in loader:

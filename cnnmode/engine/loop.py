@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnmode.engine.device import Precision
+from cnnmode.engine.losses import classification_loss
 from cnnmode.errors import RunError
 
 
@@ -29,11 +30,15 @@ class StepSetup:
     teacher: nn.Module | None = None  # knowledge distillation: KL to the teacher's softened outputs
     temperature: float = 4.0
     alpha: float = 0.7
+    loss: str = "ce"  # or "focal"
+    focal_gamma: float = 2.0
+    class_weights: torch.Tensor | None = None  # on the device
 
 
 def training_loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, setup: StepSetup) -> torch.Tensor:
-    """Cross-entropy (with label smoothing), mixed with KL(teacher || student) at temperature T when distilling."""
-    ce = F.cross_entropy(logits.float(), y, label_smoothing=setup.label_smoothing)
+    """Cross-entropy or focal loss (label smoothing, class weights), mixed with KL(teacher || student) at
+    temperature T when distilling."""
+    ce = classification_loss(logits, y, setup.loss, setup.focal_gamma, setup.class_weights, setup.label_smoothing)
     if setup.teacher is None:
         return ce
     with torch.no_grad():

@@ -82,12 +82,14 @@ def build_run_model(cfg: Config, data: DataBundle, info: Callable[[str], None] =
 
 def make_step_setup(cfg: Config, optimizer: torch.optim.Optimizer, device: torch.device, precision: Precision,
                     scheduler: object | None = None, ema: torch.optim.swa_utils.AveragedModel | None = None,
-                    teacher: nn.Module | None = None) -> StepSetup:
-    """The StepSetup for `cfg`'s train keys: loss (label smoothing, distillation), accumulation, clipping, and a
-    GradScaler when the precision needs one. `scheduler` is advanced per optimizer step when given."""
+                    teacher: nn.Module | None = None, weights: torch.Tensor | None = None) -> StepSetup:
+    """The StepSetup for `cfg`'s train keys: loss (cross-entropy or focal, label smoothing, class `weights`,
+    distillation), accumulation, clipping, and a GradScaler when the precision needs one. `scheduler` is advanced
+    per optimizer step when given."""
     return StepSetup(optimizer, precision, device, torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
                      cfg.train.label_smoothing, cfg.train.accum_steps, cfg.train.grad_clip, scheduler, ema,
-                     teacher, cfg.train.distill_temperature, cfg.train.distill_alpha)
+                     teacher, cfg.train.distill_temperature, cfg.train.distill_alpha, cfg.train.loss,
+                     cfg.train.focal_gamma, None if weights is None else weights.to(device))
 
 
 def ema_with_warmup(decay: float) -> Callable:
@@ -137,8 +139,9 @@ class TrainParts:
 
 
 def make_parts(cfg: Config, model: nn.Module, steps_per_epoch: int, device: torch.device, precision: Precision,
-               teacher: nn.Module | None = None) -> TrainParts:
-    """Move the model to the device and build its optimizer, schedule, EMA, early stopping and StepSetup."""
+               teacher: nn.Module | None = None, weights: torch.Tensor | None = None) -> TrainParts:
+    """Move the model to the device and build its optimizer, schedule, EMA, early stopping and StepSetup
+    (`weights`: the loss's per-class weights)."""
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.to(device)
@@ -151,6 +154,6 @@ def make_parts(cfg: Config, model: nn.Module, steps_per_epoch: int, device: torc
                                                   use_buffers=True)
     teacher = teacher.to(device).eval() if teacher is not None else None
     setup = make_step_setup(cfg, optimizer, device, precision, scheduler if sched_every == "step" else None, ema,
-                            teacher)
+                            teacher, weights)
     stopper = EarlyStopping(cfg.train.early_stop_patience, cfg.train.early_stop_min_delta)
     return TrainParts(model, forward_model, optimizer, scheduler, sched_every, ema, stopper, setup)

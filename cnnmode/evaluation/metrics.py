@@ -55,7 +55,7 @@ def top_confused(cm: np.ndarray, classes: list[str], k: int = 10) -> list[dict]:
 
 
 def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, top-5, loss, macro/weighted P/R/F1, per-class table, confusion matrix, confused pairs, ECE."""
+    """Accuracy, balanced accuracy (mean recall over the classes present), top-5, loss, macro/weighted P/R/F1, per-class table, confusion matrix, confused pairs, ECE."""
     ids = list(range(len(classes)))
     preds = probs.argmax(1)
     cm = skm.confusion_matrix(labels, preds, labels=ids)
@@ -65,6 +65,7 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -
     k = min(5, len(classes))
     out = {
         "accuracy": float(skm.accuracy_score(labels, preds)),
+        "balanced_accuracy": float(np.mean([cm[i, i] / cm[i].sum() for i in ids if cm[i].sum()])),
         "top5": float(skm.top_k_accuracy_score(labels, probs, k=k, labels=ids)) if k < len(classes) else 1.0,
         "loss": float(skm.log_loss(labels, clipped / clipped.sum(1, keepdims=True), labels=ids)),
         "ece": float(ece), "count": int(len(labels)),

@@ -56,7 +56,8 @@ def build_report(run_dir: Path) -> str:
     config = run.config.read_text() if run.config.exists() else ""
     env = metrics.get("environment", {})
     cards = [("test accuracy", _pct(ev.get("accuracy", metrics.get("test", {}).get("accuracy")))),
-             ("top-5", _pct(ev.get("top5"))), ("F1 macro", _pct(ev.get("f1_macro"))), ("ECE", _pct(ev.get("ece"))),
+             ("top-5", _pct(ev.get("top5"))),
+             ("balanced accuracy", _pct(ev.get("balanced_accuracy"))), ("F1 macro", _pct(ev.get("f1_macro"))), ("ECE", _pct(ev.get("ece"))),
              ("best epoch", metrics.get("best_epoch", "–")),
              ("train time", f"{metrics['train_time_s']:.0f} s" if "train_time_s" in metrics else "–"),
              ("parameters", f"{metrics['params'] / 1e6:.2f} M" if "params" in metrics else "–")]
@@ -71,7 +72,7 @@ def build_report(run_dir: Path) -> str:
     if ev:
         parts += ["<h2>Metrics</h2>",
                   _table(["metric", "value"], [[k, _pct(ev[k])] for k in (
-                      "accuracy", "top5", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+                      "accuracy", "balanced_accuracy", "top5", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
                       "recall_weighted", "f1_weighted", "ece")] + [["loss", f"{ev['loss']:.4f}"]]
                          + ([["ECE before temperature scaling", _pct(ev["ece_uncalibrated"])],
                              ["temperature", f"{ev['temperature']:.3f}"]] if "temperature" in ev else [])),

@@ -46,7 +46,8 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
                                                   cfg.train.tta, cfg.train.tta_translate))
     ev = evaluate_model(eval_model, data.test, data.classes, data.mean, data.std, run.eval, setup.precision,
                         setup.device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate, temperature)
-    test = {k: ev[k] for k in ("accuracy", "top5", "loss", "f1_macro", "ece", "ece_uncalibrated", "temperature")}
+    test = {k: ev[k] for k in ("accuracy", "balanced_accuracy", "top5", "loss", "f1_macro", "ece",
+                               "ece_uncalibrated", "temperature")}
     if data.val_is_test:  # the final model (with shift TTA) may be the first to reach the target
         state.note_target(cfg.train.target_accuracy, test["accuracy"])
     params = sum(p.numel() for p in eval_model.parameters())
@@ -86,6 +87,7 @@ def _plots(job: Job, history: list[dict], eval_model: nn.Module, temperature: fl
 def _summary_rows(job: Job, metrics: dict, state) -> list[tuple[str, str]]:
     cfg, test = job.cfg, metrics["test"]
     rows = [("test accuracy", f"{100 * test['accuracy']:.2f}%"), ("test top-5", f"{100 * test['top5']:.2f}%"),
+            ("test balanced accuracy", f"{100 * test['balanced_accuracy']:.2f}%"),
             ("test F1 macro", f"{100 * test['f1_macro']:.2f}%"), ("test loss", f"{test['loss']:.4f}"),
             ("calibration", f"ECE {100 * test['ece_uncalibrated']:.1f}% → {100 * test['ece']:.1f}% with "
                             f"temperature {test['temperature']:.2f}"),

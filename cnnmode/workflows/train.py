@@ -18,6 +18,7 @@ from cnnmode.engine.checkpoint import load_checkpoint, set_rng_state
 from cnnmode.engine.console import Reporter
 from cnnmode.engine.device import pick_device, pick_precision, reset_peak_memory, set_determinism
 from cnnmode.engine.fit import EpochHook, Job, fit
+from cnnmode.engine.losses import class_weights
 from cnnmode.engine.optim import LENGTH_BOUND
 from cnnmode.engine.profile import profile_steps
 from cnnmode.engine.setup import build_run_model, make_parts
@@ -98,7 +99,7 @@ def _run(cfg: Config, run: RunDir, reporter: Reporter, resume: bool, stop_after:
         raise UsageError(f"the teacher was trained on {teacher.classes} at {teacher.preprocess['img_size']}px; "
                          f"this data has {data.classes} at {data.img_size}px")
     check_for_size(cfg, data.img_size)
-    _describe_data(data, reporter)
+    _describe_data(data, reporter, cfg)
     float_model, model_args = build_run_model(cfg, data, reporter.info, fresh=not resume)
     model = qat.prepare(float_model, cfg.model.name, model_args) if cfg.train.qat else float_model
 
@@ -109,7 +110,8 @@ def _run(cfg: Config, run: RunDir, reporter: Reporter, resume: bool, stop_after:
         for stale in run.remove_stale_temp_files():
             reporter.log_only(f"removed {stale.name}, left by a write that was killed")
         atomic_write_text(run.config, dump_yaml(cfg))
-        parts = make_parts(cfg, model, len(data.train), device, precision, teacher.model if teacher else None)
+        parts = make_parts(cfg, model, len(data.train), device, precision, teacher.model if teacher else None,
+                           _loss_weights(cfg, data, reporter))
         state = _restore(run, parts, reporter, cfg) if resume else RunState()
         job = Job(cfg, run, data, parts, reporter)
         if cfg.train.profile:
@@ -120,17 +122,32 @@ def _run(cfg: Config, run: RunDir, reporter: Reporter, resume: bool, stop_after:
     return run.path
 
 
-def _describe_data(data, reporter: Reporter) -> None:
+def _describe_data(data, reporter: Reporter, cfg: Config) -> None:
     sizes = data.sizes()
     reporter.info(f"data {data.source}: {len(data.classes)} classes, train {sizes['train']}, val {sizes['val']}, "
                   f"test {sizes['test']}, {data.img_size}px x{data.channels}")
     if data.val_is_test:
         reporter.warn("data.val_split=0: no validation split; per-epoch figures are on the test split and the "
                       "last epoch is kept (no selection on test)")
+    counts = torch.bincount(data.train.labels, minlength=len(data.classes))
+    if counts.min() > 0 and counts.max() >= 10 * counts.min():
+        plain = (cfg.data.sampler, cfg.train.class_weights, cfg.train.loss) == ("random", "none", "ce")
+        hint = "; data.sampler=balanced or train.class_weights=auto may help" if plain else ""
+        reporter.info(f"classes are imbalanced ({counts.max() / counts.min():.0f}:1 in train){hint}")
     if data.skipped:
         reporter.warn(f"skipped {len(data.skipped)} unreadable or non-image file(s); see train.log")
         for name, reason in data.skipped:
             reporter.log_only(f"skipped {name}: {reason}")
+
+
+def _loss_weights(cfg: Config, data, reporter: Reporter) -> torch.Tensor | None:
+    """train.class_weights from the training split's class counts; said in the log when used."""
+    counts = torch.bincount(data.train.labels, minlength=len(data.classes)).tolist()
+    weights = class_weights(cfg.train.class_weights, counts, data.classes)
+    if weights is not None:
+        pairs = ", ".join(f"{c} {w:.2f}" for c, w in zip(data.classes, weights.tolist()))
+        reporter.log_only(f"class weights ({cfg.train.class_weights}): {pairs}")
+    return weights
 
 
 def _restore(run: RunDir, parts, reporter: Reporter, cfg: Config) -> RunState:
