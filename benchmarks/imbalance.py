@@ -43,15 +43,19 @@ def make_long_tailed(archive: Path, out: Path, ratio: float) -> list[int]:
     """Write out/{train,test}/CLASS/*.jpg: train cut to the long-tailed profile, test whole; the train counts."""
     with tarfile.open(archive) as tar:
         members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")]
-        classes = sorted({m.name.split("/")[-2] for m in members})
-        keep = {c: round(5000 * ratio ** (-i / (len(classes) - 1))) for i, c in enumerate(classes)}
-        seen = {c: 0 for c in classes}
-        for m in sorted(members, key=lambda m: m.name):
+    classes = sorted({m.name.split("/")[-2] for m in members})
+    keep = {c: round(5000 * ratio ** (-i / (len(classes) - 1))) for i, c in enumerate(classes)}
+    train = sorted(m.name for m in members if m.name.split("/")[-3] == "train")
+    kept = set()
+    for c in classes:  # the first files of each class by name
+        kept |= set([n for n in train if n.split("/")[-2] == c][:keep[c]])
+    with tarfile.open(archive) as tar:  # one pass in archive order (a .tar.gz cannot seek back cheaply)
+        for m in tar:
+            if not (m.isfile() and m.name.endswith(".jpg")):
+                continue
             split, cls, name = m.name.split("/")[-3:]
-            if split == "train":
-                if seen[cls] >= keep[cls]:
-                    continue
-                seen[cls] += 1
+            if split == "train" and m.name not in kept:
+                continue
             target = out / split / cls / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(tar.extractfile(m).read())

@@ -99,6 +99,124 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from cnnmode.data.tools import dataset_stats, stats_figure
+    from cnnmode.files import atomic_write_text
+
+    bar, progress = _progress()
+    with bar:
+        stats = dataset_stats(args.path, sample=args.sample, seed=args.seed, progress=None if args.quiet else progress)
+    plot = Path(args.plot or "data_stats.png")
+    stats_figure(stats, plot)
+    stats.pop("_sizes")
+    print(f"{stats['source']}: {stats['images']} images ({stats['unreadable']} unreadable), "
+          f"{stats['seconds']:.1f} s")
+    fmt = lambda d: ", ".join(f"{k} {v}" for k, v in d.items())  # noqa: E731
+    rows = [["mean (R, G, B)", " ".join(f"{v:.4f}" for v in stats["mean"])],
+            ["std (R, G, B)", " ".join(f"{v:.4f}" for v in stats["std"])],
+            ["from", f"{stats['stats_from']} training images"],
+            ["width px", fmt(stats["width"])], ["height px", fmt(stats["height"])],
+            ["commonest sizes", fmt(stats["sizes"])], ["aspect ratio", fmt(stats["aspect_ratio"])],
+            ["modes", fmt(stats["modes"])], ["formats", fmt(stats["formats"])], ["file KB", fmt(stats["file_kb"])],
+            *[[f"{split} images", str(sum(c.values()))] for split, c in stats["counts"].items()]]
+    print_table("statistics", ["", "value"], rows, left=2)
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(stats, indent=1))
+        print(f"statistics: {args.json}")
+    print(f"picture: {plot}")
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from cnnmode.data.tools import split_dataset
+
+    counts = split_dataset(args.path, Path(args.out), args.val, args.test, args.seed, args.mode)
+    classes = sorted({c for per in counts.values() for c in per})
+    print_table(f"{args.out} ({args.mode})", ["class", *counts],
+                [[c, *[str(counts[s].get(c, 0)) for s in counts]] for c in classes])
+    target = Path(args.out) / "index.csv" if args.mode == "csv" else Path(args.out)
+    print(f"train with: cnnmode train data.path={target}")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from cnnmode.data.tools import preview_grid
+
+    shown = preview_grid(args.path, Path(args.out), args.n, args.seed)
+    print(f"{args.out}: " + ", ".join(f"{n} {split} images" for split, n in shown.items()))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from cnnmode.data.tools import convert_coco, convert_idx
+
+    if args.coco_images:
+        counts = {args.split or "all": convert_coco(Path(args.source), Path(args.coco_images), Path(args.out),
+                                                    args.min_size, args.pad, args.split)}
+    else:
+        names = [n.strip() for n in args.names.split(",")] if args.names else None
+        counts = convert_idx(Path(args.source), Path(args.out), names)
+    for split, per in counts.items():
+        print(f"{split}: {sum(per.values())} images in {len(per)} classes")
+    print(f"wrote {args.out}; train with: cnnmode train data.path={args.out}")
+    return 0
+
+
+def _add_tool_parsers(sub) -> None:
+    p = sub.add_parser("stats", help="channel mean/std, sizes, aspect ratios, modes, formats",
+                       description="The numbers of a dataset before training: per-channel mean/std of the "
+                                   "training images (what train normalises with), size and aspect-ratio histograms, "
+                                   "modes, formats, file sizes; a picture of them.")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--sample", type=int, default=5000, help="training images the mean/std come from (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--plot", metavar="FILE.png", help="default ./data_stats.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("split", help="stratified train/val/test folder tree (links or copies) or index CSV",
+                       description="Carve val/ and test/ from train, class by class, reproducibly by --seed. "
+                                   "Splits the source already has are kept as they are.")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new folder")
+    p.add_argument("--val", type=float, default=0.1, help="fraction of train for val/ (default 0.1)")
+    p.add_argument("--test", type=float, default=0.1, help="fraction of train for test/ when the source has "
+                   "none (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--link", dest="mode", action="store_const", const="link",
+                     help="symbolic links to the source files (default; archives are copied)")
+    how.add_argument("--copy", dest="mode", action="store_const", const="copy", help="copies of the files")
+    how.add_argument("--csv", dest="mode", action="store_const", const="csv",
+                     help="DIR/index.csv of path,label,split rows (a data.path of its own)")
+    p.set_defaults(func=cmd_split, mode="link")
+
+    p = sub.add_parser("preview", help="a grid of random images with their labels, per split",
+                       description="Draw --n random images of each split with their labels into one picture.")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--n", type=int, default=25, help="images per split (default 25: a 5x5 grid)")
+    p.add_argument("--out", default="preview.png", metavar="FILE.png", help="default ./preview.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("convert", help="MNIST IDX files or COCO boxes → a class-folder tree",
+                       description="IDX: SOURCE is a folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                                   "t10k-* (optionally .gz). COCO: SOURCE is an instances_*.json, --coco-images its "
+                                   "image folder; each object box becomes a crop in its category's folder.",
+                       epilog="examples:\n  cnnmode data convert data/MNIST/raw --out mnist-png\n"
+                              "  cnnmode data convert instances_val2017.json --coco-images val2017 --out coco-crops "
+                              "--split test", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new folder")
+    p.add_argument("--names", help="IDX: class names by label number, comma-separated (default: the numbers)")
+    p.add_argument("--coco-images", metavar="DIR", help="COCO: the folder the annotation's file names are in")
+    p.add_argument("--min-size", type=int, default=8, help="COCO: leave out boxes smaller than this (px)")
+    p.add_argument("--pad", type=float, default=0.0, help="COCO: widen each box by this fraction per side")
+    p.add_argument("--split", choices=("train", "val", "test"), help="COCO: write into DIR/SPLIT/")
+    p.set_defaults(func=cmd_convert)
+
+
 def add_parsers(verbs) -> None:
     """`data` and its sub-verbs."""
     data = verbs.add_parser("data", help="check, describe, split, preview and convert datasets",
@@ -128,3 +246,4 @@ def add_parsers(verbs) -> None:
                        description="Move every file listed in QUARANTINE_DIR/manifest.json back to its place.")
     p.add_argument("folder", metavar="QUARANTINE_DIR")
     p.set_defaults(func=cmd_restore)
+    _add_tool_parsers(sub)

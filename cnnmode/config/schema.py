@@ -19,7 +19,8 @@ def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
 
 @dataclass
 class DataConfig:
-    path: str = opt("cifar10", "cifar10, cifar100, mnist, fashion-mnist, a class-folder tree, or a .tar/.tar.gz/.zip of one")
+    path: str = opt("cifar10", "cifar10, cifar100, mnist, fashion-mnist, a class-folder tree, a .tar/.tar.gz/.zip "
+                    "of one, or a .csv list of path,label[,split] rows")
     root: str = opt("./data", "where named datasets live or download to; caches go under <root>/cache")
     img_size: int = opt(0, "side length images are resized to (0 = the data's own size for small images, 224 otherwise)")
     val_split: float = opt(0.1, "fraction of train held out for validation (stratified, seeded)")

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from cnnmode.config import Config
-from cnnmode.data import sources
+from cnnmode.data import csvlist, sources
 from cnnmode.data.archive import Limits
 from cnnmode.data.decode import GRAY_MODES, decode_many, probe, verify_file
-from cnnmode.errors import CnnModeError, RunError
+from cnnmode.errors import CnnModeError, RunError, UsageError
 from cnnmode.files import atomic_torch_save, torch_load
 
 SMALL_MAX = 64
@@ -129,8 +129,15 @@ def _read_cache(cache: Path) -> dict | None:
 def load_files(cfg: Config, cache_root: Path) -> Found:
     """A folder tree or archive: decoded into a cached tensor when its images are small, else listed to stream."""
     limits = Limits.from_mb_gb(cfg.data.max_file_mb, cfg.data.max_total_gb)
-    path, files, dirs, archive = sources.open_source(cfg.data.path, limits)
-    layout = sources.find_layout(files, dirs, cfg.data.path)
+    if csvlist.is_list(cfg.data.path):
+        path, layout = csvlist.list_layout(cfg.data.path)
+        archive, source_key = None, csvlist.content_key(cfg.data.path, path, layout)
+    else:
+        path, files, dirs, archive = sources.open_source(cfg.data.path, limits)
+        layout = sources.find_layout(files, dirs, cfg.data.path)
+        source_key = sources.content_key(path)
+    if "train" not in layout.splits:
+        raise UsageError(f"{cfg.data.path}: no training images")
     sample, _ = sources.read_files(path, archive, [n for n, _ in layout.splits["train"]], limits, first=32)
     probes = []
     for blob in sample.values():
@@ -145,7 +152,7 @@ def load_files(cfg: Config, cache_root: Path) -> Found:
         size = common_size([s for s, _ in probes])
         log.info("images are stored at %d px: the most common size among %d sampled training images; images of "
                  "other sizes are resized to it", size, len(probes))
-        key = hashlib.sha256(f"{CACHE_VERSION}:{sources.content_key(path)}:{size}:{channels}".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{CACHE_VERSION}:{source_key}:{size}:{channels}".encode()).hexdigest()[:24]
         cache = cache_root / f"images-{key}.pt"
         saved = _read_cache(cache)
         if saved is not None:
@@ -159,7 +166,7 @@ def load_files(cfg: Config, cache_root: Path) -> Found:
         return Found(splits, layout.classes, channels, size, skipped, "tensor")
     folder = path
     if archive:
-        folder = cache_root / f"extracted-{sources.content_key(path)}"
+        folder = cache_root / f"extracted-{source_key}"
         if not (folder / ".complete").exists():
             archive.extract_to(folder, {n for items in layout.splits.values() for n, _ in items})
             (folder / ".complete").touch()

@@ -14,10 +14,10 @@ from typing import Callable
 import numpy as np
 
 from cnnmode.data.archive import Limits
-from cnnmode.data.sources import SPLIT_NAMES, read_regular
+from cnnmode.data.sources import SPLIT_NAMES
 from cnnmode.data.tools.dupes import exact_groups, group_pairs, near_pairs
 from cnnmode.data.tools.images import UNUSUAL_MODES, Looked, look, phash
-from cnnmode.data.tools.listing import Entry, Listing, list_dataset
+from cnnmode.data.tools.listing import Entry, Listing, list_dataset, read_entries
 
 UNUSABLE = ("empty", "truncated", "not_image", "unreadable")  # kinds whose files training skips
 KEEP_ORDER = {"test": 0, "val": 1, "train": 2}  # a leaked copy is kept in the first of these, moved elsewhere
@@ -33,20 +33,6 @@ class CheckOptions:
     max_imbalance: float = 10.0
 
 
-def _read_all(listing: Listing, limits: Limits, tick: Callable[[int], None]):
-    """(entry, bytes, why unreadable) for every entry: one pass over an archive, or file by file."""
-    if listing.archive is not None:
-        blobs = listing.archive.read_members({e.name for e in listing.entries})
-        for e in listing.entries:
-            yield e, blobs.get(e.name, b""), listing.archive.damaged.get(e.name, "")
-            tick(1)
-        return
-    for e in listing.entries:
-        data, reason = read_regular(listing.root / e.name, limits)
-        yield e, data, reason
-        tick(1)
-
-
 def _look_all(listing: Listing, limits: Limits, tick: Callable[[int], None]) -> tuple[list[Looked], np.ndarray]:
     """Look at every file; (what each is, the perceptual hashes of the decodable ones, 0 elsewhere)."""
     looked, hashes, flat = [], np.zeros(len(listing.entries), np.uint64), np.ones(len(listing.entries), bool)
@@ -60,7 +46,7 @@ def _look_all(listing: Listing, limits: Limits, tick: Callable[[int], None]) -> 
                 looked[i].gray = None
             pending.clear()
 
-    for e, data, reason in _read_all(listing, limits, tick):
+    for e, data, reason in read_entries(listing, limits, tick):
         seen = Looked(reason, "unreadable") if reason else look(data)
         looked.append(seen)
         if seen.gray is not None:

@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+__all__ = ["class_counts_figure", "plt", "save_png"]
+
 from cnnmode.files import atomic_write  # noqa: E402
 
 

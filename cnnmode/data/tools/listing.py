@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from cnnmode.data.archive import Archive, Limits
-from cnnmode.data.sources import IMAGE_SUFFIXES, NAMED, SPLIT_NAMES, open_source, strip_top
+from cnnmode.data.csvlist import is_list, read_rows
+from cnnmode.data.sources import IMAGE_SUFFIXES, NAMED, SPLIT_NAMES, open_source, read_regular, strip_top
 from cnnmode.errors import UsageError
 
 # folder names people give their splits → the name cnnmode reads
@@ -51,10 +53,16 @@ def _split_of(top: str, tops: set[str]) -> str | None:
 
 
 def list_dataset(path_text: str, limits: Limits) -> Listing:
-    """List a folder tree or archive into entries and layout findings (raises UsageError for a bad path)."""
+    """List a folder tree, archive or CSV list into entries and layout findings (UsageError for a bad path)."""
     if path_text in NAMED:
         raise UsageError(f"{path_text} is a named dataset read by torchvision; check a folder or archive of "
                          "image files (e.g. from `cnnmode data convert`)")
+    if is_list(path_text):
+        folder, rows = read_rows(path_text)
+        class_dirs: dict[str, set[str]] = defaultdict(set)
+        for _, label, split in rows:
+            class_dirs[split].add(label)
+        return Listing(path_text, folder, None, [Entry(name, split, label) for name, label, split in rows], dict(class_dirs))
     root, files, dirs, archive = open_source(path_text, limits)
     prefix = strip_top(files, dirs)
     rel = [f[len(prefix):] for f in files if f.startswith(prefix)]
@@ -63,7 +71,7 @@ def list_dataset(path_text: str, limits: Limits) -> Listing:
     split_mode = any(_split_of(t, tops) for t in tops)
     depth = 2 if split_mode else 1  # parts before the file name: split/class or class
     problems: dict[str, list[str]] = defaultdict(list)
-    class_dirs: dict[str, set[str]] = defaultdict(set)
+    class_dirs = defaultdict(set)
     for d in rel_dirs:
         parts = d.split("/")
         split = _split_of(parts[0], tops) if split_mode else "train"
@@ -110,3 +118,20 @@ def _layout_findings(problems: dict[str, list[str]]) -> list[dict]:
         if paths:
             out.append({"layout": kind, "problem": f"{len(paths)} {problem}", "fix": fix, "paths": paths})
     return out
+
+
+def read_entries(listing: Listing, limits: Limits, tick: Callable[[int], None] = lambda n: None,
+                 entries: list[Entry] | None = None) -> Iterator[tuple[Entry, bytes, str]]:
+    """(entry, bytes, why it could not be read) for each entry (all by default): one pass over an archive, or
+    file by file from a folder. `tick(1)` after each."""
+    entries = listing.entries if entries is None else entries
+    if listing.archive is not None:
+        blobs = listing.archive.read_members({e.name for e in entries})
+        for e in entries:
+            yield e, blobs.get(e.name, b""), listing.archive.damaged.get(e.name, "" if e.name in blobs else "missing")
+            tick(1)
+        return
+    for e in entries:
+        data, reason = read_regular(listing.root / e.name, limits)
+        yield e, data, reason
+        tick(1)

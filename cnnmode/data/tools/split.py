@@ -1,0 +1,124 @@
+"""`split_dataset`: a stratified train/val/test tree (symlinks or copies) or an index CSV, reproducible by seed.
+
+Splits the source already has are kept as they are (an official test set is never pooled back into training);
+the missing ones are carved from train, class by class.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cnnmode.data.archive import Limits
+from cnnmode.data.tools.listing import Entry, list_dataset, read_entries
+from cnnmode.errors import UsageError
+
+MODES = ("link", "copy", "csv")
+INDEX = "index.csv"
+
+
+def stratified_split(entries: list[Entry], val: float, test: float, seed: int) -> dict[str, list[Entry]]:
+    """Carve `val` and `test` fractions (each rounded per class) from the train entries; other splits the source
+    has are kept, and then not carved again."""
+    have = {e.split for e in entries}
+    fractions = {"val": 0.0 if "val" in have else val, "test": 0.0 if "test" in have else test}
+    out: dict[str, list[Entry]] = defaultdict(list)
+    by_class: dict[str, list[Entry]] = defaultdict(list)
+    for e in entries:
+        (by_class[e.label] if e.split == "train" else out[e.split]).append(e)
+    rng = np.random.default_rng(seed)
+    for label in sorted(by_class):
+        items = sorted(by_class[label], key=lambda e: e.name)
+        order = rng.permutation(len(items))
+        start = 0
+        for split in ("test", "val"):
+            n = int(round(len(items) * fractions[split]))
+            out[split] += [Entry(items[i].name, split, label) for i in order[start:start + n]]
+            start += n
+        out["train"] += [items[i] for i in order[start:]]
+    return {s: sorted(out[s], key=lambda e: e.name) for s in ("train", "val", "test") if out[s]}
+
+
+def _targets(parts: dict[str, list[Entry]]) -> dict[str, str]:
+    """Where each entry goes: SPLIT/CLASS/FILE, a number added to a file name already taken there."""
+    taken: set[str] = set()
+    out = {}
+    for split, entries in parts.items():
+        for e in entries:
+            name = Path(e.name)
+            target, n = f"{split}/{e.label}/{name.name}", 1
+            while target in taken:
+                target, n = f"{split}/{e.label}/{name.stem}-{n}{name.suffix}", n + 1
+            taken.add(target)
+            out[e.name] = target
+    return out
+
+
+def split_dataset(path_text: str, out: Path, val: float = 0.1, test: float = 0.1, seed: int = 0,
+                  mode: str = "link", limits: Limits | None = None) -> dict[str, dict[str, int]]:
+    """Write the split to `out` (which must not exist or be empty): a SPLIT/CLASS/FILE tree of symlinks (`link`)
+    or copies (`copy`), or `out/index.csv` of path,label,split rows (`csv`). Built in a temporary folder and moved
+    into place, so `out` is never half written. Returns images per class per split."""
+    if mode not in MODES:
+        raise UsageError(f"split mode {mode!r}: choose one of {', '.join(MODES)}")
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise UsageError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out} already exists and is not an empty folder; choose a new one")
+    limits = limits or Limits.from_mb_gb(64, 64)
+    listing = list_dataset(path_text, limits)
+    parts = stratified_split(listing.entries, val, test, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        if mode == "csv":
+            _write_index(tmp, parts, listing.root.resolve(), listing.archive is not None, path_text)
+        elif listing.archive is not None or mode == "copy":
+            _copy(listing, parts, tmp, limits)
+        else:
+            for name, target in _targets(parts).items():
+                _link(listing.root.resolve() / name, tmp / target)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    counts = {s: defaultdict(int) for s in parts}
+    for s, entries in parts.items():
+        for e in entries:
+            counts[s][e.label] += 1
+    return {s: dict(sorted(c.items())) for s, c in counts.items()}
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(src, dst)
+
+
+def _copy(listing, parts: dict[str, list[Entry]], tmp: Path, limits: Limits) -> None:
+    targets = _targets(parts)
+    for e, data, reason in read_entries(listing, limits, entries=[e for es in parts.values() for e in es]):
+        if reason:
+            continue  # unreadable members are left out, as training would skip them
+        dst = tmp / targets[e.name]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+
+
+def _write_index(tmp: Path, parts: dict[str, list[Entry]], root: Path, is_archive: bool, source: str) -> None:
+    if is_archive:
+        raise UsageError(f"--csv lists files by path; {source} is an archive: use --copy, or extract it first")
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "label", "split"])
+    for split, entries in parts.items():
+        writer.writerows([str(root / e.name), e.label, split] for e in entries)
+    (tmp / INDEX).write_text(text.getvalue())
