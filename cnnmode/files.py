@@ -7,7 +7,8 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -57,6 +58,25 @@ def atomic_torch_save(obj: Any, path: Path) -> Path:
 def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     """Call `write(temp_path)`, then move the finished file to `path` (a reader never sees half a file)."""
     return _atomic(path, write)
+
+
+@contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out` to build in; moved to `out` when the block succeeds, removed when it fails.
+    `out` must not exist, or be an empty folder (a UsageError otherwise)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out} already exists and is not an empty folder; choose a new one")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

@@ -153,6 +153,11 @@ def validate(cfg: Config) -> None:
         (min(cfg.aug.crop_padding, cfg.aug.cutout) >= 0, "aug.crop_padding and aug.cutout must be >= 0"),
         (0 <= cfg.aug.random_erasing <= 1, "aug.random_erasing is a probability in [0, 1]"),
         (min(cfg.aug.mixup, cfg.aug.cutmix) >= 0, "aug.mixup and aug.cutmix must be >= 0"),
+        (0 <= cfg.aug.color_jitter < 1, "aug.color_jitter must be in [0, 1)"),
+        (0 <= cfg.aug.grayscale <= 1 and 0 <= cfg.aug.blur <= 1, "aug.grayscale and aug.blur are probabilities "
+                                                                  "in [0, 1]"),
+        (0 <= cfg.aug.rotation <= 180, "aug.rotation must be in [0, 180] degrees"),
+        (0 <= cfg.aug.affine < 1, "aug.affine must be in [0, 1)"),
         (0 <= cfg.train.distill_alpha <= 1, "train.distill_alpha must be in [0, 1]"),
         (cfg.train.distill_temperature > 0, "train.distill_temperature must be > 0"),
         (not cfg.train.unfreeze_at or cfg.model.freeze == "backbone",

@@ -85,6 +85,12 @@ class AugConfig:
     random_erasing: float = opt(0.0, "RandomErasing probability (0 = off)")
     mixup: float = opt(0.0, "MixUp alpha (0 = off)")
     cutmix: float = opt(0.0, "CutMix alpha (0 = off)")
+    color_jitter: float = opt(0.0, "brightness, contrast and saturation each scaled by a random factor in "
+                              "[1 - s, 1 + s] per image (0 = off; whole-batch for in-memory images)")
+    grayscale: float = opt(0.0, "probability of turning an image grey (0 = off; whole-batch for in-memory images)")
+    rotation: float = opt(0.0, "random rotation within +/- this many degrees (0 = off)")
+    affine: float = opt(0.0, "random affine: shift up to this fraction of the size, scale by 1 +/- it (0 = off)")
+    blur: float = opt(0.0, "probability of a 3x3 Gaussian blur with sigma in [0.1, 2] (0 = off)")
 
 
 @dataclass

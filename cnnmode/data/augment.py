@@ -53,9 +53,50 @@ def batch_cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tens
     return x.masked_fill(hole[:, None], 0)
 
 
+LUMA = (0.299, 0.587, 0.114)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return (x * torch.tensor(LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def batch_color(x: torch.Tensor, strength: float, gray_p: float, gen: torch.Generator) -> torch.Tensor:
+    """Colour jitter on a float batch in [0, 255]: brightness, contrast and (for RGB) saturation, each by a
+    random factor in [1 - strength, 1 + strength] per image; then a random `gray_p` share turned grey."""
+    n, c = x.shape[:2]
+    if strength > 0:
+        def factor() -> torch.Tensor:
+            return (1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * strength).to(x.device, x.dtype)
+
+        x = x * factor()
+        grey = _luma(x) if c == 3 else x
+        x = (x - grey.mean((1, 2, 3), keepdim=True)) * factor() + grey.mean((1, 2, 3), keepdim=True)
+        if c == 3:
+            grey = _luma(x)
+            x = (x - grey) * factor() + grey
+        x = x.clamp(0, 255)
+    if gray_p > 0 and c == 3:
+        mask = (torch.rand(n, generator=gen) < gray_p).to(x.device)[:, None, None, None]
+        x = torch.where(mask, _luma(x).expand_as(x), x)
+    return x
+
+
+def _geometric(aug: AugConfig) -> list[v2.Transform]:
+    """Per-image rotation, affine and blur transforms the keys ask for."""
+    out: list[v2.Transform] = []
+    if aug.rotation > 0:
+        out.append(v2.RandomRotation(aug.rotation))
+    if aug.affine > 0:
+        out.append(v2.RandomAffine(0, translate=(aug.affine, aug.affine), scale=(1 - aug.affine, 1 + aug.affine)))
+    if aug.blur > 0:
+        out.append(v2.RandomApply([v2.GaussianBlur(3, (0.1, 2.0))], p=aug.blur))
+    return out
+
+
 def sample_policy(aug: AugConfig) -> v2.Transform | None:
-    """The per-image torchvision policy (AutoAugment/RandAugment/TrivialAugment), or None."""
-    chosen = []
+    """The per-image torchvision transforms (AutoAugment/RandAugment/TrivialAugment; rotation, affine, blur), or
+    None."""
+    chosen = _geometric(aug)
     if aug.autoaugment:
         chosen.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
     if aug.randaugment:
@@ -90,6 +131,11 @@ def stream_transforms(aug: AugConfig, size: int, channels: int, mean: list[float
         steps.append(v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True))
         if aug.flip:
             steps.append(v2.RandomHorizontalFlip())
+        if aug.color_jitter > 0:
+            s = aug.color_jitter
+            steps.append(v2.ColorJitter(s, s, s if channels == 3 else 0))
+        if aug.grayscale > 0 and channels == 3:
+            steps.append(v2.RandomGrayscale(aug.grayscale))
         policy = sample_policy(aug)
         if policy is not None:
             steps.append(policy)

@@ -89,6 +89,7 @@ class TensorLoader(EpochLoader):
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
                               antialias=x.shape[-1] > self.img_size)
         if self.train:
+            x = augment.batch_color(x, self.aug.color_jitter, self.aug.grayscale, gen)
             if self.aug.flip:
                 x = augment.batch_flip(x, gen, flips)
             x = augment.batch_crop(x, self.aug.crop_padding, gen)

@@ -102,3 +102,34 @@ def test_loader_alternate_flip_mirrors_each_image_in_exactly_one_of_two_epochs()
                 assert (ident - 1) % 5 == label.item()  # labels stay with their images
                 flipped.setdefault(ident, []).append(right > 0)
     assert len(flipped) == 40 and all(sorted(v) == [False, True] for v in flipped.values())
+
+
+def test_batch_color_jitter_stays_in_range_and_greys_a_share():
+    from cnnmode.data.augment import batch_color
+
+    x = torch.rand(400, 3, 8, 8) * 255
+    out = batch_color(x.clone(), 0.4, 0.0, gen())
+    assert out.min() >= 0 and out.max() <= 255 and not torch.equal(out, x)
+    ratio = out.mean((1, 2, 3)) / x.mean((1, 2, 3))  # brightness times contrast about the mean
+    assert 0.5 < ratio.min() and ratio.max() < 1.5
+    grey = batch_color(x.clone(), 0.0, 0.25, gen())
+    is_grey = (grey[:, 0] == grey[:, 1]).flatten(1).all(1) & (grey[:, 1] == grey[:, 2]).flatten(1).all(1)
+    assert 0.15 < is_grey.float().mean() < 0.35
+    assert torch.equal(grey[~is_grey], x[~is_grey])
+    one = torch.rand(4, 1, 8, 8) * 255
+    assert batch_color(one, 0.3, 0.5, gen()).shape == one.shape
+
+
+def test_geometric_and_colour_keys_reach_both_loaders():
+    from cnnmode.data.augment import sample_policy, stream_transforms
+
+    aug = AugConfig(rotation=15, affine=0.1, blur=0.5, color_jitter=0.3, grayscale=0.2)
+    names = [type(t).__name__ for t in sample_policy(aug).transforms]
+    assert names == ["RandomRotation", "RandomAffine", "RandomApply"]
+    stream = [type(t).__name__ for t in stream_transforms(aug, 32, 3, [0.5] * 3, [0.2] * 3, True).transforms]
+    assert {"ColorJitter", "RandomGrayscale", "Compose"} <= set(stream)
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    loader = TensorLoader(x, torch.zeros(8, dtype=torch.long), 4, train=True, aug=aug, mean=[0.5] * 3,
+                          std=[0.2] * 3, img_size=32, device=torch.device("cpu"), channels_last=False)
+    batches = list(loader)
+    assert len(batches) == 2 and batches[0][0].shape == (4, 3, 32, 32) and torch.isfinite(batches[0][0]).all()

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
 from cnnmode.data.decode import DECODE_ERRORS
 from cnnmode.errors import UsageError
+from cnnmode.files import atomic_folder
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -50,24 +46,6 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-@contextmanager
-def _building(out: Path) -> Iterator[Path]:
-    """A temporary folder beside `out`, moved to `out` when the block succeeds and removed when it fails."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out} already exists and is not an empty folder; choose a new one")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def convert_idx(folder: Path, out: Path, names: list[str] | None = None) -> dict[str, dict[str, int]]:
     """MNIST-style IDX files in `folder` → out/{train,test}/CLASS/NNNNN.png; class folders are the label
     numbers, or `names[label]`. Returns images per class per split."""
@@ -76,7 +54,7 @@ def convert_idx(folder: Path, out: Path, names: list[str] | None = None) -> dict
     if not all(found["train"]):
         raise UsageError(f"{folder}: no {IDX_FILES['train'][0]}[.gz] and {IDX_FILES['train'][1]}[.gz] found")
     counts: dict[str, dict[str, int]] = {}
-    with _building(out) as tmp:
+    with atomic_folder(out) as tmp:
         for split, (img_path, label_path) in found.items():
             if not (img_path and label_path):
                 continue
@@ -111,7 +89,7 @@ def convert_coco(annotations: Path, images: Path, out: Path, min_size: int = 8, 
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"{annotations} is not a readable COCO annotation file ({type(e).__name__}: {e})") from None
     tally: Counter = Counter()
-    with _building(out) as tmp:
+    with atomic_folder(out) as tmp:
         root = tmp / split if split else tmp
         for image_id, anns in sorted(by_image.items()):
             try:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 from cnnmode.data.archive import Limits
 from cnnmode.data.tools.listing import Entry, list_dataset, read_entries
 from cnnmode.errors import UsageError
+from cnnmode.files import atomic_folder
 
 MODES = ("link", "copy", "csv")
 INDEX = "index.csv"
@@ -69,15 +68,10 @@ def split_dataset(path_text: str, out: Path, val: float = 0.1, test: float = 0.1
         raise UsageError(f"split mode {mode!r}: choose one of {', '.join(MODES)}")
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise UsageError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out {out} already exists and is not an empty folder; choose a new one")
     limits = limits or Limits.from_mb_gb(64, 64)
     listing = list_dataset(path_text, limits)
     parts = stratified_split(listing.entries, val, test, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(Path(out)) as tmp:
         if mode == "csv":
             _write_index(tmp, parts, listing.root.resolve(), listing.archive is not None, path_text)
         elif listing.archive is not None or mode == "copy":
@@ -85,12 +79,6 @@ def split_dataset(path_text: str, out: Path, val: float = 0.1, test: float = 0.1
         else:
             for name, target in _targets(parts).items():
                 _link(listing.root.resolve() / name, tmp / target)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     counts = {s: defaultdict(int) for s in parts}
     for s, entries in parts.items():
         for e in entries:
