@@ -48,6 +48,15 @@ class RunDir:
         return self.path / "model.pt"
 
     @property
+    def checkpoints(self) -> Path:
+        """Epoch checkpoints kept by train.keep_checkpoints / train.save_every: checkpoints/epoch-NNNN.pt."""
+        return self.path / "checkpoints"
+
+    @property
+    def model_card(self) -> Path:
+        return self.path / "MODEL_CARD.md"
+
+    @property
     def log(self) -> Path:
         return self.path / "train.log"
 
@@ -119,6 +128,21 @@ class RunDir:
             yield
         finally:
             handle.close()  # closing the file releases the lock
+
+    def in_use(self) -> bool:
+        """True while a process holds the folder's lock (a run in progress)."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: runs are not locked
+            return False
+        try:
+            with open(self.path / ".lock", "a+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:  # e.g. a read-only copy of a run folder
+            return False
+        return False
 
     def __str__(self) -> str:
         return str(self.path)

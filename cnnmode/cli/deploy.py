@@ -1,4 +1,4 @@
-"""Verbs that put a model to work: `predict`, `video`, `export`, `bench`, `prune`."""
+"""Verbs that put a model to work: `predict`, `video`, `export`, `bench`, `prune`, `embed`, `similar`."""
 from __future__ import annotations
 
 import argparse
@@ -96,8 +96,48 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from cnnmode.deploy.embed import embed_images, save_embeddings
+
+    emb, failed = embed_images(args.artifact, args.data, args.layer, args.batch_size)
+    save_embeddings(emb, Path(args.out))
+    labelled = sum(1 for label in emb.labels if label)
+    print(f"{args.out}: {len(emb.paths)} images x {emb.features.shape[1]} features ({labelled} labelled by their "
+          f"class folder){f'; {len(failed)} unreadable skipped' if failed else ''}")
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from cnnmode.deploy.embed import most_similar
+
+    hits = most_similar(args.artifact, args.query, Path(args.index), args.k, args.layer)
+    print_table(f"nearest to {args.query}", ["#", "image", "label", "cosine"],
+                [[str(i), path, label, f"{score:.4f}"] for i, (path, label, score) in enumerate(hits, 1)], left=3)
+    return 0
+
+
 def add_parsers(verbs) -> None:
-    """The predict, video, export, bench and prune verbs."""
+    """The predict, video, export, bench, prune, embed and similar verbs."""
+    p = verbs.add_parser("embed", help="features of every image (penultimate layer or --layer) to .npy/.parquet",
+                         description="Run the artifact's model on images, folders or globs and save each image's "
+                                     "features with its path and label (its class folder's name): the input of the "
+                                     "classifier head by default, or any named layer's output, average-pooled.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("data", nargs="+", metavar="IMAGE_OR_DIR_OR_GLOB")
+    p.add_argument("--out", required=True, metavar="FILE.npy|.parquet")
+    p.add_argument("--layer", help="a module name from `cnnmode summary` (default: the head's input)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_embed)
+
+    p = verbs.add_parser("similar", help="the images of an embed index nearest to a query image (cosine)",
+                         description="Embed QUERY_IMAGE the way the index was built and list the --k nearest images.")
+    p.add_argument("artifact", metavar="ARTIFACT")
+    p.add_argument("query", metavar="QUERY_IMAGE")
+    p.add_argument("--index", required=True, metavar="FILE.npy|.parquet", help="written by `cnnmode embed`")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--layer", help="the --layer the index was built with")
+    p.set_defaults(func=cmd_similar)
+
     p = verbs.add_parser("predict", help="top-k predictions for images, folders or globs",
                          description="Predict with a model.pt artifact, a run folder, or an exported .onnx/.ts file.")
     p.add_argument("artifact", metavar="ARTIFACT")

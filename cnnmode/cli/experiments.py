@@ -92,8 +92,31 @@ def _studies_help() -> str:
     return "built-in studies:\n" + "\n".join(f"  {n:<16} {STUDIES.describe(n)}" for n in STUDIES.names())
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from cnnmode.experiments.compare import format_cell
+    from cnnmode.experiments.runs import COLUMNS, list_runs
+
+    rows = list_runs(Path(args.dir), args.sort, True if args.desc else (False if args.asc else None))
+    cells = {"test_acc": "test acc", "balanced_acc": "balanced", "train_time_s": "train s"}
+    print_table(f"{len(rows)} run(s) in {args.dir}", [cells.get(c, c) for c in COLUMNS],
+                [[format_cell(c, r[c]) for c in COLUMNS] for r in rows], left=4)
+    return 0
+
+
 def add_parsers(verbs) -> None:
-    """The compare, lr-find, baseline, ablate, search and cv verbs."""
+    """The compare, runs, lr-find, baseline, ablate, search and cv verbs."""
+    p = verbs.add_parser("runs", help="a table of the runs in a folder (finished or not), sortable",
+                         description="List the run folders under DIR (default ./runs, three levels deep): name, "
+                                     "recipe, model, data, epochs, test and balanced accuracy, training time, date, "
+                                     "status.")
+    p.add_argument("dir", nargs="?", default="runs", metavar="DIR")
+    p.add_argument("--sort", default="date", help="column to sort by: run, recipe, model, data, epochs, test_acc, "
+                   "balanced_acc, train_time_s, date, status (default date, newest first)")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument("--asc", action="store_true", help="ascending")
+    order.add_argument("--desc", action="store_true", help="descending")
+    p.set_defaults(func=cmd_runs)
+
     p = verbs.add_parser("compare", help="one table and bar plot across run folders",
                          description="Compare finished run folders: test accuracy, top-5, F1 macro, best epoch, "
                                      "training time, img/s, peak memory, parameters. Writes comparison.csv/.md/.png.")

@@ -131,6 +131,10 @@ class TrainConfig:
     unfreeze_lr_scale: float = opt(0.1, "learning-rate factor applied when the backbone unfreezes")
     qat: bool = opt(False, "quantization-aware training (fp32 with fake int8); also writes an int8 TorchScript")
     profile: bool = opt(False, "profile a few training steps with torch.profiler (trace in the run folder)")
+    keep_checkpoints: int = opt(0, "also keep the newest N epoch checkpoints (checkpoints/epoch-NNNN.pt) besides "
+                                "best.pt and last.pt (0 = with train.save_every: all of them)")
+    save_every: int = opt(0, "write an epoch checkpoint every K epochs (0 = every epoch when train.keep_checkpoints "
+                          "is set, else none)")
     seed: int = opt(0, "random seed")
     deterministic: bool = opt(False, "deterministic algorithms (bitwise-reproducible on CPU)")
 

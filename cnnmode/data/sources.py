@@ -125,6 +125,21 @@ def content_key(path: Path) -> str:
     return h.hexdigest()[:24]
 
 
+def source_checksum(path_text: str) -> str | None:
+    """A data path's fingerprint for the records: the sha256 of an archive or list file, the folder listing's key
+    for a tree (names, sizes, modification times), None for a named dataset."""
+    if path_text.lower() in NAMED:
+        return None
+    path = Path(path_text).expanduser()
+    if path.is_file():
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        return f"sha256:{h.hexdigest()}"
+    return f"listing:{content_key(path)}" if path.is_dir() else None
+
+
 def file_problem(path: Path, limits: Limits) -> str:
     """Why `path` must not be read ('' when it may): links are followed, so a link to an image is fine, while a
     broken link, a loop, a pipe or a device (a link to `/dev/zero`) is not, nor a file over the size limit."""

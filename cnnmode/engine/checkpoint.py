@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from cnnmode.errors import UsageError
-from cnnmode.files import atomic_torch_save, torch_load
+from cnnmode.files import atomic_torch_save, atomic_write, torch_load
 
 
 def rng_state() -> dict[str, Any]:
@@ -46,3 +47,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not Path(path).is_file():
         raise UsageError(f"no checkpoint at {path}; --resume needs a run folder with last.pt")
     return torch_load(path)
+
+
+def keep_epoch_checkpoint(last: Path, folder: Path, epoch: int, every: int, keep: int) -> list[Path]:
+    """Copy the just-written `last` to folder/epoch-NNNN.pt on every `every`-th epoch, then remove all but the
+    newest `keep` of them (0 = keep all); returns the files removed."""
+    if every <= 0 or epoch % every:
+        return []
+    folder.mkdir(exist_ok=True)
+    target = folder / f"epoch-{epoch:04d}.pt"
+    atomic_write(target, lambda tmp: shutil.copyfile(last, tmp))
+    saved = sorted(folder.glob("epoch-*.pt"))
+    old = saved[:-keep] if keep else []
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from cnnmode.config import Config
 from cnnmode.data import DataBundle, TensorLoader
-from cnnmode.engine.checkpoint import save_checkpoint
+from cnnmode.engine.checkpoint import keep_epoch_checkpoint, save_checkpoint
 from cnnmode.engine.console import Reporter
 from cnnmode.engine.device import peak_memory_mb
 from cnnmode.engine.loop import evaluate, train_one_epoch
@@ -71,6 +71,8 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
         improved = _record_epoch(job, state, epoch, stats, val, board)
         stop = parts.stopper.update(val["accuracy"])
         save_checkpoint(job.run.last, **parts.state_dict(), state=state.__dict__.copy(), config=cfg.to_dict())
+        keep_epoch_checkpoint(job.run.last, job.run.checkpoints, epoch, cfg.train.save_every or
+                              (1 if cfg.train.keep_checkpoints else 0), cfg.train.keep_checkpoints)
         reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
                       f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%{' *' if improved else ''}"
                       f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s")

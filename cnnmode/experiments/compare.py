@@ -42,7 +42,7 @@ def format_cell(key: str, value) -> str:
         return ""
     if "." in key:
         return f"{value:g}" if isinstance(value, float) else str(value)
-    if key in ("test_acc", "top5", "f1_macro"):
+    if key in ("test_acc", "top5", "f1_macro", "balanced_acc"):
         return f"{100 * value:.2f}%"
     if key == "params":
         return f"{value / 1e6:.2f} M"

@@ -1,5 +1,5 @@
 """What a finished training run leaves behind: the best weights scored on the test split (`eval/`),
-metrics.json, the model.pt artifact, the plots, report.html and the console summary."""
+metrics.json, the model.pt artifact, the plots, report.html, MODEL_CARD.md and the console summary."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,11 @@ import torch
 import torch.nn as nn
 
 from cnnmode.artifact import save_artifact
+from cnnmode.data.sources import source_checksum
 from cnnmode.engine import qat
 from cnnmode.engine.fit import FitResult, Job
 from cnnmode.engine.loop import predict_logits
+from cnnmode.evaluation.card import write_model_card
 from cnnmode.evaluation.evaluate import evaluate_model, gather_images
 from cnnmode.evaluation.metrics import fit_temperature
 from cnnmode.evaluation.plots import predictions_figure, training_curves
@@ -37,6 +39,16 @@ def environment(device: torch.device, precision_name: str) -> dict:
             "precision": precision_name, "threads": torch.get_num_threads(), "platform": platform.platform()}
 
 
+def _data_record(data) -> dict:
+    """What the run was trained on: the source, its checksum, images per class per split, the preprocessing."""
+    splits = {"train": data.train, "test": data.test} if data.val_is_test else \
+        {"train": data.train, "val": data.val, "test": data.test}
+    counts = {name: dict(zip(data.classes, torch.bincount(loader.labels, minlength=len(data.classes)).tolist()))
+              for name, loader in splits.items()}
+    return {"source": data.source, "checksum": source_checksum(data.source), "counts": counts,
+            "img_size": data.img_size, "channels": data.channels, "mean": data.mean, "std": data.std}
+
+
 def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Module) -> None:
     """Best weights → test evaluation (eval/), metrics.json, artifact, plots, report, summary table."""
     cfg, run, data, state = job.cfg, job.run, job.data, result.state
@@ -57,7 +69,8 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
                "train_time_s": round(state.train_time_s, 2), "time_to_target_s": state.time_to_target_s,
                "target_accuracy": cfg.train.target_accuracy or None,
                "images_per_s": round(train_imgs / max(state.train_time_s, 1e-9), 1), "params": params,
-               "classes": data.classes, "skipped_files": len(data.skipped), "seed": cfg.train.seed,
+               "classes": data.classes, "data": _data_record(data), "skipped_files": len(data.skipped),
+               "seed": cfg.train.seed,
                "environment": environment(setup.device, setup.precision.name)}
     artifact_model = getattr(eval_model, "_orig_mod", eval_model)
     if cfg.train.qat:
@@ -70,6 +83,7 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
                   {"test": test, "recipe": cfg.recipe, "best_epoch": state.best_epoch})
     _plots(job, state.history, eval_model, temperature)
     write_report(run.path)
+    write_model_card(run.path)
     job.reporter.table(f"{cfg.recipe or cfg.model.name}: results", _summary_rows(job, metrics, state))
 
 

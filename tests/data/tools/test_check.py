@@ -95,3 +95,18 @@ def test_cli_fix_and_restore(planted, tmp_path):
     assert tree_digest(root) == before
     again = run_cli("data", "restore", str(tmp_path / "q"))
     assert again.returncode == 2 and "manifest.json" in again.stderr
+
+
+def test_layout_problems_are_named_with_their_fix(tmp_path):
+    root = clean_tree(tmp_path / "ds", {"train": {"a": 3, "b": 3}, "validation": {"a": 1, "b": 1}})
+    clean_tree(tmp_path / "extra", {"sub": {"x": 2}})
+    (root / "train/a/sub").mkdir()
+    (tmp_path / "extra/sub/x/img0.png").rename(root / "train/a/sub/deep.png")
+    (root / "train/loose.png").write_bytes((root / "train/a/img0.png").read_bytes())
+    report = check_data(str(root), CheckOptions(near=-1))
+    layout = {f["layout"]: f for f in report["findings"] if f["kind"] == "layout"}
+    assert set(layout) == {"alias", "nested", "stray", }
+    assert layout["alias"]["paths"] == ["validation/ → val/"] and "rename" in layout["alias"]["fix"]
+    assert layout["nested"]["paths"] == ["train/a/"]
+    assert layout["stray"]["paths"] == ["train/loose.png"]
+    assert report["counts"]["val"] == {"a": 1, "b": 1}  # the aliased split is still checked

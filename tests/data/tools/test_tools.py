@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnmode.data.tools import convert_coco, convert_idx, dataset_stats, preview_grid, split_dataset
+from cnnmode.data.tools import check_data, convert_coco, convert_idx, dataset_stats, preview_grid, split_dataset
 from cnnmode.errors import UsageError
 from tests.conftest import fast_overrides, run_cli
 from tests.data.tools.conftest import clean_tree
@@ -51,6 +51,8 @@ def test_csv_list_from_split_trains_one_epoch(tmp_path):
     split_dataset(str(src), tmp_path / "lists", val=0.2, test=0.2, seed=0, mode="csv")
     rows = list(csv.DictReader(open(tmp_path / "lists" / "index.csv")))
     assert {r["split"] for r in rows} == {"train", "val", "test"} and len(rows) == 24
+    report = check_data(str(tmp_path / "lists" / "index.csv"))
+    assert report["clean"] and sum(map(len, report["counts"].values())) == 6  # 2 classes in 3 splits
     out = run_cli("train", *fast_overrides(tmp_path, tmp_path / "lists" / "index.csv"), "--quiet")
     assert out.returncode == 0, out.stderr
     metrics = json.loads((tmp_path / "runs").glob("*/metrics.json").__next__().read_text())
