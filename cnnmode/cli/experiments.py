@@ -94,7 +94,7 @@ def _studies_help() -> str:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from cnnmode.experiments.compare import format_cell
-    from cnnmode.experiments.runs import COLUMNS, list_runs
+    from cnnmode.experiments.run_table import COLUMNS, list_runs
 
     rows = list_runs(Path(args.dir), args.sort, True if args.desc else (False if args.asc else None))
     cells = {"test_acc": "test acc", "balanced_acc": "balanced", "train_time_s": "train s"}

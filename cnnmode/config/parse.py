@@ -61,7 +61,10 @@ def dump_yaml(cfg: Config) -> str:
 
 
 def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
-    """Check `value` against the field's type and choices; ints are accepted for floats, nothing else is coerced."""
+    """Check `value` against the field's type and choices; ints are accepted for floats, nothing else is coerced.
+    A list key takes a YAML list or a comma-separated string (`run.trackers=mlflow,tensorboard`)."""
+    if f.type in ("list[str]", list):
+        return _coerce_list(key, value, f.metadata.get("choices"))
     want = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool, "str": str}[f.type]
     ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
     if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -76,6 +79,19 @@ def _coerce(key: str, value: Any, f: dataclasses.Field) -> Any:
     if choices and value not in choices:
         raise UsageError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
     return value
+
+
+def _coerce_list(key: str, value: Any, choices: tuple[str, ...] | None) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        value = [v.strip() for v in value.strip().strip("[]").split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{key} expects a list of names (a,b or [a, b]), got {value!r}")
+    bad = [v for v in value if choices and v not in choices]
+    if bad:
+        raise UsageError(f"{key}: {', '.join(bad)} not valid; choose from: {', '.join(choices)}")
+    return list(dict.fromkeys(value))
 
 
 def set_key(cfg: Config, key: str, value: Any) -> None:

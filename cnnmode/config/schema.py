@@ -144,7 +144,10 @@ class RunConfig:
     dir: str = opt("runs", "parent folder of run folders")
     name: str = opt("", "run folder name (default <recipe or model>-<timestamp>)")
     device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    tensorboard: bool = opt(False, "also write TensorBoard events")
+    tensorboard: bool = opt(False, "also write TensorBoard events (the same as adding tensorboard to run.trackers)")
+    trackers: list[str] = opt([], "experiment trackers fed every epoch and at the end: tensorboard (scalars, "
+                              "figures, graph, hparams), mlflow (sqlite:///<run.dir>/mlflow.db, or "
+                              "MLFLOW_TRACKING_URI); comma-separated", ("tensorboard", "mlflow"))
 
 
 @dataclass

@@ -17,7 +17,7 @@ from cnnmode.engine.device import peak_memory_mb
 from cnnmode.engine.loop import evaluate, train_one_epoch
 from cnnmode.engine.setup import TrainParts
 from cnnmode.engine.state import RunState, plain_state, write_history
-from cnnmode.errors import RunError, UsageError
+from cnnmode.errors import RunError
 from cnnmode.files import atomic_torch_save
 from cnnmode.rundir import RunDir
 
@@ -58,7 +58,6 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
     """Train from the epoch after `state.epoch` to train.epochs. `on_epoch(epoch, val)` runs after each epoch's
     checkpoint (an exception it raises ends the run there); `stop_after` ends as if killed after that epoch."""
     cfg, parts, reporter = job.cfg, job.parts, job.reporter
-    board = _tensorboard(job.run) if cfg.run.tensorboard else None
     if cfg.train.unfreeze_at and state.epoch >= cfg.train.unfreeze_at:
         _unfreeze(parts.model)  # resumed after the switch: the optimizer already holds the scaled LR
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
@@ -68,7 +67,7 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
         _check_finite(job, epoch, val["loss"])
         if parts.sched_every == "epoch":
             parts.scheduler.step(val["accuracy"]) if cfg.sched.name == "plateau" else parts.scheduler.step()
-        improved = _record_epoch(job, state, epoch, stats, val, board)
+        improved = _record_epoch(job, state, epoch, stats, val)
         stop = parts.stopper.update(val["accuracy"])
         save_checkpoint(job.run.last, **parts.state_dict(), state=state.__dict__.copy(), config=cfg.to_dict())
         keep_epoch_checkpoint(job.run.last, job.run.checkpoints, epoch, cfg.train.save_every or
@@ -146,8 +145,8 @@ def _check_finite(job: Job, epoch: int, val_loss: float) -> None:
                        "or train.grad_clip=1.0")
 
 
-def _record_epoch(job: Job, state: RunState, epoch: int, stats: dict, val: dict, board) -> bool:
-    """Update the state, history.csv, TensorBoard and best.pt; True when validation accuracy improved.
+def _record_epoch(job: Job, state: RunState, epoch: int, stats: dict, val: dict) -> bool:
+    """Update the state, history.csv and best.pt; True when validation accuracy improved.
 
     Without a validation split best.pt is always the latest epoch, so the test split selects nothing.
     """
@@ -160,22 +159,9 @@ def _record_epoch(job: Job, state: RunState, epoch: int, stats: dict, val: dict,
         "epoch_time_s": round(stats["time"], 2), "images_per_s": round(stats["img_s"], 1),
         "peak_mem_mb": round(peak_memory_mb(job.parts.setup.device), 1)})
     write_history(job.run.history, state.history)
-    if board is not None:
-        for key, value in state.history[-1].items():
-            if key != "epoch":
-                board.add_scalar(key, value, epoch)
-        board.flush()
     if val["accuracy"] <= state.best_acc and not job.data.val_is_test:
         return False
     state.best_acc, state.best_epoch = val["accuracy"], epoch
     atomic_torch_save({"model": plain_state(job.parts.eval_model), "epoch": epoch, "val_acc": val["accuracy"]},
                       job.run.best)
     return True
-
-
-def _tensorboard(run: RunDir):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UsageError("run.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(str(run.tensorboard))

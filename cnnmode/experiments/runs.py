@@ -1,62 +1,54 @@
-"""`cnnmode runs [DIR]`: the runs in a folder as one table (the seed's experiment record), finished or not."""
+"""Runs that experiments own: start, resume or skip one run folder, so a rerun study completes what is missing."""
 from __future__ import annotations
 
-import csv
-import io
-import json
-import time
 from pathlib import Path
 
-from cnnmode.config import read_yaml
+from cnnmode.config import Config, flatten, load_yaml_text
 from cnnmode.errors import UsageError
 from cnnmode.rundir import RunDir
+from cnnmode.workflows.train import train
 
-COLUMNS = ["run", "recipe", "model", "data", "epochs", "test_acc", "balanced_acc", "train_time_s", "date", "status"]
-SORT_KEYS = tuple(COLUMNS)
-
-
-def _history_epochs(run: RunDir) -> int:
-    if not run.history.exists():
-        return 0
-    return len(list(csv.DictReader(io.StringIO(run.history.read_text()))))
+IGNORED = ("run.", "recipe", "description")  # keys that may differ between a run and its rerun
 
 
-def run_record(run_dir: Path, root: Path) -> dict:
-    """One row for a run folder: from metrics.json when finished, else from config.yaml and history.csv."""
-    run = RunDir(run_dir)
-    cfg = read_yaml(run.config)
-    m = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
-    test = m.get("test", {})
-    finished = bool(m) and run.model.exists()
-    stamp = (run.metrics if m else run.config).stat().st_mtime
-    return {"run": run.path.relative_to(root).as_posix() if run.path != root else run.path.name,
-            "recipe": cfg.get("recipe") or "", "model": cfg.get("model", {}).get("name", ""),
-            "data": Path(str(cfg.get("data", {}).get("path", ""))).name,
-            "epochs": f"{m.get('epochs_run', _history_epochs(run))}/{cfg.get('train', {}).get('epochs', '?')}",
-            "test_acc": test.get("accuracy"), "balanced_acc": test.get("balanced_accuracy"),
-            "train_time_s": m.get("train_time_s"), "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)),
-            "status": "finished" if finished else ("running" if run.in_use() else "stopped")}
+def run_folder(cfg: Config) -> Path:
+    """The folder a config's run writes to (run.dir/run.name)."""
+    return Path(cfg.run.dir) / cfg.run.name
 
 
-def find_runs(root: Path, depth: int = 3) -> list[Path]:
-    """Run folders (those with a config.yaml and a history or metrics) at most `depth` levels below `root`."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a folder; give a folder of runs (default ./runs)")
-    found = []
-    for config in sorted(root.rglob("config.yaml")):
-        run = config.parent
-        if len(run.relative_to(root).parts) <= depth and (RunDir(run).history.exists() or RunDir(run).metrics.exists()):
-            found.append(run)
-    return found
+def _compared(cfg_dict: dict) -> dict:
+    return {k: v for k, v in flatten(cfg_dict).items() if not k.startswith(IGNORED)}
 
 
-def list_runs(root: Path, sort: str = "date", descending: bool | None = None) -> list[dict]:
-    """Rows for every run under `root`, sorted by a column (newest, or best, first by default)."""
-    if sort not in SORT_KEYS:
-        raise UsageError(f"--sort {sort!r}: choose one of {', '.join(SORT_KEYS)}")
-    rows = [run_record(r, Path(root)) for r in find_runs(root)]
-    desc = sort in ("date", "test_acc", "balanced_acc") if descending is None else descending
-    present = [r for r in rows if r[sort] is not None]
-    missing = [r for r in rows if r[sort] is None]
-    return sorted(present, key=lambda r: r[sort], reverse=desc) + missing
+def check_same_config(run_dir: Path, cfg: Config) -> None:
+    """Refuse to reuse `run_dir` when it holds a run of a different configuration."""
+    saved = RunDir(run_dir).config
+    if not saved.exists():
+        return
+    old, new = _compared(load_yaml_text(saved.read_text()) or {}), _compared(cfg.to_dict())
+    defaults = _compared(Config().to_dict())  # keys added since that run was made have their default there
+    changed = sorted(k for k in new if old.get(k, defaults.get(k)) != new[k])
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} → {new[k]!r}" for k in changed[:4])
+        raise UsageError(f"{run_dir} holds a run with a different config ({diffs}); rerun with the same "
+                         "settings to complete it, or choose another output folder")
+
+
+def check_planned(configs: list[Config]) -> None:
+    """Before any run starts: refuse when a planned run's folder holds a run of a different configuration."""
+    for cfg in configs:
+        check_same_config(run_folder(cfg), cfg)
+
+
+def complete_run(cfg: Config, quiet: bool = False) -> tuple[str, Path]:
+    """Make sure the run for `cfg` is finished: ("finished", dir) if it already was, ("resumed", dir) if it
+    continued from its last.pt, ("trained", dir) if it started fresh. Callers check the folders first with
+    `check_planned`. Errors propagate."""
+    run_dir = run_folder(cfg)
+    if RunDir(run_dir).is_finished():
+        return "finished", run_dir
+    if RunDir(run_dir).is_resumable():
+        train(resume=run_dir, quiet=quiet)
+        return "resumed", run_dir
+    train(cfg, quiet=quiet)
+    return "trained", run_dir

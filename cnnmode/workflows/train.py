@@ -5,6 +5,7 @@ the run folder is made only once the run can start, so a bad `data.path` or devi
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import RunDir, new_run_name
 from cnnmode.workflows.results import finish_run
+from cnnmode.workflows.tracking import make_trackers
 
 
 def train(cfg: Config | None = None, *, recipe: str | None = None, config_file: str | None = None,
@@ -116,10 +118,48 @@ def _run(cfg: Config, run: RunDir, reporter: Reporter, resume: bool, stop_after:
         job = Job(cfg, run, data, parts, reporter)
         if cfg.train.profile:
             profile_steps(cfg, parts, data, run, reporter)
-        result = fit(job, state, on_epoch, stop_after)
-        if result.complete:
-            finish_run(job, result, model_args, float_model)
+        with tracked(job, resume) as on_row:
+            def hook(epoch: int, val: dict) -> None:
+                on_row(epoch, state.history[-1])
+                if on_epoch is not None:
+                    on_epoch(epoch, val)
+
+            result = fit(job, state, hook, stop_after)
+            if result.complete:
+                finish_run(job, result, model_args, float_model)
+                on_row(None, None)
     return run.path
+
+
+@contextmanager
+def tracked(job: Job, resumed: bool):
+    """Start the run's trackers; yield `on_row(epoch, row)` to feed them each epoch (`on_row(None, None)`: the run
+    finished); close them, marked failed when the block raised. A tracker that fails while the run goes on (a
+    tracking server gone away) is reported once and dropped: it never stops training."""
+    trackers = make_trackers(job.cfg)
+    for t in trackers:
+        t.start(job, resumed)
+    live = list(trackers)
+
+    def on_row(epoch: int | None, row: dict | None) -> None:
+        for t in list(live):
+            try:
+                if epoch is None:
+                    t.finish(job)
+                else:
+                    t.epoch(epoch, row)
+            except Exception as e:  # tracking is a copy of the run folder: losing it must not lose the run
+                job.reporter.warn(f"tracker {type(t).__name__} failed ({type(e).__name__}: {e}); "
+                                  "training goes on without it")
+                live.remove(t)
+
+    ok = False
+    try:
+        yield on_row
+        ok = True
+    finally:
+        for t in live:
+            t.close(ok)
 
 
 def _describe_data(data, reporter: Reporter, cfg: Config) -> None:

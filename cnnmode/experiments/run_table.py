@@ -1,0 +1,62 @@
+"""`cnnmode runs [DIR]`: the runs in a folder as one table (the seed's experiment record), finished or not."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+from cnnmode.config import read_yaml
+from cnnmode.errors import UsageError
+from cnnmode.rundir import RunDir
+
+COLUMNS = ["run", "recipe", "model", "data", "epochs", "test_acc", "balanced_acc", "train_time_s", "date", "status"]
+SORT_KEYS = tuple(COLUMNS)
+
+
+def _history_epochs(run: RunDir) -> int:
+    if not run.history.exists():
+        return 0
+    return len(list(csv.DictReader(io.StringIO(run.history.read_text()))))
+
+
+def run_record(run_dir: Path, root: Path) -> dict:
+    """One row for a run folder: from metrics.json when finished, else from config.yaml and history.csv."""
+    run = RunDir(run_dir)
+    cfg = read_yaml(run.config)
+    m = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
+    test = m.get("test", {})
+    finished = bool(m) and run.model.exists()
+    stamp = (run.metrics if m else run.config).stat().st_mtime
+    return {"run": run.path.relative_to(root).as_posix() if run.path != root else run.path.name,
+            "recipe": cfg.get("recipe") or "", "model": cfg.get("model", {}).get("name", ""),
+            "data": Path(str(cfg.get("data", {}).get("path", ""))).name,
+            "epochs": f"{m.get('epochs_run', _history_epochs(run))}/{cfg.get('train', {}).get('epochs', '?')}",
+            "test_acc": test.get("accuracy"), "balanced_acc": test.get("balanced_accuracy"),
+            "train_time_s": m.get("train_time_s"), "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)),
+            "status": "finished" if finished else ("running" if run.in_use() else "stopped")}
+
+
+def find_runs(root: Path, depth: int = 3) -> list[Path]:
+    """Run folders (those with a config.yaml and a history or metrics) at most `depth` levels below `root`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder; give a folder of runs (default ./runs)")
+    found = []
+    for config in sorted(root.rglob("config.yaml")):
+        run = config.parent
+        if len(run.relative_to(root).parts) <= depth and (RunDir(run).history.exists() or RunDir(run).metrics.exists()):
+            found.append(run)
+    return found
+
+
+def list_runs(root: Path, sort: str = "date", descending: bool | None = None) -> list[dict]:
+    """Rows for every run under `root`, sorted by a column (newest, or best, first by default)."""
+    if sort not in SORT_KEYS:
+        raise UsageError(f"--sort {sort!r}: choose one of {', '.join(SORT_KEYS)}")
+    rows = [run_record(r, Path(root)) for r in find_runs(root)]
+    desc = sort in ("date", "test_acc", "balanced_acc") if descending is None else descending
+    present = [r for r in rows if r[sort] is not None]
+    missing = [r for r in rows if r[sort] is None]
+    return sorted(present, key=lambda r: r[sort], reverse=desc) + missing

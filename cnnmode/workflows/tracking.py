@@ -1,0 +1,164 @@
+"""Experiment trackers (`run.trackers`): plug-ins fed the same things at the same moments, so a team's tracking
+server or TensorBoard sees what the run folder holds.
+
+    start(job, resumed)   the resolved config (flattened) as params, tags (git commit, recipe, device)
+    epoch(epoch, row)     the history.csv row of every epoch
+    finish(job)           final metrics, figures, report, model card and model.pt
+    close(ok)             the run ends (failed when training raised)
+
+MLflow logs to `sqlite:///<run.dir>/mlflow.db` (artifacts beside it in `mlartifacts/`) unless
+MLFLOW_TRACKING_URI names a server; runs started while another is active (ablate, search, cv) are nested under it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from cnnmode.config import Config, flatten
+from cnnmode.errors import UsageError
+from cnnmode.registry import Registry
+
+TRACKERS: Registry = Registry("tracker")
+FIGURES = ("plots/training_curves.png", "plots/predictions.png", "eval/confusion_matrix_normalized.png",
+           "eval/reliability_diagram.png", "eval/per_class_accuracy_all.png")
+FINAL_KEYS = ("accuracy", "balanced_accuracy", "top5", "f1_macro", "loss", "ece")
+MLFLOW_ID = ".mlflow_run_id"  # in the run folder, so that a resumed run continues its MLflow run
+
+
+def _params(cfg: Config) -> dict[str, str]:
+    return {k: ",".join(v) if isinstance(v, list) else str(v) for k, v in flatten(cfg.to_dict()).items()}
+
+
+def _final(job) -> dict[str, float]:
+    test = json.loads(job.run.metrics.read_text())["test"]
+    return {f"test_{k}": float(test[k]) for k in FINAL_KEYS if isinstance(test.get(k), (int, float))}
+
+
+@TRACKERS.register("tensorboard", "TensorBoard events: scalars, figures, the model graph, hyperparameters")
+class TensorBoardTracker:
+    def start(self, job, resumed: bool) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UsageError("the tensorboard tracker needs the tensorboard package: pip install tensorboard") from None
+        self.writer = SummaryWriter(str(job.run.tensorboard))
+        self.writer.add_text("config", "```\n" + json.dumps(_params(job.cfg), indent=1) + "\n```")
+        if not resumed:
+            self._graph(job)
+
+    def _graph(self, job) -> None:
+        model = job.parts.eval_model
+        x, _ = next(iter(job.data.val))
+        try:
+            self.writer.add_graph(getattr(model, "_orig_mod", model).float().eval(), x[:1].float())
+        except Exception as e:  # a model that does not trace still trains; say why its graph is missing
+            self.writer.add_text("graph", f"no graph: {type(e).__name__}: {e}")
+        finally:
+            model.train()
+
+    def epoch(self, epoch: int, row: dict) -> None:
+        for key, value in row.items():
+            if key != "epoch":
+                self.writer.add_scalar(key, value, epoch)
+        self.writer.flush()
+
+    def finish(self, job) -> None:
+        for name in FIGURES:
+            path = job.run.path / name
+            if path.exists():
+                with Image.open(path) as img:
+                    self.writer.add_image(Path(name).stem, np.asarray(img.convert("RGB")), dataformats="HWC")
+        hparams = {k: v for k, v in flatten(job.cfg.to_dict()).items()
+                   if isinstance(v, (int, float, str, bool)) and not k.startswith("run.")}
+        self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in _final(job).items()}, run_name=".")
+
+    def close(self, ok: bool) -> None:
+        self.writer.close()
+
+
+@TRACKERS.register("mlflow", "MLflow: params, metrics per epoch, artifacts; nested under an active parent run")
+class MlflowTracker:
+    def start(self, job, resumed: bool) -> None:
+        self.mlflow = use_mlflow(job.cfg)
+        id_file = job.run.path / MLFLOW_ID
+        run_id = id_file.read_text().strip() if resumed and id_file.exists() else None
+        nested = self.mlflow.active_run() is not None
+        run = self.mlflow.start_run(run_id=run_id, run_name=None if run_id else job.run.path.name, nested=nested)
+        id_file.write_text(run.info.run_id)
+        if not run_id:
+            params = _params(job.cfg)
+            self.mlflow.log_params({k: v[:6000] for k, v in params.items()})
+        env = job.parts.setup
+        self.mlflow.set_tags({"recipe": job.cfg.recipe or "", "model": job.cfg.model.name,
+                              "device": str(env.device), "precision": env.precision.name,
+                              "run_dir": str(job.run.path), "git_commit": _git_commit()})
+
+    def epoch(self, epoch: int, row: dict) -> None:
+        self.mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
+
+    def finish(self, job) -> None:
+        self.mlflow.log_metrics(_final(job))
+        for folder in ("plots", "eval"):
+            if (job.run.path / folder).is_dir():
+                self.mlflow.log_artifacts(str(job.run.path / folder), folder)
+        for path in (job.run.report, job.run.model_card, job.run.metrics, job.run.config, job.run.model):
+            if path.exists():
+                self.mlflow.log_artifact(str(path))
+
+    def close(self, ok: bool) -> None:
+        self.mlflow.end_run(status="FINISHED" if ok else "FAILED")
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def use_mlflow(cfg: Config):
+    """The mlflow module pointed at this config's store: MLFLOW_TRACKING_URI, else sqlite:///<run.dir>/mlflow.db
+    with artifacts in <run.dir>/mlartifacts; the experiment is MLFLOW_EXPERIMENT_NAME or `cnnmode`."""
+    try:
+        import mlflow
+    except ImportError:
+        raise UsageError("the mlflow tracker needs MLflow: pip install mlflow-skinny (or mlflow)") from None
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "cnnmode")
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        mlflow.set_experiment(name)
+        return mlflow
+    root = Path(cfg.run.dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=(root / "mlartifacts").as_uri())
+    mlflow.set_experiment(name)
+    return mlflow
+
+
+def make_trackers(cfg: Config) -> list:
+    """The trackers `cfg` asks for (run.tensorboard counts as tensorboard), each checked importable up front."""
+    names = list(cfg.run.trackers) + (["tensorboard"] if cfg.run.tensorboard and "tensorboard" not in
+                                      cfg.run.trackers else [])
+    return [TRACKERS.get(name)() for name in names]
+
+
+@contextmanager
+def parent_run(cfg: Config, name: str) -> Iterator[None]:
+    """Nest the runs made inside the block under one MLflow run called `name` (when cfg tracks to MLflow)."""
+    if "mlflow" not in cfg.run.trackers:
+        yield
+        return
+    mlflow = use_mlflow(cfg)
+    with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None):
+        yield
