@@ -140,3 +140,21 @@ def reset_peak_memory(device: torch.device) -> None:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
     except OSError:
         pass
+
+
+def gpu_status(device: torch.device) -> str:
+    """'GPU 87% | 5.1/6.0 GB | 64°C' for a CUDA device through NVML (nvidia-ml-py), else '' (quietly: no GPU,
+    no NVML, or a driver that does not answer)."""
+    if device.type != "cuda":
+        return ""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        util = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+        mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        temp = pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
+        return f"GPU {util}% | {mem.used / 2**30:.1f}/{mem.total / 2**30:.1f} GB | {temp}°C"
+    except Exception:  # ImportError or any NVMLError: the line simply goes without it
+        return ""

@@ -13,7 +13,7 @@ from cnnmode.config import Config
 from cnnmode.data import DataBundle, TensorLoader
 from cnnmode.engine.checkpoint import keep_epoch_checkpoint, save_checkpoint
 from cnnmode.engine.console import Reporter
-from cnnmode.engine.device import peak_memory_mb
+from cnnmode.engine.device import gpu_status, peak_memory_mb
 from cnnmode.engine.loop import evaluate, train_one_epoch
 from cnnmode.engine.setup import TrainParts
 from cnnmode.engine.state import RunState, plain_state, write_history
@@ -74,7 +74,8 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
                               (1 if cfg.train.keep_checkpoints else 0), cfg.train.keep_checkpoints)
         reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
                       f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%{' *' if improved else ''}"
-                      f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s")
+                      f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s"
+                      + (f"  |  {gpu}" if (gpu := gpu_status(parts.setup.device)) else ""))
         if on_epoch is not None:
             on_epoch(epoch, val)
         if stop:

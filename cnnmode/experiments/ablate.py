@@ -20,6 +20,7 @@ from cnnmode.experiments.compare import COLUMNS, csv_table, markdown_table, run_
 from cnnmode.experiments.runs import check_planned, complete_run, run_folder
 from cnnmode.experiments.studies import Setting, resolve_study
 from cnnmode.files import atomic_write_text
+from cnnmode.workflows.tracking import parent_run
 
 
 @dataclass
@@ -87,6 +88,12 @@ def run_study(study: str, base: str | None = None, overrides: list[str] | tuple[
     name, study_dir, runs = plan(study, base, overrides, epochs, subset, seeds, out)
     check_planned([run.cfg for run in runs])  # a rerun with other settings must not mix with the earlier runs
     study_dir.mkdir(parents=True, exist_ok=True)
+    with parent_run(runs[0].cfg, f"ablate-{name}"):
+        rows = _run_all(name, study_dir, runs, quiet, log)
+    return {"study": name, "dir": study_dir, "rows": rows}
+
+
+def _run_all(name: str, study_dir: Path, runs: list[PlannedRun], quiet: bool, log: Callable[[str], None]) -> list:
     rows = []
     for i, run in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}] {name}: {run.setting.label} seed {run.seed}"
@@ -103,7 +110,7 @@ def run_study(study: str, base: str | None = None, overrides: list[str] | tuple[
             rows.append(result_row(run, "failed", f"{type(e).__name__}: {e}"))
             log(f"{tag}: FAILED ({type(e).__name__}: {e})")
         write_results(name, study_dir, runs, rows)  # after every run, so a killed study still has its table
-    return {"study": name, "dir": study_dir, "rows": rows}
+    return rows
 
 
 def table_columns(runs: list[PlannedRun]) -> list[str]:

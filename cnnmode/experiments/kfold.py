@@ -10,6 +10,7 @@ from cnnmode.config import Config, resolve_config
 from cnnmode.errors import RunError, UsageError
 from cnnmode.experiments.compare import csv_table
 from cnnmode.experiments.runs import check_planned, complete_run
+from cnnmode.workflows.tracking import parent_run
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import RunDir
 
@@ -36,21 +37,27 @@ def fold_row(fold: int, run_dir: Path) -> dict:
             "test_acc": m["test"]["accuracy"], "train_time_s": m.get("train_time_s"), "run_dir": str(run_dir)}
 
 
+def _fold(i: int, folds: int, cfg, quiet: bool, log: Callable[[str], None]) -> dict:
+    try:
+        status, run_dir = complete_run(cfg, quiet=quiet)
+    except Exception as e:
+        raise RunError(f"fold {i} failed ({type(e).__name__}: {e}); rerun the same command to continue "
+                       "from the finished folds") from None
+    log(f"fold {i + 1}/{folds}: {'already finished, skipped' if status == 'finished' else status}")
+    return fold_row(i, run_dir)
+
+
 def run_cv(folds: int, base: str | None = None, overrides: list[str] | tuple[str, ...] = (),
            out: str | Path | None = None, quiet: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train every fold (finished folds are skipped, interrupted ones resume) and write cv.json/.csv/.md."""
     cv_dir, configs = plan_folds(folds, base, overrides, out)
     check_planned(configs)
     rows = []
-    for i, cfg in enumerate(configs):
-        try:
-            status, run_dir = complete_run(cfg, quiet=quiet)
-        except Exception as e:
-            raise RunError(f"fold {i} failed ({type(e).__name__}: {e}); rerun the same command to continue "
-                           "from the finished folds") from None
-        log(f"fold {i + 1}/{folds}: {'already finished, skipped' if status == 'finished' else status}")
-        rows.append(fold_row(i, run_dir))
+    with parent_run(configs[0], f"cv-{cv_dir.name}"):
+        for i, cfg in enumerate(configs):
+            rows.append(_fold(i, folds, cfg, quiet, log))
     accs = [r["best_val_acc"] for r in rows]
+
     result = {"folds": folds, "per_fold": rows, "mean_val_acc": statistics.fmean(accs),
               "std_val_acc": statistics.stdev(accs), "mean_test_acc": statistics.fmean(r["test_acc"] for r in rows),
               "dir": str(cv_dir)}

@@ -14,11 +14,12 @@ A space file looks like:
 """
 from __future__ import annotations
 
+
 import json
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +27,7 @@ from cnnmode.config import Config, resolve_config, dump_yaml, parse_override, re
 from cnnmode.errors import UsageError
 from cnnmode.experiments.compare import csv_table
 from cnnmode.files import atomic_write_text
+from cnnmode.workflows.tracking import parent_run
 from cnnmode.rundir import RunDir
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -217,8 +219,10 @@ def run_search(space_file: str | Path, trials: int = 10, storage: str | None = N
         log(_trial_line(t))
         write_tables(s, space, study_dir)  # kept current, so an interrupted search still has its table
 
-    opened.optimize(objective(space, study_dir, overrides, quiet), n_trials=trials, timeout=timeout,
-                    catch=(Exception,), callbacks=[after_trial])
+    tracked = replace(probe, run=replace(probe.run, dir=str(study_dir)))
+    with parent_run(tracked, f"search-{name}"):
+        opened.optimize(objective(space, study_dir, overrides, quiet), n_trials=trials, timeout=timeout,
+                        catch=(Exception,), callbacks=[after_trial])
     return write_results(opened, space, study_dir, overrides)
 
 

@@ -28,7 +28,8 @@ TRACKERS: Registry = Registry("tracker")
 FIGURES = ("plots/training_curves.png", "plots/predictions.png", "eval/confusion_matrix_normalized.png",
            "eval/reliability_diagram.png", "eval/per_class_accuracy_all.png")
 FINAL_KEYS = ("accuracy", "balanced_accuracy", "top5", "f1_macro", "loss", "ece")
-MLFLOW_ID = ".mlflow_run_id"  # in the run folder, so that a resumed run continues its MLflow run
+MLFLOW_ID = ".mlflow_run_id"
+_SET_BY_US: set[str] = set()  # default store URIs this process pointed MLflow at  # in the run folder, so that a resumed run continues its MLflow run
 
 
 def _params(cfg: Config) -> dict[str, str]:
@@ -85,7 +86,7 @@ class TensorBoardTracker:
 @TRACKERS.register("mlflow", "MLflow: params, metrics per epoch, artifacts; nested under an active parent run")
 class MlflowTracker:
     def start(self, job, resumed: bool) -> None:
-        self.mlflow = use_mlflow(job.cfg)
+        self.mlflow = use_mlflow(Path(job.cfg.run.dir))
         id_file = job.run.path / MLFLOW_ID
         run_id = id_file.read_text().strip() if resumed and id_file.exists() else None
         nested = self.mlflow.active_run() is not None
@@ -125,20 +126,22 @@ def _git_commit() -> str:
         return ""
 
 
-def use_mlflow(cfg: Config):
-    """The mlflow module pointed at this config's store: MLFLOW_TRACKING_URI, else sqlite:///<run.dir>/mlflow.db
-    with artifacts in <run.dir>/mlartifacts; the experiment is MLFLOW_EXPERIMENT_NAME or `cnnmode`."""
+def use_mlflow(runs_dir: Path):
+    """The mlflow module pointed at the store: MLFLOW_TRACKING_URI, else sqlite:///<runs_dir>/mlflow.db with
+    artifacts in <runs_dir>/mlartifacts; the experiment is MLFLOW_EXPERIMENT_NAME or `cnnmode`."""
     try:
         import mlflow
     except ImportError:
         raise UsageError("the mlflow tracker needs MLflow: pip install mlflow-skinny (or mlflow)") from None
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "cnnmode")
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    given = os.environ.get("MLFLOW_TRACKING_URI")
+    if given and given not in _SET_BY_US:  # MLflow exports the URI it was last given: ours are not the user's
+        mlflow.set_tracking_uri(given)
         mlflow.set_experiment(name)
         return mlflow
-    root = Path(cfg.run.dir).resolve()
+    root = Path(runs_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    _SET_BY_US.add(f"sqlite:///{root / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=(root / "mlartifacts").as_uri())
@@ -155,10 +158,11 @@ def make_trackers(cfg: Config) -> list:
 
 @contextmanager
 def parent_run(cfg: Config, name: str) -> Iterator[None]:
-    """Nest the runs made inside the block under one MLflow run called `name` (when cfg tracks to MLflow)."""
+    """Nest the runs made inside the block (all with cfg's run.dir) under one MLflow run called `name`, when cfg
+    tracks to MLflow; an interrupted block marks the parent failed."""
     if "mlflow" not in cfg.run.trackers:
         yield
         return
-    mlflow = use_mlflow(cfg)
+    mlflow = use_mlflow(Path(cfg.run.dir))
     with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None):
         yield

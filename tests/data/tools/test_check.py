@@ -105,8 +105,8 @@ def test_layout_problems_are_named_with_their_fix(tmp_path):
     (root / "train/loose.png").write_bytes((root / "train/a/img0.png").read_bytes())
     report = check_data(str(root), CheckOptions(near=-1))
     layout = {f["layout"]: f for f in report["findings"] if f["kind"] == "layout"}
-    assert set(layout) == {"alias", "nested", "stray", }
+    assert set(layout) == {"alias", "nested", "stray"}
     assert layout["alias"]["paths"] == ["validation/ → val/"] and "rename" in layout["alias"]["fix"]
-    assert layout["nested"]["paths"] == ["train/a/"]
+    assert layout["nested"]["paths"] == ["train/a/sub/"]
     assert layout["stray"]["paths"] == ["train/loose.png"]
     assert report["counts"]["val"] == {"a": 1, "b": 1}  # the aliased split is still checked
