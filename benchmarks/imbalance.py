@@ -6,7 +6,8 @@
 Builds CIFAR-10-LT from the archive: class i keeps 5000 * ratio^(-i/9) training images (exponential profile, as in
 Cui et al. 2019; 5000 airplanes down to 50 trucks at 100:1); the test split is untouched (1000 per class). Then
 trains the same recipe once per remedy and seed: none, train.class_weights=auto, train.class_weights=effective,
-data.sampler=balanced, train.loss=focal, and focal with effective weights. Prints test balanced accuracy (equal to
+data.sampler=balanced, train.loss=focal, focal with effective weights, and the weights deferred to the last quarter
+of the epochs (train.reweight_from=0.75, deferred re-weighting as in LDAM-DRW). Prints test balanced accuracy (equal to
 accuracy here, as the test split is balanced), macro F1, and the mean accuracy of the three rarest classes.
 Read times against ../shared/bench/probe.py, printed before and after.
 """
@@ -30,6 +31,8 @@ REMEDIES = {
     "sampler=balanced": ["data.sampler=balanced"],
     "loss=focal": ["train.loss=focal"],
     "focal + effective": ["train.loss=focal", "train.class_weights=effective"],
+    "class_weights=auto, deferred (DRW)": ["train.class_weights=auto", "train.reweight_from=0.75"],
+    "class_weights=effective, deferred": ["train.class_weights=effective", "train.reweight_from=0.75"],
 }
 
 

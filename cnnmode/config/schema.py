@@ -106,6 +106,8 @@ class TrainConfig:
     focal_gamma: float = opt(2.0, "with train.loss=focal: the focusing exponent (0 = cross-entropy)")
     class_weights: str = opt("none", "per-class loss weights: none, auto (inverse class frequency), effective "
                              "(effective number of samples, beta 0.999), or a .json/.yaml file of {class: weight}")
+    reweight_from: float = opt(0.0, "with train.class_weights: apply them only after this fraction of the epochs "
+                               "(deferred re-weighting, as in LDAM-DRW; 0 = from the start)")
     amp: str = opt("auto", "mixed precision: auto (bf16 on capable CPUs, fp16 on CUDA), off, bf16, fp16",
                    ("auto", "off", "bf16", "fp16"))
     channels_last: bool = opt(True, "channels-last memory format")

@@ -87,7 +87,7 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
 
 
 def _prepare_epoch(job: Job, epoch: int) -> None:
-    """Two-stage fine-tuning, stem freezing, the epoch's shuffle seed and its image size."""
+    """Two-stage fine-tuning, stem freezing, deferred class weights, the epoch's shuffle seed and its image size."""
     cfg, parts = job.cfg, job.parts
     if cfg.train.unfreeze_at and epoch == cfg.train.unfreeze_at + 1:
         _unfreeze(parts.model)
@@ -95,6 +95,7 @@ def _prepare_epoch(job: Job, epoch: int) -> None:
             group["lr"] *= cfg.train.unfreeze_lr_scale
         job.reporter.info(f"stage 2: all layers train from epoch {epoch} at {cfg.train.unfreeze_lr_scale}x the LR")
     _freeze_stem(cfg, parts.model, epoch)
+    parts.setup.weigh_epoch(epoch)
     job.data.train.set_epoch(epoch)
     if cfg.train.progressive_size and isinstance(job.data.train, TensorLoader):
         job.data.train.img_size = train_size(cfg, job.data.img_size, epoch)

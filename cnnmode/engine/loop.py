@@ -32,7 +32,13 @@ class StepSetup:
     alpha: float = 0.7
     loss: str = "ce"  # or "focal"
     focal_gamma: float = 2.0
-    class_weights: torch.Tensor | None = None  # on the device
+    class_weights: torch.Tensor | None = None  # on the device; None while deferred re-weighting waits
+    weights_from: int = 0  # the first epoch minus one whose loss uses `loss_weights` (deferred re-weighting)
+    loss_weights: torch.Tensor | None = None
+
+    def weigh_epoch(self, epoch: int) -> None:
+        """Switch the class weights on from epoch `weights_from + 1`."""
+        self.class_weights = self.loss_weights if epoch > self.weights_from else None
 
 
 def training_loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, setup: StepSetup) -> torch.Tensor:

@@ -89,7 +89,8 @@ def make_step_setup(cfg: Config, optimizer: torch.optim.Optimizer, device: torch
     return StepSetup(optimizer, precision, device, torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
                      cfg.train.label_smoothing, cfg.train.accum_steps, cfg.train.grad_clip, scheduler, ema,
                      teacher, cfg.train.distill_temperature, cfg.train.distill_alpha, cfg.train.loss,
-                     cfg.train.focal_gamma, None if weights is None else weights.to(device))
+                     cfg.train.focal_gamma, None if weights is None or cfg.train.reweight_from else weights.to(device),
+                     round(cfg.train.reweight_from * cfg.train.epochs), None if weights is None else weights.to(device))
 
 
 def ema_with_warmup(decay: float) -> Callable:

@@ -55,3 +55,22 @@ def test_focal_loss_equals_the_formula():
 def test_focal_loss_takes_soft_targets():
     soft = F.one_hot(LABELS, 3).float()
     assert math.isclose(focal_loss(LOGITS, soft, 2.0).item(), focal_loss(LOGITS, LABELS, 2.0).item(), rel_tol=1e-6)
+
+
+def test_deferred_reweighting_switches_the_weights_on_late():
+    from cnnmode.config import resolve_config
+    from cnnmode.engine.device import pick_precision
+    from cnnmode.engine.setup import make_step_setup
+
+    cfg = resolve_config(overrides=["train.epochs=8", "train.reweight_from=0.75", "train.class_weights=auto"])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    w = torch.tensor([0.5, 1.5])
+    setup = make_step_setup(cfg, opt, torch.device("cpu"), pick_precision("off", torch.device("cpu")), weights=w)
+    on = []
+    for epoch in range(1, 9):
+        setup.weigh_epoch(epoch)
+        on.append(setup.class_weights is not None)
+    assert on == [False] * 6 + [True] * 2
+    cfg.train.reweight_from = 0.0
+    assert torch.equal(make_step_setup(cfg, opt, torch.device("cpu"), pick_precision("off", torch.device("cpu")),
+                                       weights=w).class_weights, w)
