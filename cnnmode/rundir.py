@@ -149,8 +149,8 @@ class RunDir:
 
 
 def new_run_name(recipe: str, model: str) -> str:
-    """The default run folder name: the recipe (or model) and the start time."""
-    return f"{recipe or model}-{datetime.now():%Y%m%d-%H%M%S}"
+    """The default run folder name: the recipe (or model, `tv:` written `tv-`) and the start time."""
+    return f"{(recipe or model).replace(':', '-')}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 @dataclass(frozen=True)

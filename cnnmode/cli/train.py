@@ -37,11 +37,25 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from cnnmode.models import MODELS
+    from cnnmode.models import MODELS, param_count
 
-    for name in MODELS.names():
-        print(f"{name:<12} {MODELS.describe(name)}")
+    names = [n for n in MODELS.names() if not n.startswith("tv:")] + [n for n in MODELS.names() if n.startswith("tv:")]
+    print("parameters for 10 classes (at 32 px; torchvision models at 224 px)")
+    for name in names:
+        count = param_count(name, img_size=224 if name.startswith("tv:") else 32)
+        text = f"{count / 1e6:.2f} M" if count is not None else imagenet_params(name)
+        print(f"{name:<26} {text:>10}  {MODELS.describe(name)}")
     return 0
+
+
+def imagenet_params(name: str) -> str:
+    """A torchvision model's parameter count as its weights list it (with the 1000-class ImageNet head)."""
+    from torchvision.models import get_model_weights
+
+    try:
+        return f"{list(get_model_weights(name.removeprefix('tv:')))[0].meta['num_params'] / 1e6:.2f} M*"
+    except (ValueError, IndexError, KeyError):
+        return "?"
 
 
 def add_parsers(verbs) -> None:
@@ -72,4 +86,7 @@ def add_parsers(verbs) -> None:
     p.set_defaults(func=cmd_distill)
 
     verbs.add_parser("recipes", help="list named recipes").set_defaults(func=cmd_recipes)
-    verbs.add_parser("models", help="list registered models").set_defaults(func=cmd_models)
+    verbs.add_parser("models", help="list registered models with their parameter counts",
+                     description="Every registered model: CNN Mode's own, and every torchvision classification "
+                                 "builder as tv:NAME. * = counted with the 1000-class ImageNet head.").set_defaults(
+        func=cmd_models)

@@ -163,8 +163,10 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.aug.affine < 1, "aug.affine must be in [0, 1)"),
         (0 <= cfg.train.distill_alpha <= 1, "train.distill_alpha must be in [0, 1]"),
         (cfg.train.distill_temperature > 0, "train.distill_temperature must be > 0"),
-        (not cfg.train.unfreeze_at or cfg.model.freeze == "backbone",
-         "train.unfreeze_at needs model.freeze=backbone"),
+        (cfg.model.freeze in ("none", "backbone") or cfg.model.freeze.startswith("until:") and cfg.model.freeze[6:],
+         f"model.freeze={cfg.model.freeze!r}: choose none, backbone, or until:LAYER"),
+        (not cfg.train.unfreeze_at or cfg.model.freeze != "none",
+         "train.unfreeze_at needs model.freeze=backbone or until:LAYER"),
         (not cfg.train.unfreeze_at or cfg.sched.name in ("step", "constant", "plateau"),
          "train.unfreeze_at works with sched.name step, constant or plateau (onecycle/cosine fix the LR curve)"),
     ]

@@ -45,7 +45,8 @@ class ModelConfig:
     stem: str = opt("auto", "ResNet stem: cifar (3x3 conv, no max-pool), imagenet, or auto (cifar below 64 px)",
                     ("auto", "cifar", "imagenet"))
     pretrained: str = opt("", "weights file or artifact to start from (head replaced if class counts differ)")
-    freeze: str = opt("none", "none, or backbone to train the classifier head only", ("none", "backbone"))
+    freeze: str = opt("none", "none; backbone to train the classifier head only; or until:LAYER to train only the "
+                      "layers after LAYER (a module name from `cnnmode summary`, e.g. until:layer3)")
     width: int = opt(0, "base channel width for models that take one (0 = the model's default)")
 
 

@@ -65,19 +65,33 @@ def build_run_model(cfg: Config, data: DataBundle, info: Callable[[str], None] =
     """The registry model for `cfg` and `data` and its arguments: data-dependent init, pretrained weights and
     freezing applied (`fresh=False` when a checkpoint will overwrite the weights anyway)."""
     args = {"num_classes": len(data.classes), "in_channels": data.channels,
-            "stem": resolve_stem(cfg.model.stem, data.img_size), "width": cfg.model.width}
+            "stem": resolve_stem(cfg.model.stem, data.img_size), "width": cfg.model.width, "img_size": data.img_size}
     model = build_model(cfg.model.name, **args)
     if fresh and hasattr(model, "init_from_data"):
         model.init_from_data(sample_for_init(data))
     if fresh and cfg.model.pretrained:
         load_pretrained(model, cfg.model.pretrained, info)
-    if cfg.model.freeze == "backbone":
-        head = {id(p) for p in head_module(model).parameters()}
-        for p in model.parameters():
-            if p.requires_grad and id(p) not in head:
+    if cfg.model.freeze != "none":
+        for p in frozen_parameters(model, cfg.model.freeze):
+            if p.requires_grad:
                 p.requires_grad_(False)
                 p._cnnmode_frozen = True  # unfrozen by train.unfreeze_at; the model's own fixed weights stay fixed
     return model, args
+
+
+def frozen_parameters(model: nn.Module, freeze: str) -> list[nn.Parameter]:
+    """The parameters `model.freeze` holds fixed: all but the head's (`backbone`), or those of every module up to
+    and including LAYER in the model's order (`until:LAYER`)."""
+    if freeze == "backbone":
+        head = {id(p) for p in head_module(model).parameters()}
+        return [p for p in model.parameters() if id(p) not in head]
+    layer = freeze.split(":", 1)[1]
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    if layer not in order or not layer:
+        tops = [n for n in order if n and "." not in n]
+        raise UsageError(f"model.freeze=until:{layer}: no such layer; top-level layers: {', '.join(tops[:30])}")
+    end = max(i for name, i in order.items() if name == layer or name.startswith(layer + "."))
+    return [p for name, p in model.named_parameters() if order[name.rsplit(".", 1)[0] if "." in name else ""] <= end]
 
 
 def make_step_setup(cfg: Config, optimizer: torch.optim.Optimizer, device: torch.device, precision: Precision,

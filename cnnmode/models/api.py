@@ -1,6 +1,6 @@
 """The model registry: builders by name, and what the rest of CNN Mode asks of a model.
 
-A builder takes (num_classes, in_channels, stem, width) and returns an nn.Module; the artifact stores the
+A builder takes (num_classes, in_channels, stem, width, img_size) and returns an nn.Module; the artifact stores the
 registry name and these arguments so the model can be rebuilt anywhere.
 """
 from __future__ import annotations
@@ -22,9 +22,27 @@ def resolve_stem(stem: str, img_size: int) -> str:
     return stem if stem != "auto" else ("cifar" if img_size < 64 else "imagenet")
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0) -> nn.Module:
-    """Build a registered model by name."""
-    return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, stem=stem, width=width)
+def build_model(name: str, num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0,
+                img_size: int = 0) -> nn.Module:
+    """Build a registered model by name (`img_size` matters to vision transformers; 0 = their default)."""
+    return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, stem=stem, width=width,
+                            img_size=img_size)
+
+
+def param_count(name: str, num_classes: int = 10, img_size: int = 32) -> int | None:
+    """Parameters of a registered model for `num_classes` classes, counted on the meta device (no memory, no
+    time); None when the builder cannot run there."""
+    import warnings
+
+    import torch
+
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_model(name, num_classes, 3, resolve_stem("auto", img_size), 0, img_size)
+        return sum(p.numel() for p in model.parameters())
+    except Exception:  # e.g. torchvision's RegNets initialise with in-place copies the meta device refuses
+        return None
 
 
 def list_models() -> list[str]:

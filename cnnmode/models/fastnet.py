@@ -78,10 +78,12 @@ def _widths(width: int) -> tuple[int, int, int]:
 
 
 @MODELS.register("fastnet", help="FastNet: whitening stem + 3 conv stages, built for fast CIFAR training")
-def fastnet(num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0) -> nn.Module:
+def fastnet(num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0,
+            img_size: int = 0) -> nn.Module:
     return FastNet(num_classes, in_channels, widths=_widths(width))
 
 
 @MODELS.register("fastnet-deep", help="FastNet with three convs per stage instead of two (+36% FLOPs)")
-def fastnet_deep(num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0) -> nn.Module:
+def fastnet_deep(num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0,
+                 img_size: int = 0) -> nn.Module:
     return FastNet(num_classes, in_channels, widths=_widths(width), convs=3)

@@ -24,7 +24,8 @@ def _register(depth: int) -> None:
     builder = getattr(tvm, f"resnet{depth}")
 
     @MODELS.register(f"resnet{depth}", help=f"ResNet-{depth} (torchvision; CIFAR or ImageNet stem)")
-    def build(num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0) -> nn.Module:
+    def build(num_classes: int, in_channels: int = 3, stem: str = "cifar", width: int = 0,
+              img_size: int = 0) -> nn.Module:
         return make_resnet(builder, num_classes, in_channels, stem)
 
 

@@ -14,7 +14,8 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
 
 
 @MODELS.register("simplecnn", help="SimpleCNN: 4 conv 3x3 in two blocks with max-pool, fc 128 (digits)")
-def simplecnn(num_classes: int, in_channels: int = 1, stem: str = "cifar", width: int = 0) -> nn.Module:
+def simplecnn(num_classes: int, in_channels: int = 1, stem: str = "cifar", width: int = 0,
+              img_size: int = 0) -> nn.Module:
     w = width or 32
     return nn.Sequential(conv_block(in_channels, w), conv_block(w, 2 * w), nn.AdaptiveAvgPool2d(7),
                          nn.Flatten(), nn.Linear(2 * w * 49, 128), nn.ReLU(inplace=True), nn.Dropout(0.5),
@@ -22,7 +23,8 @@ def simplecnn(num_classes: int, in_channels: int = 1, stem: str = "cifar", width
 
 
 @MODELS.register("lenet5", help="LeNet-5 (LeCun 1998) with ReLU and max-pool")
-def lenet5(num_classes: int, in_channels: int = 1, stem: str = "cifar", width: int = 0) -> nn.Module:
+def lenet5(num_classes: int, in_channels: int = 1, stem: str = "cifar", width: int = 0,
+           img_size: int = 0) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
                          nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
                          nn.AdaptiveAvgPool2d(5), nn.Flatten(),
