@@ -71,17 +71,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     from cnnmode.files import atomic_write_text
 
     opts = CheckOptions(min_size=args.min_size, near=args.near, max_imbalance=args.max_imbalance)
+    plot = Path(args.plot or (Path(args.json).with_suffix(".png") if args.json else "class_counts.png"))
+    pairs = plot.with_name(plot.stem + "_duplicates.png")
+    pairs.unlink(missing_ok=True)  # an earlier check's picture must not pass for this one's
     bar, progress = _progress()
     with bar:
-        report = check_data(args.path, opts, progress=None if args.quiet else progress)
+        report = check_data(args.path, opts, progress=None if args.quiet else progress, pairs_png=pairs)
     print_check(report)
     print(f"checked {report['files']} files in {report['seconds']:.1f} s")
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=1))
         print(f"report: {args.json}")
-    plot = Path(args.plot or (Path(args.json).with_suffix(".png") if args.json else "class_counts.png"))
     class_counts_figure(report["counts"], report["classes"], plot, f"images per class: {report['source']}")
-    print(f"class counts: {plot}")
+    print(f"class counts: {plot}" + (f"; leaks and duplicates: {pairs}" if pairs.exists() else ""))
     if args.fix and report["to_move"]:
         manifest = quarantine(report, Path(args.path), Path(args.fix))
         print(f"moved {len(report['to_move'])} files to {args.fix} (undo: cnnmode data restore {args.fix}; "
@@ -238,7 +240,7 @@ def add_parsers(verbs) -> None:
                    help="flag a largest/smallest train class ratio from this up (default 10)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="class-count picture (default: beside --json, else "
-                   "./class_counts.png)")
+                   "./class_counts.png); the first leaks and duplicates go beside it as *_duplicates.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_check)
 

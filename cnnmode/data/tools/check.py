@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from cnnmode.data.archive import Limits
 from cnnmode.data.sources import SPLIT_NAMES
 from cnnmode.data.tools.dupes import exact_groups, group_pairs, near_pairs
+from cnnmode.data.tools.figures import duplicates_figure
 from cnnmode.data.tools.images import UNUSUAL_MODES, Looked, look, phash
 from cnnmode.data.tools.listing import Entry, Listing, list_dataset, read_entries
 
@@ -170,9 +172,9 @@ def to_move(findings: list[dict]) -> list[dict]:
 
 
 def check_data(path_text: str, opts: CheckOptions | None = None, limits: Limits | None = None,
-               progress: Callable[[int, int], None] | None = None) -> dict:
+               progress: Callable[[int, int], None] | None = None, pairs_png: Path | None = None) -> dict:
     """Check a class-folder tree or archive; returns the report (see the module docstring). `progress(done,
-    total)` is called as files are read."""
+    total)` is called as files are read; `pairs_png` gets a picture of the first leaks and duplicates."""
     opts = opts or CheckOptions()
     limits = limits or Limits.from_mb_gb(64, 64)
     start = time.perf_counter()
@@ -191,6 +193,8 @@ def check_data(path_text: str, opts: CheckOptions | None = None, limits: Limits 
                 + _class_findings(listing, counts, opts)
                 + [{"kind": "layout", **problem} for problem in listing.layout])
     classes = sorted(set().union(*listing.class_dirs.values())) if listing.class_dirs else []
+    if pairs_png is not None:
+        duplicates_figure(listing, findings, pairs_png, limits)
     good = [s for s in looked if not s.problem]
     return {
         "source": path_text, "is_archive": listing.archive is not None, "files": len(listing.entries),

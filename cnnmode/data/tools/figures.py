@@ -37,3 +37,40 @@ def class_counts_figure(counts: dict[str, dict[str, int]], classes: list[str], p
     ax.set_title(title)
     ax.legend()
     return save_png(fig, path)
+
+
+def duplicates_figure(listing, findings: list[dict], path: Path, limits, rows: int = 8) -> Path | None:
+    """The first `rows` leak groups, then duplicate groups, one row each, every image with its split and class;
+    None when there are none."""
+    import io
+
+    from PIL import Image
+
+    from cnnmode.data.decode import DECODE_ERRORS
+    from cnnmode.data.tools.listing import read_entries
+
+    groups = ([f for f in findings if f["kind"] == "leak"] + [f for f in findings if f["kind"] == "duplicate"])[:rows]
+    if not groups:
+        return None
+    wanted = {x["path"] for g in groups for x in g["files"][:6]}
+    images = {}
+    for e, data, _ in read_entries(listing, limits, entries=[e for e in listing.entries if e.name in wanted]):
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                images[e.name] = img.convert("RGB")
+        except DECODE_ERRORS:
+            continue
+    cols = max(min(len(g["files"]), 6) for g in groups)
+    fig, axes = plt.subplots(len(groups), cols, figsize=(1.9 * cols, 2.1 * len(groups)), squeeze=False)
+    for row, g in zip(axes, groups):
+        for ax in row:
+            ax.axis("off")
+        for ax, x in zip(row, g["files"][:6]):
+            if x["path"] in images:
+                ax.imshow(images[x["path"]])
+            ax.set_title(f"{x.get('split', g.get('split', ''))} · {x['class']}\n{Path(x['path']).name}", fontsize=7)
+        row[0].text(-0.1, 0.5, f"{g['kind']}\n{g['match']} d={g['distance']}", transform=row[0].transAxes,
+                    ha="right", va="center", fontsize=8)
+    fig.suptitle("leaks between splits, then duplicates within a split")
+    fig.tight_layout()
+    return save_png(fig, path)
