@@ -76,7 +76,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     pairs.unlink(missing_ok=True)  # an earlier check's picture must not pass for this one's
     bar, progress = _progress()
     with bar:
-        report = check_data(args.path, opts, progress=None if args.quiet else progress, pairs_png=pairs)
+        report = check_data(args.path, opts, progress=None if args.quiet else progress, pairs_png=pairs,
+                            root=args.root)
     print_check(report)
     print(f"checked {report['files']} files in {report['seconds']:.1f} s")
     if args.json:
@@ -107,7 +108,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     bar, progress = _progress()
     with bar:
-        stats = dataset_stats(args.path, sample=args.sample, seed=args.seed, progress=None if args.quiet else progress)
+        stats = dataset_stats(args.path, sample=args.sample, seed=args.seed, progress=None if args.quiet else progress,
+                              root=args.root)
     plot = Path(args.plot or "data_stats.png")
     stats_figure(stats, plot)
     stats.pop("_sizes")
@@ -132,7 +134,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_split(args: argparse.Namespace) -> int:
     from cnnmode.data.tools import split_dataset
 
-    counts = split_dataset(args.path, Path(args.out), args.val, args.test, args.seed, args.mode)
+    counts = split_dataset(args.path, Path(args.out), args.val, args.test, args.seed, args.mode, root=args.root)
     classes = sorted({c for per in counts.values() for c in per})
     print_table(f"{args.out} ({args.mode})", ["class", *counts],
                 [[c, *[str(counts[s].get(c, 0)) for s in counts]] for c in classes])
@@ -144,7 +146,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from cnnmode.data.tools import preview_grid
 
-    shown = preview_grid(args.path, Path(args.out), args.n, args.seed)
+    shown = preview_grid(args.path, Path(args.out), args.n, args.seed, root=args.root)
     print(f"{args.out}: " + ", ".join(f"{n} {split} images" for split, n in shown.items()))
     return 0
 
@@ -164,12 +166,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", default="./data", help="where named datasets are kept or downloaded to (data.root; "
+                   "default ./data)")
+
+
 def _add_tool_parsers(sub) -> None:
     p = sub.add_parser("stats", help="channel mean/std, sizes, aspect ratios, modes, formats",
                        description="The numbers of a dataset before training: per-channel mean/std of the "
                                    "training images (what train normalises with), size and aspect-ratio histograms, "
                                    "modes, formats, file sizes; a picture of them.")
     p.add_argument("path", metavar="PATH")
+    _add_root(p)
     p.add_argument("--sample", type=int, default=5000, help="training images the mean/std come from (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE")
@@ -181,6 +189,7 @@ def _add_tool_parsers(sub) -> None:
                        description="Carve val/ and test/ from train, class by class, reproducibly by --seed. "
                                    "Splits the source already has are kept as they are.")
     p.add_argument("path", metavar="PATH")
+    _add_root(p)
     p.add_argument("--out", required=True, metavar="DIR", help="a new folder")
     p.add_argument("--val", type=float, default=0.1, help="fraction of train for val/ (default 0.1)")
     p.add_argument("--test", type=float, default=0.1, help="fraction of train for test/ when the source has "
@@ -197,6 +206,7 @@ def _add_tool_parsers(sub) -> None:
     p = sub.add_parser("preview", help="a grid of random images with their labels, per split",
                        description="Draw --n random images of each split with their labels into one picture.")
     p.add_argument("path", metavar="PATH")
+    _add_root(p)
     p.add_argument("--n", type=int, default=25, help="images per split (default 25: a 5x5 grid)")
     p.add_argument("--out", default="preview.png", metavar="FILE.png", help="default ./preview.png")
     p.add_argument("--seed", type=int, default=0)
@@ -229,7 +239,9 @@ def add_parsers(verbs) -> None:
                        description="Check a dataset (a class-folder tree or a .tar/.tar.gz/.zip of one). Exit code "
                                    "0: clean; 1: problems found; 2: bad input.",
                        epilog="example: cnnmode data check ../shared/datasets/cifar10-jpeg.tar.gz --json check.json")
-    p.add_argument("path", metavar="PATH", help="class-folder tree or archive (any data.path form but a named set)")
+    p.add_argument("path", metavar="PATH", help="any data.path: a class-folder tree, an archive, a CSV list, or "
+                   "cifar10/cifar100/mnist/fashion-mnist")
+    _add_root(p)
     p.add_argument("--fix", metavar="QUARANTINE_DIR", help="move bad files and dropped duplicates there (a folder "
                    "source only), keeping relative paths; undo with `cnnmode data restore QUARANTINE_DIR`")
     p.add_argument("--min-size", type=int, default=16, metavar="PX", help="flag images smaller than this on a side "

@@ -172,13 +172,15 @@ def to_move(findings: list[dict]) -> list[dict]:
 
 
 def check_data(path_text: str, opts: CheckOptions | None = None, limits: Limits | None = None,
-               progress: Callable[[int, int], None] | None = None, pairs_png: Path | None = None) -> dict:
+               progress: Callable[[int, int], None] | None = None, pairs_png: Path | None = None,
+               root: str = "./data") -> dict:
     """Check a class-folder tree or archive; returns the report (see the module docstring). `progress(done,
-    total)` is called as files are read; `pairs_png` gets a picture of the first leaks and duplicates."""
+    total)` is called as files are read; `pairs_png` gets a picture of the first leaks and duplicates; `root` is
+    where named (torchvision) datasets are kept."""
     opts = opts or CheckOptions()
     limits = limits or Limits.from_mb_gb(64, 64)
     start = time.perf_counter()
-    listing = list_dataset(path_text, limits)
+    listing = list_dataset(path_text, limits, root)
     done = [0]
 
     def tick(n: int) -> None:
@@ -197,7 +199,7 @@ def check_data(path_text: str, opts: CheckOptions | None = None, limits: Limits 
         duplicates_figure(listing, findings, pairs_png, limits)
     good = [s for s in looked if not s.problem]
     return {
-        "source": path_text, "is_archive": listing.archive is not None, "files": len(listing.entries),
+        "source": path_text, "kind": listing.kind, "files": len(listing.entries),
         "classes": classes, "counts": counts,
         "imbalance": {split: imbalance(c) for split, c in counts.items()},
         "modes": dict(Counter(s.mode for s in good).most_common()),

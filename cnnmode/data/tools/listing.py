@@ -5,15 +5,17 @@ Training reads the same tree through `sources.find_layout`, which quietly ignore
 """
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
+from PIL import Image
+
 from cnnmode.data.archive import Archive, Limits
 from cnnmode.data.csvlist import is_list, read_rows
 from cnnmode.data.sources import IMAGE_SUFFIXES, NAMED, SPLIT_NAMES, open_source, read_regular, strip_top
-from cnnmode.errors import UsageError
 
 # folder names people give their splits → the name cnnmode reads
 SPLIT_ALIASES = {"validation": "val", "valid": "val", "validate": "val", "dev": "val", "eval": "val",
@@ -37,6 +39,8 @@ class Listing:
     entries: list[Entry]
     class_dirs: dict[str, set[str]]  # split → class folders found, images or not
     layout: list[dict] = field(default_factory=list)  # {"layout": kind, "problem", "fix", "paths"}
+    kind: str = "folder"  # folder, archive, list (a CSV), or named (a torchvision dataset)
+    reader: Callable[[str], bytes] | None = None  # named datasets: an entry's image as PNG bytes
 
     def splits(self) -> list[str]:
         """Split names in train, val, test order."""
@@ -52,18 +56,41 @@ def _split_of(top: str, tops: set[str]) -> str | None:
     return alias if alias and alias not in tops else None
 
 
-def list_dataset(path_text: str, limits: Limits) -> Listing:
-    """List a folder tree, archive or CSV list into entries and layout findings (UsageError for a bad path)."""
-    if path_text in NAMED:
-        raise UsageError(f"{path_text} is a named dataset read by torchvision; check a folder or archive of "
-                         "image files (e.g. from `cnnmode data convert`)")
+def _named(name: str, root: str) -> Listing:
+    """A torchvision dataset (from `root`, downloaded when online) with each image served as PNG bytes."""
+    from cnnmode.data.read import load_named
+
+    found = load_named(name, root, 0)
+    entries, images = [], {}
+    for split, s in found.splits.items():
+        for i, (image, y) in enumerate(zip(s.images, s.labels.tolist())):
+            entry = Entry(f"{split}/{found.classes[y]}/{i:05d}.png", split, found.classes[y])
+            entries.append(entry)
+            images[entry.name] = image
+
+    def png(entry_name: str) -> bytes:
+        array = images[entry_name].permute(1, 2, 0).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(buffer, "PNG", compress_level=1)
+        return buffer.getvalue()
+
+    class_dirs = {split: set(found.classes) for split in found.splits}
+    return Listing(name, Path(root), None, entries, class_dirs, kind="named", reader=png)
+
+
+def list_dataset(path_text: str, limits: Limits, root: str = "./data") -> Listing:
+    """List a folder tree, archive, CSV list or named torchvision dataset (kept in `root`) into entries and layout
+    findings (UsageError for a bad path)."""
+    if path_text.lower() in NAMED:
+        return _named(path_text.lower(), root)
     if is_list(path_text):
         folder, rows = read_rows(path_text)
         class_dirs: dict[str, set[str]] = defaultdict(set)
         for _, label, split in rows:
             class_dirs[split].add(label)
-        return Listing(path_text, folder, None, [Entry(name, split, label) for name, label, split in rows], dict(class_dirs))
-    root, files, dirs, archive = open_source(path_text, limits)
+        return Listing(path_text, folder, None, [Entry(name, split, label) for name, label, split in rows],
+                       dict(class_dirs), kind="list")
+    root_path, files, dirs, archive = open_source(path_text, limits)
     prefix = strip_top(files, dirs)
     rel = [f[len(prefix):] for f in files if f.startswith(prefix)]
     rel_dirs = [d[len(prefix):] for d in dirs if d.startswith(prefix) and len(d) > len(prefix)]
@@ -94,7 +121,8 @@ def list_dataset(path_text: str, limits: Limits) -> Listing:
                 problems["alias"].append(f"{prefix}{parts[0]}/ → {prefix}{split}/")
             class_dirs[split].add(parts[depth - 1])
             entries.append(Entry(prefix + r, split, parts[depth - 1]))
-    return Listing(path_text, root, archive, entries, dict(class_dirs), _layout_findings(problems))
+    return Listing(path_text, root_path, archive, entries, dict(class_dirs), _layout_findings(problems),
+                   kind="archive" if archive is not None else "folder")
 
 
 FIXES = {
@@ -125,6 +153,11 @@ def read_entries(listing: Listing, limits: Limits, tick: Callable[[int], None] =
     """(entry, bytes, why it could not be read) for each entry (all by default): one pass over an archive, or
     file by file from a folder. `tick(1)` after each."""
     entries = listing.entries if entries is None else entries
+    if listing.reader is not None:
+        for e in entries:
+            yield e, listing.reader(e.name), ""
+            tick(1)
+        return
     if listing.archive is not None:
         blobs = listing.archive.read_members({e.name for e in entries})
         for e in entries:

@@ -14,10 +14,11 @@ from cnnmode.data.tools.figures import plt, save_png
 from cnnmode.data.tools.listing import list_dataset, read_entries
 
 
-def preview_grid(path_text: str, out: Path, n: int = 25, seed: int = 0, limits: Limits | None = None) -> dict:
+def preview_grid(path_text: str, out: Path, n: int = 25, seed: int = 0, limits: Limits | None = None,
+                 root: str = "./data") -> dict:
     """Draw `n` random images per split (seeded) into one picture at `out`; {split: images shown}."""
     limits = limits or Limits.from_mb_gb(64, 64)
-    listing = list_dataset(path_text, limits)
+    listing = list_dataset(path_text, limits, root)
     rng = np.random.default_rng(seed)
     chosen = []
     for split in listing.splits():

@@ -8,7 +8,6 @@ import shutil
 import time
 from pathlib import Path
 
-from cnnmode.data.csvlist import is_list
 from cnnmode.errors import RunError, UsageError
 from cnnmode.files import atomic_write_text
 
@@ -25,9 +24,9 @@ def _move(src: Path, dst: Path) -> None:
 def quarantine(report: dict, root: Path, folder: Path) -> Path:
     """Move the report's `to_move` files from the data folder `root` into `folder`; returns the manifest path.
     The manifest is written after every move, so an interrupted fix can still be undone."""
-    if report.get("is_archive") or is_list(report["source"]):
-        raise UsageError(f"--fix moves files within a class-folder tree; {report['source']} is an archive or a "
-                         "CSV list: extract or split it into a folder first (cnnmode data split --copy)")
+    if report["kind"] != "folder":
+        raise UsageError(f"--fix moves files within a class-folder tree; {report['source']} is a {report['kind']}"
+                         " source: copy it into a folder first (cnnmode data split SOURCE --out DIR --copy)")
     root, folder = Path(root).resolve(), Path(folder).resolve()
     if folder == root or root in folder.parents:
         raise UsageError(f"the quarantine folder {folder} must be outside the data folder {root}")

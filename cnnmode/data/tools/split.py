@@ -60,7 +60,7 @@ def _targets(parts: dict[str, list[Entry]]) -> dict[str, str]:
 
 
 def split_dataset(path_text: str, out: Path, val: float = 0.1, test: float = 0.1, seed: int = 0,
-                  mode: str = "link", limits: Limits | None = None) -> dict[str, dict[str, int]]:
+                  mode: str = "link", limits: Limits | None = None, root: str = "./data") -> dict[str, dict[str, int]]:
     """Write the split to `out` (which must not exist or be empty): a SPLIT/CLASS/FILE tree of symlinks (`link`)
     or copies (`copy`), or `out/index.csv` of path,label,split rows (`csv`). Built in a temporary folder and moved
     into place, so `out` is never half written. Returns images per class per split."""
@@ -69,12 +69,12 @@ def split_dataset(path_text: str, out: Path, val: float = 0.1, test: float = 0.1
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise UsageError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
     limits = limits or Limits.from_mb_gb(64, 64)
-    listing = list_dataset(path_text, limits)
+    listing = list_dataset(path_text, limits, root)
     parts = stratified_split(listing.entries, val, test, seed)
     with atomic_folder(Path(out)) as tmp:
         if mode == "csv":
-            _write_index(tmp, parts, listing.root.resolve(), listing.archive is not None, path_text)
-        elif listing.archive is not None or mode == "copy":
+            _write_index(tmp, parts, listing.root.resolve(), listing.kind in ("archive", "named"), path_text)
+        elif listing.kind in ("archive", "named") or mode == "copy":
             _copy(listing, parts, tmp, limits)
         else:
             for name, target in _targets(parts).items():

@@ -40,12 +40,12 @@ def _histogram(values: list[float], bins: list[float]) -> dict[str, int]:
 
 
 def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Limits | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> dict:
+                  progress: Callable[[int, int], None] | None = None, root: str = "./data") -> dict:
     """Statistics of a class-folder tree or archive; mean/std from a seeded sample of up to `sample` training
     images (0 = all)."""
     start = time.perf_counter()
     limits = limits or Limits.from_mb_gb(64, 64)
-    listing = list_dataset(path_text, limits)
+    listing = list_dataset(path_text, limits, root)
     train = [i for i, e in enumerate(listing.entries) if e.split == "train"]
     rng = np.random.default_rng(seed)
     picked = set(train if not sample or sample >= len(train) else rng.choice(train, sample, replace=False).tolist())

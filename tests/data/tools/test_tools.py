@@ -131,3 +131,28 @@ def test_coco_boxes_become_crops_that_train(tmp_path):
     assert Image.open(tmp_path / "crops/cat/0_0.jpg").size == (30, 20)
     out = run_cli("train", *fast_overrides(tmp_path, tmp_path / "crops", **{"data.img_size": 32}), "--quiet")
     assert out.returncode == 0, out.stderr
+
+
+def test_a_named_dataset_is_checked_and_split_from_its_torchvision_files(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = rng.integers(0, 256, (20, 28, 28))
+    images[7] = images[3]  # one duplicate in train
+    test_images = rng.integers(0, 256, (6, 28, 28))
+    test_images[0] = images[5]  # and one train image in test
+    for name, array in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", np.arange(20) % 2),
+                        ("t10k-images-idx3-ubyte", test_images), ("t10k-labels-idx1-ubyte", np.arange(6) % 2)):
+        header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        (raw / name).write_bytes(header + array.astype(np.uint8).tobytes())
+    report = check_data("mnist", root=str(tmp_path / "data"))
+    assert report["kind"] == "named" and report["files"] == 26
+    kinds = {(f["kind"], tuple(sorted(x["path"] for x in f["files"]))) for f in report["findings"] if "files" in f}
+    assert kinds == {("duplicate", ("train/1 - one/00003.png", "train/1 - one/00007.png")),
+                     ("leak", ("test/0 - zero/00000.png", "train/1 - one/00005.png"))}
+    out = run_cli("data", "check", "mnist", "--root", str(tmp_path / "data"), "--quiet", "--plot",
+                  str(tmp_path / "c.png"), "--fix", str(tmp_path / "q"))
+    assert out.returncode == 2 and "copy it into a folder first" in out.stderr
+    counts = split_dataset("mnist", tmp_path / "copy", val=0.5, test=0.0, root=str(tmp_path / "data"))
+    assert counts["test"] == {"0 - zero": 3, "1 - one": 3} and sum(counts["val"].values()) == 10
+    assert (tmp_path / "copy" / "test" / "0 - zero" / "00000.png").is_file()
