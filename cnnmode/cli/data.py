@@ -86,9 +86,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     class_counts_figure(report["counts"], report["classes"], plot, f"images per class: {report['source']}")
     print(f"class counts: {plot}" + (f"; leaks and duplicates: {pairs}" if pairs.exists() else ""))
     if args.fix and report["to_move"]:
-        manifest = quarantine(report, Path(args.path), Path(args.fix))
-        print(f"moved {len(report['to_move'])} files to {args.fix} (undo: cnnmode data restore {args.fix}; "
-              f"manifest {manifest})")
+        moved, manifest = quarantine(report, Path(args.path), Path(args.fix))
+        print(f"moved {moved} files to {args.fix} (undo: cnnmode data restore {args.fix}; manifest {manifest})")
     elif report["to_move"]:
         print(f"--fix QUARANTINE_DIR would move {len(report['to_move'])} files (bad files and dropped duplicates)")
     return 0 if report["clean"] else 1

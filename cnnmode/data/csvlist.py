@@ -20,7 +20,7 @@ def read_rows(path_text: str) -> tuple[Path, list[tuple[str, str, str]]]:
     """(the CSV's folder, (path, label, split) rows), each row checked."""
     path = Path(path_text).expanduser()
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             rows = [r for r in csv.reader(f) if r and any(cell.strip() for cell in r)]
     except FileNotFoundError:
         raise UsageError(f"data.path '{path_text}' does not exist") from None
@@ -33,9 +33,13 @@ def read_rows(path_text: str) -> tuple[Path, list[tuple[str, str, str]]]:
         if len(r) not in (2, 3):
             raise UsageError(f"{path_text} row {n}: expected path,label[,split], got {len(r)} columns")
         split = r[2].strip().lower() if len(r) == 3 and r[2].strip() else "train"
+        label = r[1].strip()
+        if label in ("", ".", "..") or "/" in label or "\\" in label:
+            raise UsageError(f"{path_text} row {n}: label {label!r} must be a plain class name (no / or \\, not . "
+                             "or ..)")
         if split not in SPLIT_NAMES:
             raise UsageError(f"{path_text} row {n}: split '{r[2]}' is not one of {', '.join(SPLIT_NAMES)}")
-        out.append((r[0].strip(), r[1].strip(), split))
+        out.append((r[0].strip(), label, split))
     if not out:
         raise UsageError(f"{path_text} lists no images; expected path,label[,split] rows")
     return path.parent, out
@@ -59,7 +63,7 @@ def list_layout(path_text: str) -> tuple[Path, Layout]:
 
 def content_key(path_text: str, folder: Path, layout: Layout) -> str:
     """A hash of the list and of each listed file's size and modification time (for the decoded-image cache)."""
-    h = hashlib.sha256(Path(path_text).read_bytes())
+    h = hashlib.sha256(Path(path_text).expanduser().read_bytes())
     for items in layout.splits.values():
         for name, _ in items:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from cnnmode.errors import UsageError
 from cnnmode.models.api import MODELS
 
 
@@ -14,8 +15,9 @@ class SmallViT(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3, img_size: int = 32, patch: int = 4, dim: int = 192,
                  depth: int = 6, heads: int = 3, mlp_ratio: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
-        if img_size % patch:
-            raise ValueError(f"image size {img_size} is not a multiple of the patch size {patch}")
+        if img_size % patch or dim % heads:
+            raise UsageError(f"vit-small needs data.img_size divisible by its patch size {patch} (got {img_size}) "
+                             f"and model.width divisible by its {heads} heads (got {dim})")
         self.patch_embed = nn.Conv2d(in_channels, dim, patch, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.randn(1, (img_size // patch) ** 2 + 1, dim) * 0.02)

@@ -153,7 +153,19 @@ def make_trackers(cfg: Config) -> list:
     """The trackers `cfg` asks for (run.tensorboard counts as tensorboard), each checked importable up front."""
     names = list(cfg.run.trackers) + (["tensorboard"] if cfg.run.tensorboard and "tensorboard" not in
                                       cfg.run.trackers else [])
+    for name in names:
+        _require(name)
     return [TRACKERS.get(name)() for name in names]
+
+
+def _require(name: str) -> None:
+    """A one-line error naming the package a tracker needs, before the run folder is made."""
+    import importlib.util
+
+    package, install = {"mlflow": ("mlflow", "mlflow-skinny (or mlflow)"),
+                        "tensorboard": ("tensorboard", "tensorboard")}[name]
+    if importlib.util.find_spec(package) is None:
+        raise UsageError(f"run.trackers={name} needs the {package} package: pip install {install}")
 
 
 @contextmanager

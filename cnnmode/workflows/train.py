@@ -137,9 +137,7 @@ def tracked(job: Job, resumed: bool):
     finished); close them, marked failed when the block raised. A tracker that fails while the run goes on (a
     tracking server gone away) is reported once and dropped: it never stops training."""
     trackers = make_trackers(job.cfg)
-    for t in trackers:
-        t.start(job, resumed)
-    live = list(trackers)
+    live: list = []
 
     def on_row(epoch: int | None, row: dict | None) -> None:
         for t in list(live):
@@ -155,6 +153,9 @@ def tracked(job: Job, resumed: bool):
 
     ok = False
     try:
+        for t in trackers:
+            t.start(job, resumed)
+            live.append(t)  # closed below even if a later tracker fails to start
         yield on_row
         ok = True
     finally:

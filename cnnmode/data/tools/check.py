@@ -19,7 +19,7 @@ from cnnmode.data.sources import SPLIT_NAMES
 from cnnmode.data.tools.dupes import exact_groups, group_pairs, near_pairs
 from cnnmode.data.tools.figures import duplicates_figure
 from cnnmode.data.tools.images import UNUSUAL_MODES, Looked, look, phash
-from cnnmode.data.tools.listing import Entry, Listing, list_dataset, read_entries
+from cnnmode.data.tools.listing import Entry, Listing, list_dataset, read_entries, training_limits
 
 UNUSABLE = ("empty", "truncated", "not_image", "unreadable")  # kinds whose files training skips
 KEEP_ORDER = {"test": 0, "val": 1, "train": 2}  # a leaked copy is kept in the first of these, moved elsewhere
@@ -90,9 +90,7 @@ def _duplicate_findings(entries: list[Entry], looked: list[Looked], hashes: np.n
     if opts.near >= 0:
         skip = flat | np.array([bool(s.problem) for s in looked])
         pairs = {p: d for p, d in near_pairs(hashes, skip, opts.near).items() if shas[p[0]] != shas[p[1]]}
-        for g in group_pairs(list(pairs)):
-            distance = max(d for (i, j), d in pairs.items() if i in g and j in g) if len(g) < 50 else opts.near
-            groups.append((g, "near", distance))
+        groups += _near_groups(pairs)
     out = []
     for members, match, distance in sorted(groups, key=lambda g: min(entries[i].name for i in g[0])):
         members = sorted(members, key=lambda i: entries[i].name)
@@ -110,6 +108,16 @@ def _duplicate_findings(entries: list[Entry], looked: list[Looked], hashes: np.n
                         "files": [{"path": entries[i].name, "split": entries[i].split, "class": entries[i].label}
                                   for i in members]})
     return out
+
+
+def _near_groups(pairs: dict[tuple[int, int], int]) -> list[tuple[list[int], str, int]]:
+    """Near-duplicate groups (pairs joined transitively) with the largest distance of a pair inside each."""
+    groups = group_pairs(list(pairs))
+    group_of = {i: k for k, g in enumerate(groups) for i in g}
+    widest = [0] * len(groups)
+    for (i, _), d in pairs.items():
+        widest[group_of[i]] = max(widest[group_of[i]], d)
+    return [(g, "near", widest[k]) for k, g in enumerate(groups)]
 
 
 def _counts(entries: list[Entry], looked: list[Looked]) -> dict[str, dict[str, int]]:
@@ -153,21 +161,20 @@ def imbalance(counts: dict[str, int]) -> dict | None:
 
 
 def to_move(findings: list[dict]) -> list[dict]:
-    """The files `--fix` would quarantine, each once with its reason: unusable and too-small files, all but the
-    first copy in each duplicate group, and leaked copies outside the split they are kept in (test first)."""
-    moves: dict[str, str] = {}
-    for f in findings:
-        if f["kind"] in (*UNUSABLE, "too_small"):
-            moves.setdefault(f["path"], f["kind"])
-        elif f["kind"] == "duplicate":
-            for file in f["files"][1:]:
-                moves.setdefault(file["path"], f"{f['match']} duplicate of {f['files'][0]['path']}")
-        elif f["kind"] == "leak":
-            keep = min(f["splits"], key=KEEP_ORDER.get)
-            kept = next(x["path"] for x in f["files"] if x["split"] == keep)
-            for file in f["files"]:
-                if file["split"] != keep:
-                    moves.setdefault(file["path"], f"{f['match']} copy of {keep} image {kept}")
+    """The files `--fix` would quarantine, each once with its reason: unusable and too-small files, leaked copies
+    outside the split they are kept in (test first), and all but one copy in each duplicate group (the first by
+    name of those not already moved, so a group never loses every copy)."""
+    moves = {f["path"]: f["kind"] for f in findings if f["kind"] in (*UNUSABLE, "too_small")}
+    for f in (f for f in findings if f["kind"] == "leak"):
+        keep = min(f["splits"], key=KEEP_ORDER.get)
+        kept = next(x["path"] for x in f["files"] if x["split"] == keep)
+        for file in f["files"]:
+            if file["split"] != keep:
+                moves.setdefault(file["path"], f"{f['match']} copy of {keep} image {kept}")
+    for f in (f for f in findings if f["kind"] == "duplicate"):
+        staying = [x["path"] for x in f["files"] if x["path"] not in moves]  # never move every copy
+        for path in staying[1:]:
+            moves[path] = f"{f['match']} duplicate of {staying[0]}"
     return [{"path": p, "reason": r} for p, r in sorted(moves.items())]
 
 
@@ -178,7 +185,7 @@ def check_data(path_text: str, opts: CheckOptions | None = None, limits: Limits 
     total)` is called as files are read; `pairs_png` gets a picture of the first leaks and duplicates; `root` is
     where named (torchvision) datasets are kept."""
     opts = opts or CheckOptions()
-    limits = limits or Limits.from_mb_gb(64, 64)
+    limits = limits or training_limits()
     start = time.perf_counter()
     listing = list_dataset(path_text, limits, root)
     done = [0]

@@ -81,7 +81,7 @@ def convert_coco(annotations: Path, images: Path, out: Path, min_size: int = 8, 
     Returns crops per category; images that are missing or unreadable are skipped."""
     try:
         coco = json.loads(Path(annotations).read_text())
-        categories = {c["id"]: c["name"].replace("/", "_") for c in coco["categories"]}
+        categories = {c["id"]: _folder_name(str(c["name"])) for c in coco["categories"]}
         files = {im["id"]: im["file_name"] for im in coco["images"]}
         by_image: dict[int, list[dict]] = {}
         for a in coco["annotations"]:
@@ -105,6 +105,12 @@ def convert_coco(annotations: Path, images: Path, out: Path, min_size: int = 8, 
             except (KeyError, FileNotFoundError, *DECODE_ERRORS):
                 continue
     return dict(sorted(tally.items()))
+
+
+def _folder_name(name: str) -> str:
+    """A category name as one safe folder name: separators replaced, `.`/`..`/empty named `_`."""
+    name = name.replace("/", "_").replace("\\", "_").strip()
+    return "_" if name in ("", ".", "..") else name
 
 
 def _crop(img: Image.Image, ann: dict, min_size: int, pad: float) -> Image.Image | None:

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from cnnmode.config import DataConfig
 from cnnmode.data.archive import Archive, Limits
 from cnnmode.data.csvlist import is_list, read_rows
 from cnnmode.data.sources import IMAGE_SUFFIXES, NAMED, SPLIT_NAMES, open_source, read_regular, strip_top
@@ -45,6 +46,12 @@ class Listing:
     def splits(self) -> list[str]:
         """Split names in train, val, test order."""
         return [s for s in SPLIT_NAMES if s in self.class_dirs]
+
+
+def training_limits() -> Limits:
+    """The file and archive size limits training reads with by default (data.max_file_mb, data.max_total_gb)."""
+    defaults = DataConfig()
+    return Limits.from_mb_gb(defaults.max_file_mb, defaults.max_total_gb)
 
 
 def _split_of(top: str, tops: set[str]) -> str | None:
@@ -117,7 +124,7 @@ def list_dataset(path_text: str, limits: Limits, root: str = "./data") -> Listin
         else:
             if len(parts) > depth + 1:
                 problems["nested"].append(prefix + "/".join(parts[:depth + 1]) + "/")
-            if split_mode and parts[0].lower() != split:
+            if split_mode and parts[0] != split:  # `Train/` too: training reads only the exact names
                 problems["alias"].append(f"{prefix}{parts[0]}/ → {prefix}{split}/")
             class_dirs[split].add(parts[depth - 1])
             entries.append(Entry(prefix + r, split, parts[depth - 1]))
@@ -126,7 +133,8 @@ def list_dataset(path_text: str, limits: Limits, root: str = "./data") -> Listin
 
 
 FIXES = {
-    "alias": ("split folder(s) named differently from train/, val/, test/: training ignores them",
+    "alias": ("split folder(s) named differently from train/, val/, test/ (names are case-sensitive): training "
+              "does not read them as splits",
               "rename them as shown"),
     "unknown_folder": ("folder(s) beside the split folders that are not a split: training ignores them",
                        "move their class folders into train/, val/ or test/, or delete them"),

@@ -11,13 +11,16 @@ from PIL import Image
 from cnnmode.data.archive import Limits
 from cnnmode.data.decode import DECODE_ERRORS, pil_to_mode
 from cnnmode.data.tools.figures import plt, save_png
-from cnnmode.data.tools.listing import list_dataset, read_entries
+from cnnmode.data.tools.listing import list_dataset, read_entries, training_limits
+from cnnmode.errors import UsageError
 
 
 def preview_grid(path_text: str, out: Path, n: int = 25, seed: int = 0, limits: Limits | None = None,
                  root: str = "./data") -> dict:
     """Draw `n` random images per split (seeded) into one picture at `out`; {split: images shown}."""
-    limits = limits or Limits.from_mb_gb(64, 64)
+    if n < 1:
+        raise UsageError(f"--n {n}: show at least 1 image per split")
+    limits = limits or training_limits()
     listing = list_dataset(path_text, limits, root)
     rng = np.random.default_rng(seed)
     chosen = []

@@ -3,10 +3,9 @@ paths, with a manifest that `restore` reads to put every file back."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cnnmode.errors import RunError, UsageError
 from cnnmode.files import atomic_write_text
@@ -21,21 +20,22 @@ def _move(src: Path, dst: Path) -> None:
     shutil.move(src, dst)  # a rename on one file system; copy then delete across file systems
 
 
-def quarantine(report: dict, root: Path, folder: Path) -> Path:
-    """Move the report's `to_move` files from the data folder `root` into `folder`; returns the manifest path.
-    The manifest is written after every move, so an interrupted fix can still be undone."""
+def quarantine(report: dict, root: Path, folder: Path) -> tuple[int, Path]:
+    """Move the report's `to_move` files from the data folder `root` into `folder`; returns (files moved, the
+    manifest path). The manifest is written after every move, so an interrupted fix can still be undone."""
     if report["kind"] != "folder":
         raise UsageError(f"--fix moves files within a class-folder tree; {report['source']} is a {report['kind']}"
                          " source: copy it into a folder first (cnnmode data split SOURCE --out DIR --copy)")
     root, folder = Path(root).resolve(), Path(folder).resolve()
-    if folder == root or root in folder.parents:
-        raise UsageError(f"the quarantine folder {folder} must be outside the data folder {root}")
+    if folder == root or root in folder.parents or folder in root.parents:
+        raise UsageError(f"the quarantine folder {folder} must be outside the data folder {root}, and not hold it")
     manifest_path = folder / MANIFEST
     manifest = {"data": str(root), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "moved": []}
     if manifest_path.exists():
         manifest = _read_manifest(folder)
         if Path(manifest["data"]) != root:
             raise UsageError(f"{folder} already quarantines files of {manifest['data']}; choose another folder")
+    moved = 0
     for item in report["to_move"]:
         src = root / item["path"]
         if not (src.exists() or src.is_symlink()):
@@ -43,7 +43,16 @@ def quarantine(report: dict, root: Path, folder: Path) -> Path:
         _move(src, folder / item["path"])
         manifest["moved"].append({"path": item["path"], "reason": item["reason"]})
         atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
-    return manifest_path
+        moved += 1
+    return moved, manifest_path
+
+
+def _safe_relative(path: str) -> str:
+    """A manifest path must stay inside both folders: relative, without `..`."""
+    parts = PurePosixPath(path).parts
+    if not parts or PurePosixPath(path).is_absolute() or ".." in parts or "\\" in path:
+        raise RunError(f"the manifest lists an unsafe path {path!r}; refusing to move anything")
+    return path
 
 
 def _read_manifest(folder: Path) -> dict:
@@ -52,10 +61,12 @@ def _read_manifest(folder: Path) -> dict:
         manifest = json.loads(path.read_text())
         if not isinstance(manifest.get("moved"), list) or "data" not in manifest:
             raise ValueError("no 'data' or 'moved' entry")
+        for item in manifest["moved"]:
+            _safe_relative(item["path"])
         return manifest
     except FileNotFoundError:
         raise UsageError(f"{folder} has no {MANIFEST}; give the folder passed to `data check --fix`") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise RunError(f"cannot read {path}: {e}") from None
 
 
@@ -71,8 +82,13 @@ def restore(folder: Path) -> tuple[int, Path]:
         if src.exists() or src.is_symlink():
             _move(src, dst)
             restored += 1
+            _remove_empty_parents(src.parent, folder)
     (folder / MANIFEST).unlink()
-    for here, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):  # leave no empty folders behind
-        if Path(here) != folder and not any(Path(here).iterdir()):
-            Path(here).rmdir()
     return restored, root
+
+
+def _remove_empty_parents(here: Path, stop: Path) -> None:
+    """Remove the folders a restored file leaves empty, up to (not including) `stop`."""
+    while here != stop and stop in here.parents and not any(here.iterdir()):
+        here.rmdir()
+        here = here.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnmode.data.archive import Limits
-from cnnmode.data.tools.listing import Entry, list_dataset, read_entries
+from cnnmode.data.tools.listing import Entry, list_dataset, read_entries, training_limits
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_folder
 
@@ -37,7 +37,7 @@ def stratified_split(entries: list[Entry], val: float, test: float, seed: int) -
         order = rng.permutation(len(items))
         start = 0
         for split in ("test", "val"):
-            n = int(round(len(items) * fractions[split]))
+            n = min(int(round(len(items) * fractions[split])), len(items) - 1 - start)  # one stays in train
             out[split] += [Entry(items[i].name, split, label) for i in order[start:start + n]]
             start += n
         out["train"] += [items[i] for i in order[start:]]
@@ -68,7 +68,7 @@ def split_dataset(path_text: str, out: Path, val: float = 0.1, test: float = 0.1
         raise UsageError(f"split mode {mode!r}: choose one of {', '.join(MODES)}")
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise UsageError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
-    limits = limits or Limits.from_mb_gb(64, 64)
+    limits = limits or training_limits()
     listing = list_dataset(path_text, limits, root)
     parts = stratified_split(listing.entries, val, test, seed)
     with atomic_folder(Path(out)) as tmp:

@@ -13,7 +13,7 @@ from PIL import Image
 from cnnmode.data.archive import Limits
 from cnnmode.data.decode import DECODE_ERRORS, pil_to_mode
 from cnnmode.data.tools.figures import plt, save_png
-from cnnmode.data.tools.listing import list_dataset, read_entries
+from cnnmode.data.tools.listing import list_dataset, read_entries, training_limits
 
 
 class _Moments:
@@ -44,7 +44,7 @@ def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Lim
     """Statistics of a class-folder tree or archive; mean/std from a seeded sample of up to `sample` training
     images (0 = all)."""
     start = time.perf_counter()
-    limits = limits or Limits.from_mb_gb(64, 64)
+    limits = limits or training_limits()
     listing = list_dataset(path_text, limits, root)
     train = [i for i, e in enumerate(listing.entries) if e.split == "train"]
     rng = np.random.default_rng(seed)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+
 from cnnmode.data.tools import CheckOptions, check_data, quarantine, restore
+from cnnmode.errors import RunError, UsageError
 from tests.conftest import run_cli
 from tests.data.tools.conftest import as_keys, clean_tree
 
@@ -43,7 +46,8 @@ def test_fix_moves_exactly_the_dropped_files_and_restore_undoes_it(planted, tmp_
     moved = {m["path"] for m in report["to_move"]}
     assert moved == {"train/a/empty.png", "train/a/trunc.jpg", "train/b/notimage.png", "train/b/tiny.png",
                      "train/a/img0.png", "train/b/near.jpg", "train/a/img2.png"}  # leak: the test copy stays
-    manifest = quarantine(report, root, tmp_path / "q")
+    count, manifest = quarantine(report, root, tmp_path / "q")
+    assert count == len(moved)
     after = tree_digest(root)
     assert set(before) - set(after) == moved
     assert {m["path"] for m in json.loads(manifest.read_text())["moved"]} == moved
@@ -110,3 +114,27 @@ def test_layout_problems_are_named_with_their_fix(tmp_path):
     assert layout["nested"]["paths"] == ["train/a/sub/"]
     assert layout["stray"]["paths"] == ["train/loose.png"]
     assert report["counts"]["val"] == {"a": 1, "b": 1}  # the aliased split is still checked
+
+
+def test_a_manifest_cannot_move_files_outside_its_folders(planted, tmp_path):
+    root, _ = planted
+    count, manifest = quarantine(check_data(str(root)), root, tmp_path / "q")
+    data = json.loads(manifest.read_text())
+    data["moved"].append({"path": "../../outside.txt", "reason": "planted"})
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(RunError, match="unsafe path"):
+        restore(tmp_path / "q")
+    with pytest.raises(UsageError, match="outside the data folder"):
+        quarantine(check_data(str(root)), root, root.parent)  # a quarantine folder holding the data
+
+
+def test_fix_never_moves_every_copy(tmp_path):
+    root = clean_tree(tmp_path / "ds", {"train": {"a": 4, "b": 4}})
+    from PIL import Image
+
+    Image.open(root / "train/a/img1.png").resize((8, 8)).save(root / "train/a/img0.png")  # too small, and a copy
+    report = check_data(str(root), CheckOptions(near=8))
+    moves = {m["path"] for m in report["to_move"]}
+    groups = [sorted(x["path"] for x in f["files"]) for f in report["findings"] if f["kind"] == "duplicate"]
+    assert ["train/a/img0.png", "train/a/img1.png"] in groups  # the group would keep img0, which is too small
+    assert "train/a/img0.png" in moves and "train/a/img1.png" not in moves
