@@ -16,6 +16,9 @@ def test_embeddings_shape_labels_and_round_trip(trained_run, tiny_tree, tmp_path
     save_embeddings(emb, tmp_path / "e.npy")
     back = load_embeddings(tmp_path / "e.npy")
     assert np.array_equal(back.features, emb.features) and back.paths == emb.paths and back.labels == emb.labels
+    save_embeddings(emb, tmp_path / "e.parquet")
+    table = load_embeddings(tmp_path / "e.parquet")
+    assert np.allclose(table.features, emb.features) and table.paths == emb.paths and table.labels == emb.labels
     conv, _ = embed_images(trained_run, [str(tiny_tree / "test" / "circle")], layer="1.0")
     assert conv.features.shape == (10, 64)  # the second block's first conv, average-pooled
     with pytest.raises(UsageError, match="no layer named"):
