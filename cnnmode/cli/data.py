@@ -235,8 +235,9 @@ def add_parsers(verbs) -> None:
     sub = data.add_subparsers(dest="data_verb", metavar="SUBVERB", required=True)
     p = sub.add_parser("check", help="find corrupt files, duplicates, leakage between splits, imbalance, layout "
                                      "problems",
-                       description="Check a dataset (a class-folder tree or a .tar/.tar.gz/.zip of one). Exit code "
-                                   "0: clean; 1: problems found; 2: bad input.",
+                       description="Check a dataset for files training would skip, odd images, duplicates, "
+                                   "leakage between splits, imbalance and layout problems, before training on it. "
+                                   "Exit code 0: clean; 1: problems found; 2: bad input.",
                        epilog="example: cnnmode data check ../shared/datasets/cifar10-jpeg.tar.gz --json check.json")
     p.add_argument("path", metavar="PATH", help="any data.path: a class-folder tree, an archive, a CSV list, or "
                    "cifar10/cifar100/mnist/fashion-mnist")
