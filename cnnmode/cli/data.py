@@ -102,16 +102,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from cnnmode.data.tools import dataset_stats, stats_figure
+    from cnnmode.data.tools import dataset_stats
     from cnnmode.files import atomic_write_text
 
+    plot = Path(args.plot or "data_stats.png")
     bar, progress = _progress()
     with bar:
         stats = dataset_stats(args.path, sample=args.sample, seed=args.seed, progress=None if args.quiet else progress,
-                              root=args.root)
-    plot = Path(args.plot or "data_stats.png")
-    stats_figure(stats, plot)
-    stats.pop("_sizes")
+                              root=args.root, plot=plot)
     print(f"{stats['source']}: {stats['images']} images ({stats['unreadable']} unreadable), "
           f"{stats['seconds']:.1f} s")
     fmt = lambda d: ", ".join(f"{k} {v}" for k, v in d.items())  # noqa: E731

@@ -111,17 +111,23 @@ def find_layout(files: list[str], dirs: set[str], source: str) -> Layout:
     return Layout(splits=splits, classes=classes, skipped=skipped)
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 4 MB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def content_key(path: Path) -> str:
     """A hash of the source's content: archive bytes, or a folder's (path, size, mtime) listing."""
-    h = hashlib.sha256()
     if path.is_file():
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    else:
-        for rel in sorted(list_folder(path)[0]):
-            st = os.lstat(path / rel)  # the link itself: a broken one must not fail the key
-            h.update(os.fsencode(rel) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return file_sha256(path)[:24]
+    h = hashlib.sha256()
+    for rel in sorted(list_folder(path)[0]):
+        st = os.lstat(path / rel)  # the link itself: a broken one must not fail the key
+        h.update(os.fsencode(rel) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 
@@ -132,11 +138,7 @@ def source_checksum(path_text: str) -> str | None:
         return None
     path = Path(path_text).expanduser()
     if path.is_file():
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        return f"sha256:{h.hexdigest()}"
+        return f"sha256:{file_sha256(path)}"
     return f"listing:{content_key(path)}" if path.is_dir() else None
 
 

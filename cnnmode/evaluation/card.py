@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 
 from cnnmode.config import load_yaml_text
+from cnnmode.evaluation.report import _pct
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import RunDir
-
-
-def _pct(x) -> str:
-    return f"{100 * x:.2f}%" if isinstance(x, (int, float)) else "n/a"
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:

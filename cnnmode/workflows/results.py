@@ -23,17 +23,22 @@ from cnnmode.evaluation.report import write_report
 from cnnmode.files import atomic_write_text, torch_load
 
 
+def git_commit() -> str:
+    """The commit of this CNN Mode checkout, or '' outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def environment(device: torch.device, precision_name: str) -> dict:
     """Package versions, git commit, device and threads: what a result needs beside it to be reproduced."""
     import torchvision
 
     from cnnmode import __version__
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    commit = git_commit()
     return {"cnnmode": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "git_commit": commit, "device": str(device),
             "precision": precision_name, "threads": torch.get_num_threads(), "platform": platform.platform()}

@@ -23,6 +23,7 @@ from PIL import Image
 from cnnmode.config import Config, flatten
 from cnnmode.errors import UsageError
 from cnnmode.registry import Registry
+from cnnmode.workflows.results import git_commit
 
 TRACKERS: Registry = Registry("tracker")
 FIGURES = ("plots/training_curves.png", "plots/predictions.png", "eval/confusion_matrix_normalized.png",
@@ -98,7 +99,7 @@ class MlflowTracker:
         env = job.parts.setup
         self.mlflow.set_tags({"recipe": job.cfg.recipe or "", "model": job.cfg.model.name,
                               "device": str(env.device), "precision": env.precision.name,
-                              "run_dir": str(job.run.path), "git_commit": _git_commit()})
+                              "run_dir": str(job.run.path), "git_commit": git_commit()})
 
     def epoch(self, epoch: int, row: dict) -> None:
         self.mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -114,16 +115,6 @@ class MlflowTracker:
 
     def close(self, ok: bool) -> None:
         self.mlflow.end_run(status="FINISHED" if ok else "FAILED")
-
-
-def _git_commit() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def use_mlflow(runs_dir: Path):

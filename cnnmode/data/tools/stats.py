@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 from collections import Counter, defaultdict
 from typing import Callable
 
@@ -40,9 +41,10 @@ def _histogram(values: list[float], bins: list[float]) -> dict[str, int]:
 
 
 def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Limits | None = None,
-                  progress: Callable[[int, int], None] | None = None, root: str = "./data") -> dict:
+                  progress: Callable[[int, int], None] | None = None, root: str = "./data",
+                  plot: Path | None = None) -> dict:
     """Statistics of a class-folder tree or archive; mean/std from a seeded sample of up to `sample` training
-    images (0 = all)."""
+    images (0 = all); with `plot`, their picture is drawn there too."""
     start = time.perf_counter()
     limits = limits or training_limits()
     listing = list_dataset(path_text, limits, root)
@@ -74,7 +76,7 @@ def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Lim
     mean, std = moments.mean_std()
     widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
     aspects = [w / h for w, h in sizes if h]
-    return {
+    stats = {
         "source": path_text, "images": len(sizes), "unreadable": unreadable,
         "counts": {s: dict(sorted(c.items())) for s, c in counts.items()},
         "mean": mean, "std": std, "stats_from": len(picked),
@@ -83,8 +85,10 @@ def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Lim
         "aspect_ratio": _histogram(aspects, [0, 0.5, 0.75, 0.9, 1.1, 1.34, 2, max(aspects + [2]) + 1e-9]),
         "modes": dict(modes.most_common()), "formats": dict(formats.most_common()),
         "file_kb": _summary(file_kb), "seconds": round(time.perf_counter() - start, 2),
-        "_sizes": sizes,
     }
+    if plot is not None:
+        stats_figure(stats, sizes, plot)
+    return stats
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -95,10 +99,10 @@ def _summary(values: list[float]) -> dict[str, float]:
             "mean": round(float(np.mean(values)), 1)}
 
 
-def stats_figure(stats: dict, path) -> None:
+def stats_figure(stats: dict, sizes: list[tuple[int, int]], path: Path) -> None:
     """Image sizes (width against height), aspect ratios, channel means and images per class, in one picture."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    sizes = np.array(stats["_sizes"] or [(0, 0)])
+    sizes = np.array(sizes or [(0, 0)])
     axes[0, 0].scatter(sizes[:, 0], sizes[:, 1], s=6, alpha=0.3)
     axes[0, 0].set(title="image sizes", xlabel="width (px)", ylabel="height (px)")
     aspect = stats["aspect_ratio"]
