@@ -60,10 +60,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from cnnmode.experiments.search import run_search
+    from cnnmode.experiments.search import HEARTBEAT, run_search
+    from cnnmode.experiments.search_workers import parse_heartbeat
 
+    heartbeat = parse_heartbeat(args.heartbeat) if args.heartbeat else HEARTBEAT
     r = run_search(args.space, args.trials, args.storage, args.study, args.timeout, args.pruner, args.out,
-                   args.overrides, args.seed, args.quiet)
+                   args.overrides, args.seed, args.quiet, jobs=args.jobs, heartbeat=heartbeat)
     states = ", ".join(f"{n} {s}" for s, n in r["states"].items())
     print(f"study {r['study']}: {r['trials']} trials ({states})")
     if "best_trial" in r:
@@ -176,8 +178,11 @@ def add_parsers(verbs) -> None:
     p = verbs.add_parser("search", help="Optuna hyperparameter search (TPE, pruning, shareable storage)",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          description="Search config keys with Optuna's TPE sampler, pruning trials on per-epoch "
-                                     "validation accuracy. Every process runs --trials trials; processes given the "
-                                     "same --study and --storage (on any machines) share one study.",
+                                     "validation accuracy. With a database server (--storage postgresql://...) or "
+                                     "--jobs, --trials is the study's total: --jobs J worker processes here share "
+                                     "it, splitting the CPU cores, and the same command on other machines joins "
+                                     "the same study and helps finish it; no trial runs twice. With the default "
+                                     "SQLite file and no --jobs, every process runs --trials trials of the study.",
                          epilog=textwrap.dedent("""\
             space file:
               base: default                # recipe or config YAML (optional)
@@ -190,10 +195,18 @@ def add_parsers(verbs) -> None:
             parallel_coordinate .png and search.html in the study folder.
             examples:
               cnnmode search --space space.yaml --trials 20
-              cnnmode search --space space.yaml --study lr --storage postgresql://user:pw@db/optuna  (on each machine)"""))
+              cnnmode search --space space.yaml --trials 40 --study lr --storage postgresql://user:pw@db/optuna \\
+                  --jobs 4   (the same on each machine: 40 trials in all)
+            a killed worker's trial is marked failed once its heartbeat has been silent 90 s; the others go on."""))
     p.add_argument("--space", required=True, metavar="SPACE.yaml")
-    p.add_argument("--trials", type=int, default=10, help="trials this process runs")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default sqlite:///<study folder>/study.db)")
+    p.add_argument("--trials", type=int, default=10,
+                   help="number of trials (default 10): the study's total with --jobs or a postgresql:// or "
+                        "mysql:// storage; with the default SQLite file and no --jobs, the trials this process runs")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default sqlite:///<study folder>/study.db; "
+                   "postgresql://USER:PASS@HOST/DB needs psycopg2-binary)")
+    p.add_argument("--jobs", type=int, metavar="J", help="worker processes on this machine sharing the study, "
+                   "each with 1/J of the CPU cores (J > 1 needs a postgresql:// or mysql:// --storage)")
+    p.add_argument("--heartbeat", metavar="INTERVAL,GRACE", help=argparse.SUPPRESS)  # seconds; tests shorten it
     p.add_argument("--study", metavar="NAME", help="study name (default: the space file's name)")
     p.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     p.add_argument("--pruner", default="median", choices=["median", "halving", "none"])

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cnnmode` console script."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
+        sys.stdout = open(os.devnull, "w")  # under torchrun only rank 0 prints progress; errors still reach stderr
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may also follow options (`VERB ARG --opt X key=value`), which argparse cannot split itself

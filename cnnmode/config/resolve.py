@@ -127,6 +127,9 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.train.ema < 1, "train.ema must be in [0, 1)"),
         (cfg.train.focal_gamma >= 0, "train.focal_gamma must be >= 0"),
         (0 <= cfg.train.reweight_from < 1, "train.reweight_from must be in [0, 1)"),
+        (cfg.train.checkpoint_every_steps >= -1, "train.checkpoint_every_steps must be >= 0 (0 = epoch ends only) "
+                                                 "or -1 (auto)"),
+        (cfg.run.threads >= 0, "run.threads must be >= 0 (0 = the default)"),
         (cfg.train.keep_checkpoints >= 0 and cfg.train.save_every >= 0,
          "train.keep_checkpoints and train.save_every must be >= 0 (0 = off)"),
         (cfg.train.class_weights in ("none", "auto", "effective") or Path(cfg.train.class_weights).is_file(),

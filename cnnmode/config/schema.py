@@ -97,7 +97,8 @@ class AugConfig:
 @dataclass
 class TrainConfig:
     epochs: int = opt(10, "training epochs")
-    batch_size: int = opt(128, "images per optimizer step (before accumulation)")
+    batch_size: int = opt(128, "images per optimizer step (before accumulation); under torchrun the global batch, "
+                          "split evenly among the ranks")
     eval_batch_size: int = opt(512, "images per evaluation batch")
     accum_steps: int = opt(1, "gradient accumulation steps per optimizer step")
     grad_clip: float = opt(0.0, "clip gradient norm to this value (0 = off)")
@@ -138,6 +139,10 @@ class TrainConfig:
                                 "best.pt and last.pt (0 = with train.save_every: all of them)")
     save_every: int = opt(0, "write an epoch checkpoint every K epochs (0 = every epoch when train.keep_checkpoints "
                           "is set, else none)")
+    checkpoint_every_steps: int = opt(-1, "also write last.pt every N optimizer steps inside an epoch, so a killed "
+                                      "run resumes mid-epoch (0 = only at epoch ends; -1 = auto: every 500 steps "
+                                      "when an epoch has more than 1000, else 0)")
+    sync_bn: bool = opt(False, "under torchrun on GPUs: batch-norm statistics over the global batch (SyncBatchNorm)")
     seed: int = opt(0, "random seed")
     deterministic: bool = opt(False, "deterministic algorithms (bitwise-reproducible on CPU)")
 
@@ -146,7 +151,10 @@ class TrainConfig:
 class RunConfig:
     dir: str = opt("runs", "parent folder of run folders")
     name: str = opt("", "run folder name (default <recipe or model>-<timestamp>)")
-    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    device: str = opt("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (under torchrun: auto, cuda or cpu; "
+                      "each rank takes cuda:LOCAL_RANK)")
+    threads: int = opt(0, "CPU threads for this process (0 = PyTorch's default; under torchrun the machine's cores "
+                       "divided among its ranks)")
     tensorboard: bool = opt(False, "also write TensorBoard events (the same as adding tensorboard to run.trackers)")
     trackers: list[str] = opt([], "experiment trackers fed every epoch and at the end: tensorboard (scalars, "
                               "figures, graph, hparams), mlflow (sqlite:///<run.dir>/mlflow.db, or "

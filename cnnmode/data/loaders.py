@@ -1,6 +1,7 @@
 """Loaders: one object per split with `__iter__`/`__len__`/`set_epoch`, yielding normalised batches on the device."""
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -18,14 +19,28 @@ def _finish(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 class EpochLoader:
-    """What both loaders share: labels, batch size, and per-(seed, epoch) reproducible randomness."""
+    """What both loaders share: labels, batch size, per-(seed, epoch) reproducible randomness, this process's
+    shard of every epoch under data-parallel training, and the position inside an epoch (for mid-epoch resume)."""
 
     labels: torch.Tensor
-    batch_size: int
+    batch_size: int  # training: the global batch, split among the ranks
     train: bool
     seed: int
     epoch: int = 0
     balanced: bool = False  # draw each class equally often (with replacement) instead of a shuffle
+    rank: int = 0
+    world: int = 1
+    position: int = 0  # batches of the current pass yielded so far
+    resume_at: int = 0  # where the next pass starts (set by `resume`, used once)
+    resume_gen: torch.Tensor | None = None  # the augmentation generator's state at `resume_at`
+    _gen: torch.Generator | None = None
+
+    def sharded(self, rank: int, world: int) -> "EpochLoader":
+        """A copy that yields rank `rank`'s part of each batch (training: a contiguous slice of every global
+        batch, so the ranks together see the single-process order; evaluation: every `world`-th image)."""
+        part = copy.copy(self)
+        part.rank, part.world = rank, world
+        return part
 
     def epoch_order(self, gen: torch.Generator) -> torch.Tensor:
         """This epoch's training order: a permutation, or with `balanced` a class-balanced draw of the same
@@ -37,16 +52,47 @@ class EpochLoader:
         return torch.multinomial(1 / per_class[self.labels], n, replacement=True, generator=gen)
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose shuffle and augmentation to produce."""
-        self.epoch = epoch
+        """Choose the epoch whose shuffle and augmentation to produce (from its start)."""
+        self.epoch, self.resume_at, self.resume_gen = epoch, 0, None
 
     def generator(self) -> torch.Generator:
-        """This epoch's random generator."""
+        """This epoch's random generator (the shuffle is drawn from it first, the same on every rank)."""
         return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+
+    def augment_generator(self, gen: torch.Generator) -> torch.Generator:
+        """After the shuffle: the generator this rank augments with (rank 0 goes on with the shared one, as a
+        single process does; the others get their own)."""
+        if self.rank == 0:
+            return gen
+        return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7_919 * self.rank)
+
+    def index_batches(self, order: torch.Tensor) -> list[torch.Tensor]:
+        """This rank's index batches for the epoch, from `order` (all of them, from the first)."""
+        if not self.train:
+            return list(order[self.rank::self.world].split(self.batch_size))
+        size = self.batch_size
+        return [order[i * size:(i + 1) * size].tensor_split(self.world)[self.rank] for i in range(len(self))]
+
+    def state_dict(self) -> dict:
+        """Where this epoch stands: (epoch, batches yielded, the augmentation generator's state)."""
+        gen = None if self._gen is None else self._gen.get_state()
+        return {"epoch": self.epoch, "position": self.position, "gen": gen}
+
+    def resume(self, state: dict) -> None:
+        """Continue state["epoch"] after state["position"] batches (set after `set_epoch`)."""
+        self.epoch, self.resume_at, self.resume_gen = state["epoch"], state["position"], state.get("gen")
+
+    def _begin(self) -> int:
+        """Start a pass: the batch to start from (0, or once after `resume` its position)."""
+        start, self.resume_at = self.resume_at, 0
+        self.position = start
+        return start
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
+        if not self.train:
+            return math.ceil(len(range(self.rank, n, self.world)) / self.batch_size)
+        return n // self.batch_size if n >= self.batch_size else math.ceil(n / self.batch_size)
 
 
 class TensorLoader(EpochLoader):
@@ -73,11 +119,17 @@ class TensorLoader(EpochLoader):
         flips = None
         if self.train and self.aug.flip and self.aug.alternate_flip:
             flips = augment.alternating_flips(len(self.labels), self.seed, self.epoch)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        gen = self.augment_generator(gen)
+        start, self._gen = self._begin(), gen
+        if start and self.resume_gen is not None:
+            gen.set_state(self.resume_gen)
+        self.resume_gen = None
+        for idx in self.index_batches(order)[start:]:
             x = self.images[idx].to(self.device, non_blocking=True)
             y = self.labels[idx].to(self.device, non_blocking=True)
-            yield self.prepare(x, y, gen, None if flips is None else flips[idx])
+            batch = self.prepare(x, y, gen, None if flips is None else flips[idx])
+            self.position += 1
+            yield batch
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
                 flips: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,6 +161,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __init__(self, items: list[tuple[Path, int]], channels: int, transform) -> None:
         self.items, self.channels, self.transform = items, channels, transform
+        self.seed: int | None = None  # set per epoch: each image's augmentation then depends on (seed, index) only
 
     def __len__(self) -> int:
         return len(self.items)
@@ -117,7 +170,13 @@ class ImageFiles(torch.utils.data.Dataset):
         path, label = self.items[i]
         with Image.open(path) as img:
             img = pil_to_mode(img, self.channels)
-            return self.transform(img), label
+            if self.seed is None:
+                return self.transform(img), label
+            # not on the worker's running RNG: the result must not depend on which worker loads the image, or
+            # on where in the epoch a resumed run starts
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed * 1_000_003 + i)
+                return self.transform(img), label
 
 
 class StreamLoader(EpochLoader):
@@ -134,13 +193,15 @@ class StreamLoader(EpochLoader):
 
     def __iter__(self):
         gen = self.generator()
+        order = self.epoch_order(gen) if self.train else torch.arange(len(self.labels))
+        self.dataset.seed = (self.seed * 100_003 + self.epoch) if self.train else None
+        start, self._gen = self._begin(), self.augment_generator(gen)  # mixing draws from the global RNG
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=self.epoch_order(gen).tolist() if self.train else None,
-            generator=gen,
-            drop_last=self.train and len(self.dataset) >= self.batch_size, num_workers=self.workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False)
+            self.dataset, batch_sampler=[b.tolist() for b in self.index_batches(order)[start:]],
+            num_workers=self.workers, pin_memory=self.device.type == "cuda", persistent_workers=False)
         for x, y in loader:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.mix is not None:
                 x, y = self.mix(x, y)
+            self.position += 1
             yield _finish(x, self.channels_last), y

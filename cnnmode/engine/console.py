@@ -20,9 +20,9 @@ class Reporter:
     and written at the top of the file by `attach_log`.
     """
 
-    def __init__(self, quiet: bool = False) -> None:
-        self.console = Console(highlight=False)
-        self.quiet = quiet
+    def __init__(self, quiet: bool = False, silent: bool = False) -> None:
+        self.console = Console(highlight=False, quiet=silent)  # silent: a data-parallel rank other than 0
+        self.quiet = quiet or silent
         self._file: logging.Handler | None = None
         self._held = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
         log.setLevel(logging.INFO)
@@ -62,15 +62,15 @@ class Reporter:
         self.console.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
 
     @contextmanager
-    def epoch_bar(self, epoch: int, epochs: int, steps: int):
-        """A progress bar for one epoch; yields a callback(step, stats)."""
+    def epoch_bar(self, epoch: int, epochs: int, steps: int, start: int = 0):
+        """A progress bar for one epoch (from step `start` when resumed mid-epoch); yields a callback(step, stats)."""
         if self.quiet or not self.console.is_terminal:
             yield lambda step, stats: None
             return
         progress = Progress(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=self.console,
                             transient=True)
-        task = progress.add_task("train", total=steps, stats="")
+        task = progress.add_task("train", total=steps, completed=start, stats="")
         with progress:
             yield lambda step, s: progress.update(task, completed=step, stats=(
                 f"loss {s['loss']:.3f}  acc {100 * s['acc']:.1f}%  lr {s['lr']:.2e}  {s['img_s']:.0f} img/s"))

@@ -11,10 +11,12 @@ import torch.nn as nn
 
 from cnnmode.config import Config
 from cnnmode.data import DataBundle, TensorLoader
-from cnnmode.engine.checkpoint import keep_epoch_checkpoint, save_checkpoint
+from cnnmode.engine import distributed
+from cnnmode.engine.checkpoint import keep_epoch_checkpoint, rng_state, save_checkpoint
 from cnnmode.engine.console import Reporter
 from cnnmode.engine.device import gpu_status, peak_memory_mb
-from cnnmode.engine.loop import evaluate, train_one_epoch
+from cnnmode.engine.distributed import World
+from cnnmode.engine.loop import EpochTally, predict_logits, score, train_one_epoch
 from cnnmode.engine.setup import TrainParts
 from cnnmode.engine.state import RunState, plain_state, write_history
 from cnnmode.errors import RunError
@@ -32,6 +34,7 @@ class Job:
     data: DataBundle
     parts: TrainParts
     reporter: Reporter
+    world: World = World()  # under torchrun: this rank; only rank 0 writes the run folder
 
 
 @dataclass
@@ -62,16 +65,17 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
         _unfreeze(parts.model)  # resumed after the switch: the optimizer already holds the scaled LR
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         _prepare_epoch(job, epoch)
-        stats = _train_epoch(job, epoch)
-        val = evaluate(parts.eval_model, job.data.val, parts.setup.precision, parts.setup.device, cfg.train.tta)
+        stats = _train_epoch(job, state, epoch)
+        val = validate(job)
         _check_finite(job, epoch, val["loss"])
         if parts.sched_every == "epoch":
             parts.scheduler.step(val["accuracy"]) if cfg.sched.name == "plateau" else parts.scheduler.step()
         improved = _record_epoch(job, state, epoch, stats, val)
         stop = parts.stopper.update(val["accuracy"])
-        save_checkpoint(job.run.last, **parts.state_dict(), state=state.__dict__.copy(), config=cfg.to_dict())
-        keep_epoch_checkpoint(job.run.last, job.run.checkpoints, epoch, cfg.train.save_every or
-                              (1 if cfg.train.keep_checkpoints else 0), cfg.train.keep_checkpoints)
+        save_last(job, state)
+        if job.world.is_main:
+            keep_epoch_checkpoint(job.run.last, job.run.checkpoints, epoch, cfg.train.save_every or
+                                  (1 if cfg.train.keep_checkpoints else 0), cfg.train.keep_checkpoints)
         reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
                       f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%{' *' if improved else ''}"
                       f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s"
@@ -84,6 +88,31 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
         if stop_after is not None and epoch >= stop_after:
             return FitResult(state, complete=False)
     return FitResult(state, complete=True)
+
+
+def validate(job: Job) -> dict:
+    """Loss, accuracy and top-5 on the validation split; under torchrun each rank scores its share and the
+    logits are gathered, so every rank gets the same figures (and makes the same early-stopping choice)."""
+    parts = job.parts
+    logits, labels = predict_logits(parts.eval_model, job.data.val, parts.setup.precision, parts.setup.device,
+                                    job.cfg.train.tta)
+    total = len(job.data.val.labels)
+    return score(distributed.gather_rows(logits, total), distributed.gather_rows(labels, total))
+
+
+def save_last(job: Job, state: RunState) -> None:
+    """last.pt from rank 0, with every rank's RNG and loader position (a collective: all ranks call it)."""
+    ranks = distributed.gather_objects({"rng": rng_state(), "partial": state.partial})
+    if job.world.is_main:
+        save_checkpoint(job.run.last, **job.parts.state_dict(), state=state.__dict__.copy(),
+                        config=job.cfg.to_dict(), ranks=ranks, world_size=job.world.size)
+
+
+def steps_between_checkpoints(setting: int, steps_per_epoch: int) -> int:
+    """train.checkpoint_every_steps resolved (-1 = auto: every 500 steps when an epoch has more than 1000)."""
+    if setting >= 0:
+        return setting
+    return 500 if steps_per_epoch > 1000 else 0
 
 
 def _prepare_epoch(job: Job, epoch: int) -> None:
@@ -115,18 +144,35 @@ def _freeze_stem(cfg: Config, model: nn.Module, epoch: int) -> None:
             stem.requires_grad_(False)
 
 
-def _train_epoch(job: Job, epoch: int) -> dict:
-    """One epoch with its progress bar; failures become one-line errors that say what to change."""
-    cfg, parts = job.cfg, job.parts
+def _train_epoch(job: Job, state: RunState, epoch: int) -> dict:
+    """One epoch with its progress bar, resumed mid-way when the state says so and checkpointed every
+    train.checkpoint_every_steps steps; failures become one-line errors that say what to change."""
+    cfg, parts, loader = job.cfg, job.parts, job.data.train
+    carried = None
+    if state.step and state.partial:  # a mid-epoch checkpoint: go on after its last batch
+        loader.resume(state.partial["loader"])
+        carried = EpochTally(**state.partial["tally"])
+    every = steps_between_checkpoints(cfg.train.checkpoint_every_steps, len(loader))
+
+    def on_step(done: int, tally) -> None:
+        if every and done % every == 0 and done < len(loader):
+            _check_finite(job, epoch, 0.0)
+            state.step, state.partial = done, {"loader": loader.state_dict(), "tally": vars(tally())}
+            save_last(job, state)
+        distributed.kill_if_asked((epoch - 1) * len(loader) + done, job.world)
+
     try:
-        with job.reporter.epoch_bar(epoch, cfg.train.epochs, len(job.data.train)) as bar:
-            return train_one_epoch(parts.forward_model, job.data.train, parts.setup, bar)
+        with job.reporter.epoch_bar(epoch, cfg.train.epochs, len(loader), start=loader.resume_at) as bar:
+            stats = train_one_epoch(parts.forward_model, loader, parts.setup, bar, on_step=on_step, carried=carried,
+                                    reduce=distributed.all_sum if job.world.active else None)
     except RunError as e:
         raise RunError(f"{e} at epoch {epoch}; {_kept(job)}; try a lower optim.lr or train.grad_clip=1.0") from None
     except torch.OutOfMemoryError:
         raise RunError(f"{parts.setup.device} ran out of memory at train.batch_size={cfg.train.batch_size}, "
                        f"data.img_size={job.data.img_size}; use a smaller train.batch_size (with "
                        "train.accum_steps to keep the effective batch) or a smaller data.img_size") from None
+    state.step, state.partial = 0, None
+    return stats
 
 
 def _kept(job: Job) -> str:
@@ -160,10 +206,12 @@ def _record_epoch(job: Job, state: RunState, epoch: int, stats: dict, val: dict)
         "train_acc": round(stats["acc"], 5), "val_loss": round(val["loss"], 5), "val_acc": round(val["accuracy"], 5),
         "epoch_time_s": round(stats["time"], 2), "images_per_s": round(stats["img_s"], 1),
         "peak_mem_mb": round(peak_memory_mb(job.parts.setup.device), 1)})
-    write_history(job.run.history, state.history)
+    if job.world.is_main:
+        write_history(job.run.history, state.history)
     if val["accuracy"] <= state.best_acc and not job.data.val_is_test:
         return False
     state.best_acc, state.best_epoch = val["accuracy"], epoch
-    atomic_torch_save({"model": plain_state(job.parts.eval_model), "epoch": epoch, "val_acc": val["accuracy"]},
-                      job.run.best)
+    if job.world.is_main:
+        atomic_torch_save({"model": plain_state(job.parts.eval_model), "epoch": epoch, "val_acc": val["accuracy"]},
+                          job.run.best)
     return True

@@ -59,38 +59,68 @@ def _hard_labels(y: torch.Tensor) -> torch.Tensor:
     return y.argmax(1) if y.ndim == 2 else y
 
 
+@dataclass
+class EpochTally:
+    """Running sums of one training epoch; carried in a mid-epoch checkpoint so a resumed epoch reports the same
+    figures as an uninterrupted one."""
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+    time_s: float = 0.0
+
+
+StepHook = Callable[[int, Callable[[], EpochTally]], None]
+
+
 def train_one_epoch(model: nn.Module, loader, setup: StepSetup,
-                    on_progress: Callable[[int, dict], None] | None = None, every_s: float = 0.5) -> dict:
-    """One pass over `loader`; returns loss, accuracy, images/s. Checks the loss for NaN/inf periodically."""
+                    on_progress: Callable[[int, dict], None] | None = None, every_s: float = 0.5,
+                    on_step: StepHook | None = None, carried: EpochTally | None = None,
+                    reduce: Callable[[list[float]], list[float]] | None = None) -> dict:
+    """One pass over `loader` (from its `resume_at`, for a resumed epoch); returns loss, accuracy, images/s.
+
+    `on_step(batches_done, tally)` runs after every optimizer step (`tally()` gives the sums so far, at the cost
+    of a host sync); `carried` holds the sums of the part of the epoch done before a resume; `reduce` sums the
+    final figures across data-parallel ranks. The loss is checked for NaN/inf periodically (only at the end
+    under data parallelism, where every rank must agree)."""
     model.train()
-    loss_sum = torch.zeros((), device=setup.device)
-    correct = torch.zeros((), device=setup.device, dtype=torch.long)
-    seen, start, last_report = 0, time.perf_counter(), time.perf_counter()
+    carried = carried or EpochTally()
+    loss_sum = torch.full((), carried.loss_sum, device=setup.device)
+    correct = torch.full((), carried.correct, device=setup.device)
+    seen, start, last_report = carried.seen, time.perf_counter() - carried.time_s, time.perf_counter()
     n_steps = len(loader)
+
+    def tally() -> EpochTally:
+        return EpochTally(loss_sum.item(), correct.item(), seen, time.perf_counter() - start)
+
     setup.optimizer.zero_grad(set_to_none=True)
-    for i, (x, y) in enumerate(loader):
+    for i, (x, y) in enumerate(loader, start=getattr(loader, "resume_at", 0)):
         with setup.precision.autocast(setup.device):
             logits = model(x)
             loss = training_loss(logits, y, x, setup)
         setup.scaler.scale(loss / setup.accum_steps).backward()
-        if (i + 1) % setup.accum_steps == 0 or i + 1 == n_steps:
+        stepped = (i + 1) % setup.accum_steps == 0 or i + 1 == n_steps
+        if stepped:
             optimizer_step(model, setup)
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == _hard_labels(y)).sum()
         seen += len(y)
+        if stepped and on_step is not None:
+            on_step(i + 1, tally)
         now = time.perf_counter()
         if on_progress is not None and (now - last_report >= every_s or i + 1 == n_steps):
             last_report = now
-            avg = (loss_sum / seen).item()  # one sync every `every_s` seconds, not per step
-            if not math.isfinite(avg):
+            avg = (loss_sum / max(seen, 1)).item()  # one sync every `every_s` seconds, not per step
+            if not math.isfinite(avg) and reduce is None:
                 raise RunError("the training loss became NaN/inf")
-            on_progress(i + 1, {"loss": avg, "acc": correct.item() / seen,
+            on_progress(i + 1, {"loss": avg, "acc": correct.item() / max(seen, 1),
                                 "lr": setup.optimizer.param_groups[0]["lr"], "img_s": seen / (now - start)})
     elapsed = time.perf_counter() - start
-    avg = (loss_sum / max(seen, 1)).item()
+    total_loss, total_correct, total_seen = (reduce or (lambda v: v))([loss_sum.item(), correct.item(), seen])
+    avg = total_loss / max(total_seen, 1)
     if not math.isfinite(avg):
         raise RunError("the training loss became NaN/inf")
-    return {"loss": avg, "acc": correct.item() / max(seen, 1), "time": elapsed, "img_s": seen / max(elapsed, 1e-9)}
+    return {"loss": avg, "acc": total_correct / max(total_seen, 1), "time": elapsed,
+            "img_s": total_seen / max(elapsed, 1e-9)}
 
 
 def optimizer_step(model: nn.Module, setup: StepSetup) -> None:

@@ -14,6 +14,7 @@ from cnnmode.config import Config
 from cnnmode.data import DataBundle, TensorLoader
 from cnnmode.engine.callbacks import EarlyStopping
 from cnnmode.engine.device import Precision
+from cnnmode.engine.distributed import World
 from cnnmode.engine.loop import StepSetup
 from cnnmode.engine.optim import build_optimizer, build_scheduler
 from cnnmode.errors import UsageError
@@ -125,17 +126,21 @@ def ema_with_warmup(decay: float) -> Callable:
 class TrainParts:
     """The model and everything that steps with it; `state_dict` is what last.pt stores besides the RunState."""
     model: nn.Module
-    forward_model: nn.Module  # the compiled model when train.compile is on
+    forward_model: nn.Module  # what training calls: wrapped by DistributedDataParallel and/or torch.compile
     optimizer: torch.optim.Optimizer
     scheduler: object
     sched_every: str
     ema: torch.optim.swa_utils.AveragedModel | None
     stopper: EarlyStopping
     setup: StepSetup
+    plain_forward: nn.Module | None = None  # the (compiled) model without the data-parallel wrapper
 
     @property
     def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.forward_model
+        """What evaluation calls: the EMA, else the model (never the DDP wrapper, whose forward is collective)."""
+        if self.ema is not None:
+            return self.ema.module
+        return self.plain_forward if self.plain_forward is not None else self.forward_model
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -154,13 +159,24 @@ class TrainParts:
 
 
 def make_parts(cfg: Config, model: nn.Module, steps_per_epoch: int, device: torch.device, precision: Precision,
-               teacher: nn.Module | None = None, weights: torch.Tensor | None = None) -> TrainParts:
+               teacher: nn.Module | None = None, weights: torch.Tensor | None = None,
+               world: World = World()) -> TrainParts:
     """Move the model to the device and build its optimizer, schedule, EMA, early stopping and StepSetup
-    (`weights`: the loss's per-class weights)."""
+    (`weights`: the loss's per-class weights). In a data-parallel job the training forward goes through
+    DistributedDataParallel (after SyncBatchNorm with train.sync_bn), compiled as a whole with train.compile."""
+    if cfg.train.sync_bn and world.active:
+        if device.type != "cuda":
+            raise UsageError("train.sync_bn needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU kernels); "
+                             "set train.sync_bn=false for CPU ranks")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.to(device)
-    forward_model = torch.compile(model) if cfg.train.compile else model
+    plain = torch.compile(model) if cfg.train.compile else model
+    forward_model, plain_forward = plain, None
+    if world.active:
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        forward_model, plain_forward = (torch.compile(ddp) if cfg.train.compile else ddp), plain
     optimizer = build_optimizer(cfg, model)
     scheduler, sched_every = build_scheduler(cfg, optimizer, max(1, steps_per_epoch // cfg.train.accum_steps))
     ema = None
@@ -171,4 +187,4 @@ def make_parts(cfg: Config, model: nn.Module, steps_per_epoch: int, device: torc
     setup = make_step_setup(cfg, optimizer, device, precision, scheduler if sched_every == "step" else None, ema,
                             teacher, weights)
     stopper = EarlyStopping(cfg.train.early_stop_patience, cfg.train.early_stop_min_delta)
-    return TrainParts(model, forward_model, optimizer, scheduler, sched_every, ema, stopper, setup)
+    return TrainParts(model, forward_model, optimizer, scheduler, sched_every, ema, stopper, setup, plain_forward)

@@ -23,6 +23,8 @@ class RunState:
     best_epoch: int = 0
     train_time_s: float = 0.0
     time_to_target_s: float | None = None
+    step: int = 0  # batches of epoch `epoch + 1` done when a mid-epoch checkpoint was written (0 = at an epoch end)
+    partial: dict | None = None  # that epoch's running sums (an EpochTally) at `step`
 
     def note_target(self, target: float, accuracy: float) -> None:
         """Record the training time at which `accuracy` first reaches `target` (0 = no target)."""

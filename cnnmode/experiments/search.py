@@ -1,7 +1,8 @@
 """`cnnmode search`: an Optuna study over config keys (TPE sampler, pruning on per-epoch validation accuracy).
 
-The study lives in an Optuna storage: a SQLite file in the study folder by default, or any database URL
-(`postgresql://...`) that many `cnnmode search --study NAME --storage URL` processes on many machines share.
+The study lives in an Optuna storage: a SQLite file in the study folder by default, or a database server
+(`postgresql://...`) that many `cnnmode search --study NAME --storage URL [--jobs J]` processes on many machines
+share; there, --trials is the study's total (search_workers.py).
 A space file looks like:
 
     base: default                 # recipe name or config YAML (optional)
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 
 import json
+import os
+import socket
 import time
 import traceback
 import warnings
@@ -32,6 +35,7 @@ from cnnmode.rundir import RunDir
 
 PARAM_TYPES = ("float", "int", "categorical")
 PRUNERS = ("median", "halving", "none")
+HEARTBEAT = (30, 90)  # seconds between a running trial's heartbeats; seconds of silence before it counts as dead
 
 
 @dataclass
@@ -134,27 +138,77 @@ def make_pruner(name: str):
             "none": optuna.pruners.NopPruner}[name]()
 
 
-def open_study(name: str, storage: str, pruner, seed: int | None = None):
+def connect(storage: str, heartbeat: tuple[int, int] = HEARTBEAT, kind: type | None = None):
+    """An Optuna RDBStorage (or its subclass `kind`) for the URL, with a heartbeat of (interval, grace period) in
+    seconds: a trial silent for the grace period is marked failed by the next process to look."""
+    import optuna
+
+    def make():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return (kind or optuna.storages.RDBStorage)(driver_url(storage), heartbeat_interval=heartbeat[0],
+                                                        grace_period=heartbeat[1])
+
+    try:
+        return with_retries(make)
+    except ImportError as e:  # a server URL without its driver
+        missing = getattr(e.__cause__, "name", None) or e.name or "its driver"
+        raise UsageError(f"storage {shown_url(storage)} needs the database driver module '{missing}' (for "
+                         "PostgreSQL: pip install psycopg2-binary)") from None
+
+
+def driver_url(storage: str) -> str:
+    """postgresql:// → postgresql+psycopg2:// when psycopg2 is installed and psycopg (3, SQLAlchemy 2.1's default
+    PostgreSQL driver) is not; any other URL as it is."""
+    from importlib.util import find_spec
+
+    if storage.startswith("postgresql://") and not find_spec("psycopg") and find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + storage[len("postgresql://"):]
+    return storage
+
+
+def with_retries(make: Callable[[], Any], tries: int = 6) -> Any:
+    """make(), tried again after a database error: processes starting together race to create the tables of a new
+    database, and SQLite answers 'database is locked' to a second writer."""
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(tries):
+        try:
+            return make()
+        except DBAPIError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.5 + attempt)
+
+
+def shown_url(storage: str) -> str:
+    """The storage URL with its password masked, for messages."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(storage).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads: shown as given
+        return storage
+
+
+def make_sampler(seed: int | None = None):
+    """The TPE sampler every process of a study uses."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+
+
+def open_study(name: str, storage: str, pruner, seed: int | None = None, heartbeat: tuple[int, int] = HEARTBEAT):
     """Create or join the study `name` in `storage` (an RDB URL), maximising validation accuracy.
 
     A heartbeat marks trials of killed processes as failed, so every process sees the true state.
     """
     import optuna
 
-    from sqlalchemy.exc import DBAPIError
-
-    for attempt in range(6):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=90)
-            return optuna.create_study(study_name=name, storage=rdb, direction="maximize", load_if_exists=True,
-                                       sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
-                                       pruner=pruner)
-        except DBAPIError:  # processes starting together race to create the tables of a new database
-            if attempt == 5:
-                raise
-            time.sleep(0.5 + attempt)
+    rdb = connect(storage, heartbeat)
+    return with_retries(lambda: optuna.create_study(study_name=name, storage=rdb, direction="maximize",
+                                                    load_if_exists=True, sampler=make_sampler(seed), pruner=pruner))
 
 
 def objective(space: Space, study_dir: Path, overrides: list[str] | tuple[str, ...], quiet: bool):
@@ -166,6 +220,7 @@ def objective(space: Space, study_dir: Path, overrides: list[str] | tuple[str, .
     def run(trial: optuna.Trial) -> float:
         run_dir = study_dir / f"trial-{trial.number:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who runs it, e.g. to stop it
 
         def report(epoch: int, val: dict) -> None:
             trial.report(val["accuracy"], epoch)
@@ -193,37 +248,65 @@ def objective(space: Space, study_dir: Path, overrides: list[str] | tuple[str, .
 def run_search(space_file: str | Path, trials: int = 10, storage: str | None = None, study: str | None = None,
                timeout: float | None = None, pruner: str = "median", out: str | Path | None = None,
                overrides: list[str] | tuple[str, ...] = (), seed: int | None = None, quiet: bool = False,
-               log: Callable[[str], None] = print) -> dict:
-    """Run `trials` trials of this process in the study (joining it if it exists), then write the results.
+               log: Callable[[str], None] = print, jobs: int | None = None,
+               heartbeat: tuple[int, int] = HEARTBEAT) -> dict:
+    """Run the search, then write the results (trials.csv/.md, best.yaml, search.json, plots).
 
+    With the default SQLite file and no `jobs`, this process runs `trials` trials of the study (joining it if it
+    exists). With `jobs` or a database server storage (postgresql://, mysql://), `trials` is the study's total,
+    shared by `jobs` worker processes here (or this process alone) and by the same command on other machines.
     Trials that raise are marked failed and the study continues; pruned trials are marked pruned.
     """
     import optuna
+
+    from cnnmode.experiments import search_workers as workers
 
     space = load_space(space_file)
     name = study or space.name
     probe = check_space(space, overrides)  # a bad key or choice fails here, before any trial
     study_dir = Path(out) if out else Path(probe.run.dir) / "search" / name
-    study_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    shared = workers.check_jobs(trials, jobs, storage, heartbeat)
+    study_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    opened = open_study(name, storage, make_pruner(pruner), seed)
-    known = {t.user_attrs.get("run_dir") for t in opened.trials}
+    if shared:
+        opened = workers.open_queue(name, storage, make_pruner(pruner), seed, trials, heartbeat, log)
+        check_strays(opened, study_dir, storage)
+        workers.run_shared(opened, workers.Job(str(space_file), name, storage, str(study_dir), tuple(overrides),
+                                               pruner, seed, quiet, trials, heartbeat,
+                                               None if timeout is None else time.time() + timeout), jobs, log)
+    else:
+        opened = open_study(name, storage, make_pruner(pruner), seed, heartbeat)
+        check_strays(opened, study_dir, storage)
+        log(f"study '{name}' in {shown_url(storage)}: {len(opened.trials)} trial(s) so far; running {trials} more")
+        with tracked(probe, study_dir, name):
+            opened.optimize(objective(space, study_dir, overrides, quiet), n_trials=trials, timeout=timeout,
+                            catch=(Exception,), callbacks=[after_trial(space, study_dir, log)])
+    return write_results(opened, space, study_dir, overrides)
+
+
+def check_strays(study, study_dir: Path, storage: str) -> None:
+    """Refuse a study folder holding trial folders that the study does not know (another study's)."""
+    known = {t.user_attrs.get("run_dir") for t in study.trials}
     strays = [p for p in study_dir.glob("trial-*") if str(p) not in known]
     if strays:
-        raise UsageError(f"{study_dir} holds trial folders that study '{name}' in {storage} does not know "
-                         f"({strays[0].name}, ...); give this study its own --out folder")
-    log(f"study '{name}' in {storage}: {len(opened.trials)} trial(s) so far; running {trials} more")
+        raise UsageError(f"{study_dir} holds trial folders that study '{study.study_name}' in {shown_url(storage)} "
+                         f"does not know ({strays[0].name}, ...); give this study its own --out folder")
 
-    def after_trial(s, t) -> None:
-        log(_trial_line(t))
-        write_tables(s, space, study_dir)  # kept current, so an interrupted search still has its table
 
-    tracked = replace(probe, run=replace(probe.run, dir=str(study_dir)))
-    with parent_run(tracked, f"search-{name}"):
-        opened.optimize(objective(space, study_dir, overrides, quiet), n_trials=trials, timeout=timeout,
-                        catch=(Exception,), callbacks=[after_trial])
-    return write_results(opened, space, study_dir, overrides)
+def after_trial(space: Space, study_dir: Path, log: Callable[[str], None]) -> Callable:
+    """The Optuna callback after each trial: one line, and the tables kept current (an interrupted search still
+    has them)."""
+    def callback(study, trial) -> None:
+        log(_trial_line(trial))
+        write_tables(study, space, study_dir)
+
+    return callback
+
+
+def tracked(probe: Config, study_dir: Path, name: str):
+    """The MLflow parent run (when tracked) that the trials' runs nest under."""
+    return parent_run(replace(probe, run=replace(probe.run, dir=str(study_dir))), f"search-{name}")
 
 
 def _trial_line(t) -> str:

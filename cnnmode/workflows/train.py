@@ -5,7 +5,7 @@ the run folder is made only once the run can start, so a bad `data.path` or devi
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -14,9 +14,10 @@ from cnnmode.artifact import load_artifact
 from cnnmode.config import Config, check_for_size, config_from_dict, dump_yaml, parse_override, pick_base, \
     read_yaml, resolve_config, set_key
 from cnnmode.data import build_data
-from cnnmode.engine import qat
+from cnnmode.engine import distributed, qat
 from cnnmode.engine.checkpoint import load_checkpoint, set_rng_state
 from cnnmode.engine.console import Reporter
+from cnnmode.engine.distributed import World
 from cnnmode.engine.device import pick_device, pick_precision, reset_peak_memory, set_determinism
 from cnnmode.engine.fit import EpochHook, Job, fit
 from cnnmode.engine.losses import class_weights
@@ -42,25 +43,53 @@ def train(cfg: Config | None = None, *, recipe: str | None = None, config_file: 
     epoch's checkpoint with that epoch's validation metrics; an exception it raises (e.g. a search's pruning
     signal) ends the run there.
     """
-    reporter = Reporter(quiet)
+    joined = not distributed.world().active
+    world = distributed.start()  # a no-op unless torchrun launched this process
+    reporter = Reporter(quiet, silent=not world.is_main)
     try:
         if resume is not None and not str(resume).strip():
             raise UsageError("--resume needs a run folder (got an empty path)")
+        restarted = None
         if resume:
             run = RunDir(resume)
             cfg = resume_config(run, overrides)
         else:
             cfg = cfg or resolve_config(pick_base(recipe, config_file), overrides)
-            run = planned_run_dir(cfg)
-        return _run(cfg, run, reporter, resume=bool(resume), stop_after=stop_after_epochs, on_epoch=on_epoch)
+            restarted = restarted_run(cfg, world)
+            run = RunDir(restarted) if restarted else planned_run_dir(cfg, world)
+            if restarted:
+                cfg = resume_config(run, ())
+                reporter.info(f"elastic restart {distributed.restart_count()}: going on from {run.last}")
+        return _run(cfg, run, reporter, world, resume=bool(resume or restarted), stop_after=stop_after_epochs,
+                    on_epoch=on_epoch)
     finally:
         reporter.close()
+        if joined and world.active:
+            distributed.stop()
 
 
-def planned_run_dir(cfg: Config) -> RunDir:
-    """The folder a new run will write to: `run.dir/run.name` (default name: recipe or model and the time)."""
-    run = RunDir(Path(cfg.run.dir) / (cfg.run.name or new_run_name(cfg.recipe, cfg.model.name)))
-    _refuse_existing(run)
+def restarted_run(cfg: Config, world: World) -> Path | None:
+    """Under torchrun's elastic restarts (--max-restarts), the run folder that the failed attempt left, to go on
+    from its last.pt without a manual --resume; None on a first attempt or outside torchrun."""
+    if not world.active or distributed.restart_count() == 0:
+        return None
+    run = planned_run_dir(cfg, world, refuse=False)
+    resumable = distributed.broadcast(run.is_resumable())  # rank 0's view: other machines may not see the folder
+    return run.path if resumable else None
+
+
+def planned_run_dir(cfg: Config, world: World = World(), refuse: bool = True) -> RunDir:
+    """The folder a new run will write to: `run.dir/run.name` (default name: recipe or model and the time; under
+    torchrun the launch's --rdzv-id, since every rank and every restart must agree on it)."""
+    name = cfg.run.name
+    if not name and world.active:
+        name = distributed.run_id()
+        if not name:
+            raise UsageError("under torchrun give the run a name: run.name=NAME (or torchrun --rdzv-id NAME), so that "
+                             "every rank and every elastic restart uses the same run folder")
+    run = RunDir(Path(cfg.run.dir) / (name or new_run_name(cfg.recipe, cfg.model.name)))
+    if refuse:
+        _refuse_existing(run)
     return run
 
 
@@ -87,35 +116,41 @@ def resume_config(run: RunDir, overrides) -> Config:
     return cfg
 
 
-def _run(cfg: Config, run: RunDir, reporter: Reporter, resume: bool, stop_after: int | None,
+def _run(cfg: Config, run: RunDir, reporter: Reporter, world: World, resume: bool, stop_after: int | None,
          on_epoch: EpochHook | None) -> Path:
-    device = pick_device(cfg.run.device)
+    device = distributed.rank_device(world, cfg.run.device) or pick_device(cfg.run.device)
+    _set_threads(cfg, world)
     reset_peak_memory(device)
     precision = pick_precision("off" if cfg.train.qat else cfg.train.amp, device)  # fake-quant runs in fp32
-    set_determinism(cfg.train.seed, cfg.train.deterministic)
+    set_determinism(cfg.train.seed + world.rank, cfg.train.deterministic)  # rank 0's weights reach every rank
     reporter.info(f"{'resuming' if resume else 'run'} {run}  |  device {device}, {precision.name}, "
-                  f"{torch.get_num_threads()} threads")
+                  f"{torch.get_num_threads()} threads" + (f"  |  rank 0 of {world.size}" if world.active else ""))
+    _check_data_parallel(cfg, world)
     teacher = load_artifact(cfg.train.distill_teacher, device) if cfg.train.distill_teacher else None
-    data = build_data(cfg, device, norm=(teacher.preprocess["mean"], teacher.preprocess["std"]) if teacher else None)
+    with distributed.main_first(world):  # rank 0 fills the data cache, the others read it
+        data = build_data(cfg, device, norm=(teacher.preprocess["mean"], teacher.preprocess["std"]) if teacher else None)
     if teacher is not None and (teacher.classes != data.classes or teacher.preprocess["img_size"] != data.img_size):
         raise UsageError(f"the teacher was trained on {teacher.classes} at {teacher.preprocess['img_size']}px; "
                          f"this data has {data.classes} at {data.img_size}px")
     check_for_size(cfg, data.img_size)
     _describe_data(data, reporter, cfg)
+    if world.active:
+        data.train, data.val = data.train.sharded(world.rank, world.size), data.val.sharded(world.rank, world.size)
     float_model, model_args = build_run_model(cfg, data, reporter.info, fresh=not resume)
     model = qat.prepare(float_model, cfg.model.name, model_args) if cfg.train.qat else float_model
 
-    with run.locked():  # from here on the run exists, and is this process's alone
-        if not resume:
-            _refuse_existing(run)  # another process may have run here since we looked
-        reporter.attach_log(run.log)
-        for stale in run.remove_stale_temp_files():
-            reporter.log_only(f"removed {stale.name}, left by a write that was killed")
-        atomic_write_text(run.config, dump_yaml(cfg))
+    with run.locked() if world.is_main else nullcontext():  # from here on the run exists, and is this job's alone
+        if world.is_main:
+            if not resume:
+                _refuse_existing(run)  # another process may have run here since we looked
+            reporter.attach_log(run.log)
+            for stale in run.remove_stale_temp_files():
+                reporter.log_only(f"removed {stale.name}, left by a write that was killed")
+            atomic_write_text(run.config, dump_yaml(cfg))
         parts = make_parts(cfg, model, len(data.train), device, precision, teacher.model if teacher else None,
-                           _loss_weights(cfg, data, reporter))
-        state = _restore(run, parts, reporter, cfg) if resume else RunState()
-        job = Job(cfg, run, data, parts, reporter)
+                           _loss_weights(cfg, data, reporter), world)
+        state = _restore(run, parts, reporter, cfg, world) if resume else RunState()
+        job = Job(cfg, run, data, parts, reporter, world)
         if cfg.train.profile:
             profile_steps(cfg, parts, data, run, reporter)
         with tracked(job, resume) as on_row:
@@ -125,10 +160,28 @@ def _run(cfg: Config, run: RunDir, reporter: Reporter, resume: bool, stop_after:
                     on_epoch(epoch, val)
 
             result = fit(job, state, hook, stop_after)
-            if result.complete:
+            if result.complete and world.is_main:
                 finish_run(job, result, model_args, float_model)
                 on_row(None, None)
     return run.path
+
+
+def _set_threads(cfg: Config, world: World) -> None:
+    """run.threads, or under torchrun the machine's cores shared among its ranks (never oversubscribed)."""
+    threads = cfg.run.threads or (distributed.cpu_threads(world) if world.active else 0)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _check_data_parallel(cfg: Config, world: World) -> None:
+    """What a data-parallel job needs before any work: a global batch that divides among the ranks."""
+    if not world.active:
+        return
+    if cfg.train.batch_size % world.size:
+        raise UsageError(f"train.batch_size={cfg.train.batch_size} is the global batch and must divide evenly "
+                         f"among the {world.size} ranks; use a multiple of {world.size}")
+    if cfg.train.profile:
+        raise UsageError("train.profile=true profiles a single process; run it without torchrun")
 
 
 @contextmanager
@@ -191,10 +244,25 @@ def _loss_weights(cfg: Config, data, reporter: Reporter) -> torch.Tensor | None:
     return weights
 
 
-def _restore(run: RunDir, parts, reporter: Reporter, cfg: Config) -> RunState:
-    ckpt = load_checkpoint(run.last)
+def _restore(run: RunDir, parts, reporter: Reporter, cfg: Config, world: World) -> RunState:
+    """The run's last.pt (read by rank 0 and sent to every rank) loaded into the parts; each rank gets back its
+    own RNG and, for a mid-epoch checkpoint, its loader position (a different world size keeps the global batch
+    and the position, with fresh random streams for ranks the checkpoint did not have)."""
+    ckpt = distributed.broadcast(load_checkpoint(run.last) if world.is_main else None)
     parts.load_state_dict(ckpt)
-    set_rng_state(ckpt["rng"])
     state = RunState(**ckpt["state"])
-    reporter.info(f"resumed after epoch {state.epoch} of {cfg.train.epochs}")
+    ranks = ckpt.get("ranks") or [{"rng": ckpt["rng"], "partial": state.partial}]
+    if len(ranks) == world.size:
+        set_rng_state(ranks[world.rank]["rng"])
+        state.partial = ranks[world.rank]["partial"]
+    else:
+        set_rng_state(ckpt["rng"])
+        torch.manual_seed(cfg.train.seed + 7_919 * world.rank + state.epoch)
+        state.partial = state.partial and {"loader": {"epoch": state.epoch + 1, "position": state.step, "gen": None},
+                                           "tally": ranks[0]["partial"]["tally"] if world.is_main else
+                                           {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "time_s": 0.0}}
+        reporter.info(f"resuming a {len(ranks)}-process run with {world.size}: same global batch "
+                      f"({cfg.train.batch_size}), new random streams")
+    where = f"step {state.step} of epoch {state.epoch + 1}" if state.step else f"epoch {state.epoch}"
+    reporter.info(f"resumed after {where} of {cfg.train.epochs}")
     return state

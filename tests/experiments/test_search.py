@@ -78,3 +78,34 @@ def test_space_errors_name_the_problem(tmp_path, base_yaml):
     with pytest.raises(UsageError, match="unknown config key 'optim.lrr'"):
         search.run_search(write_space(tmp_path, base_yaml, "  optim.lrr: {type: float, low: 0.1, high: 1}\n"),
                           trials=1, out=tmp_path / "x", log=lambda _: None)
+
+
+def test_a_shared_study_holds_exactly_its_planned_trials(tmp_path):
+    from cnnmode.experiments import search_workers as workers
+
+    url, lines = f"sqlite:///{tmp_path / 'q.db'}", []
+    created = workers.open_queue("q", url, optuna.pruners.NopPruner(), 0, 3, (1, 2), lines.append)
+    joined = workers.open_queue("q", url, optuna.pruners.NopPruner(), 1, 5, (1, 2), lines.append)
+    assert lines == ["study 'q' plans 3 trials in all; --trials 5 is not used"]
+    left = created.ask()  # taken by a worker that is then killed: one heartbeat, then silence
+    optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2).record_heartbeat(left._trial_id)
+    workers.work_queue(joined, lambda t: t.suggest_float("x", 0, 1), None, (1, 2), [], lines.append)
+    assert [t.state.name for t in created.trials] == ["FAIL", "COMPLETE", "COMPLETE"]  # waited for it to go stale
+    assert lines[1].startswith("no trial left to start; waiting for trial(s) 0 of other processes")
+    with pytest.raises(workers.QueueEmpty):  # the last WAITING trial taken, asking never adds one
+        created.ask()
+    workers.work_queue(created, lambda t: 0.0, None, (1, 2), [], lines.append)
+    assert len(created.trials) == 3
+
+
+def test_jobs_need_a_database_server_and_name_the_choices(tmp_path, base_yaml):
+    from cnnmode.experiments.search_workers import parse_heartbeat
+
+    space = write_space(tmp_path, base_yaml, LR)
+    with pytest.raises(UsageError, match="--jobs 2 needs a database server .*postgresql://"):
+        search.run_search(space, trials=4, jobs=2, out=tmp_path / "j", log=lambda _: None)
+    with pytest.raises(UsageError, match="--jobs needs a number of worker processes of at least 1"):
+        search.run_search(space, trials=4, jobs=0, storage="postgresql://u@h/db", log=lambda _: None)
+    with pytest.raises(UsageError, match="needs INTERVAL,GRACE"):
+        parse_heartbeat("30")
+    assert not (tmp_path / "j").exists()  # refused before anything is written

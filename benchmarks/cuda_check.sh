@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Every CUDA path of CNN Mode, on CIFAR-10, in one go: under 8 minutes on one GPU. Run it as it is whenever a GPU
+# machine is at hand; it needs only this repository, PyTorch with CUDA, the packages of requirements.txt (or at
+# least those `train`, `bench` and `serve` import) and the CIFAR-10 copy.
+#
+#   bash benchmarks/cuda_check.sh [CIFAR10.tar.gz] [OUT_DIR]
+#
+# Prints one line per path, `PASS name  figures` or `FAIL name  reason`, then the log tail of each failure:
+#   train-fp16      ResNet-18, fp16 autocast + GradScaler, channels-last, TF32, cudnn.benchmark
+#   train-bf16      the same in bf16 (no scaler)
+#   train-compile   bf16 + torch.compile
+#   ddp-nccl        torchrun DDP with NCCL over every visible GPU (one rank per GPU), SyncBatchNorm
+#   bench-cuda      `cnnmode bench --device cuda` (eager, eager-bf16, torchscript; batch 1, 64, 512)
+#   serve-cuda      `cnnmode serve --device cuda` with dynamic batching, driven by 32 concurrent clients
+# Exit status: the number of failed paths.
+set -u
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/datasets/cifar10-jpeg.tar.gz}
+OUT=${2:-/tmp/cnnmode-cuda-check}
+PY=${PYTHON:-python3}
+EPOCHS=${EPOCHS:-2}
+mkdir -p "$OUT"
+FAILED=0
+FAILURES=()
+export PYTHONUNBUFFERED=1 COLUMNS=160
+
+GPUS=$($PY -c "import torch; print(torch.cuda.device_count())")
+if [ "$GPUS" = "0" ]; then echo "FAIL cuda  no CUDA GPU visible to PyTorch"; exit 1; fi
+$PY -c "import torch; print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} x', torch.cuda.get_device_name(0))"
+
+COMMON="data.path=$DATA data.root=$OUT/data run.dir=$OUT/runs model.name=resnet18 train.epochs=$EPOCHS
+        train.batch_size=512 optim.lr=0.2 sched.name=onecycle train.channels_last=true"
+
+result() {  # result NAME STATUS FIGURES LOG
+  if [ "$2" = 0 ]; then echo "PASS $1  $3"; else echo "FAIL $1  exit $2 (log: $4)"; FAILED=$((FAILED + 1)); FAILURES+=("$4"); fi
+}
+
+metrics() {  # one line from a run folder's metrics.json
+  $PY - "$1" <<'EOF'
+import json, sys
+m = json.load(open(f"{sys.argv[1]}/metrics.json"))
+print(f"test acc {100 * m['test']['accuracy']:.2f}%, {m['images_per_s']:.0f} img/s training, "
+      f"{m['train_time_s']:.1f} s for {m['epochs_run']} epochs, {m['environment']['precision']}")
+EOF
+}
+
+train_check() {  # train_check NAME overrides...
+  local name=$1; shift
+  local log="$OUT/$name.log"
+  rm -rf "$OUT/runs/$name"
+  $PY -m cnnmode train $COMMON run.name=$name "$@" >"$log" 2>&1
+  local rc=$?
+  local fig=""
+  [ $rc = 0 ] && fig="$(metrics "$OUT/runs/$name") | $(grep -m1 -o 'device [^|]*' "$log")"
+  result "$name" $rc "$fig" "$log"
+}
+
+train_check train-fp16 train.amp=fp16
+train_check train-bf16 train.amp=bf16
+train_check train-compile train.amp=bf16 train.compile=true
+
+log="$OUT/ddp-nccl.log"
+rm -rf "$OUT/runs/ddp-nccl"
+$PY -m torch.distributed.run --standalone --nproc-per-node "$GPUS" -m cnnmode train $COMMON run.name=ddp-nccl \
+  train.amp=bf16 train.sync_bn=true >"$log" 2>&1
+rc=$?
+fig=""
+[ $rc = 0 ] && fig="$GPUS rank(s): $(metrics "$OUT/runs/ddp-nccl") | $(grep -m1 -o 'device [^|]*|[^|]*|[^|]*' "$log")"
+result ddp-nccl $rc "$fig" "$log"
+
+log="$OUT/bench-cuda.log"
+$PY -m cnnmode bench "$OUT/runs/train-fp16" --device cuda --backends eager,eager-bf16,torchscript \
+  --batch-sizes 1,64,512 --out "$OUT/bench.json" >"$log" 2>&1
+rc=$?
+result bench-cuda $rc "$(tail -n 12 "$log" | tr -s ' ' | tr '\n' ';' | cut -c1-900)" "$log"
+
+log="$OUT/serve-cuda.log"
+$PY - "$OUT/runs/train-fp16" >"$log" 2>&1 <<'EOF'
+"""Start `cnnmode serve --device cuda`, drive it with 32 concurrent clients (one test image per request), print
+req/s, latency percentiles and the mean batch size the server formed (from /metrics)."""
+import asyncio, base64, io, re, socket, statistics, subprocess, sys, time
+import httpx
+from PIL import Image
+
+run = sys.argv[1]
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+server = subprocess.Popen([sys.executable, "-m", "cnnmode", "serve", run, "--device", "cuda", "--port", str(port),
+                           "--max-batch-size", "64", "--max-wait-ms", "5", "--max-queue", "8192"])
+url = f"http://127.0.0.1:{port}"
+try:
+    for _ in range(240):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        sys.exit("server not ready after 120 s")
+    images = []
+    for i in range(64):
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), (i * 4 % 256, 80, 200 - i)).save(buf, "PNG")
+        images.append(base64.b64encode(buf.getvalue()).decode())
+
+    async def drive(n: int, clients: int) -> list[float]:
+        latencies, todo = [], iter(range(n))
+        async with httpx.AsyncClient(timeout=30) as http:
+            async def client():
+                for i in todo:
+                    t = time.perf_counter()
+                    r = await http.post(f"{url}/v1/predict", json={"images": [images[i % 64]]})
+                    r.raise_for_status()
+                    latencies.append(time.perf_counter() - t)
+            await asyncio.gather(*(client() for _ in range(clients)))
+        return latencies
+
+    asyncio.run(drive(256, 32))  # warm-up
+    start = time.perf_counter()
+    lat = sorted(asyncio.run(drive(4000, 32)))
+    took = time.perf_counter() - start
+    text = httpx.get(f"{url}/metrics").text
+    total = float(re.search(r"^cnnmode_batch_size_sum (\S+)", text, re.M).group(1))
+    calls = float(re.search(r"^cnnmode_batch_size_count (\S+)", text, re.M).group(1))
+    print(f"RESULT {4000 / took:.0f} req/s with 32 clients, p50 {1000 * lat[len(lat) // 2]:.1f} ms, "
+          f"p99 {1000 * lat[int(len(lat) * 0.99)]:.1f} ms, mean batch {total / calls:.1f} images")
+finally:
+    server.terminate()
+    server.wait(timeout=30)
+EOF
+rc=$?
+result serve-cuda $rc "$(grep -m1 '^RESULT' "$log" | cut -c8-)" "$log"
+
+for log in "${FAILURES[@]}"; do
+  echo "----- $log (last 25 lines)"
+  grep -v '^\[W\|^W[0-9]' "$log" | tail -n 25
+done
+echo "cuda_check: $FAILED failed"
+exit $FAILED

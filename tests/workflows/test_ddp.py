@@ -1,0 +1,124 @@
+"""Data-parallel training through the real `torchrun` (2 gloo ranks on the CPU, one thread each): one run folder
+written by rank 0, the same weights as one process with the same global batch, checkpoints that move between
+1 and 2 processes, elastic restarts, and mid-epoch kill -9 → bitwise-identical resume."""
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import fast_overrides
+
+# LeNet-5 has no batch norm and no dropout, and without random augmentation two ranks of half a batch compute
+# exactly the gradients of one process with the whole batch (up to float summation order).
+PLAIN = {"model.name": "lenet5", "aug.flip": False, "aug.crop_padding": 0, "aug.cutout": 0, "train.amp": "off",
+         "train.batch_size": 16, "train.epochs": 2, "train.deterministic": True, "train.ema": 0,
+         "train.label_smoothing": 0.0}
+
+
+def _env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNNMODE_TEST_")}
+    return env | {"OMP_NUM_THREADS": "1", "COLUMNS": "200"} | extra
+
+
+def torchrun(*args: str, ranks: int = 2, restarts: int = 0, env: dict | None = None,
+             timeout: int = 240) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node N -m cnnmode ARGS` in a subprocess."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+           f"--max-restarts={restarts}", "-m", "cnnmode", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or _env())
+
+
+def single(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnmode", *args], capture_output=True, text=True, timeout=240,
+                          env=env or _env())
+
+
+def _last_weights(run: Path) -> dict:
+    return torch.load(run / "last.pt", weights_only=True)["model"]
+
+
+def _overrides(tmp: Path, data: Path, name: str, **extra) -> list[str]:
+    return fast_overrides(tmp, data, **(PLAIN | {"run.name": name} | extra))
+
+
+def _same(a: dict, b: dict, exact: bool) -> bool:
+    if exact:
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_tree) -> Path:
+    tmp = tmp_path_factory.mktemp("ddp-ref")
+    done = single("train", *_overrides(tmp, tiny_tree, "ref"))
+    assert done.returncode == 0, done.stderr
+    return tmp / "runs" / "ref"
+
+
+def test_two_ranks_write_one_run_folder_and_match_one_process(tmp_path, tiny_tree, one_process):
+    done = torchrun("train", *_overrides(tmp_path, tiny_tree, "ddp"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "ddp"
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"]
+    for name in ("model.pt", "metrics.json", "report.html", "history.csv", "train.log", "last.pt", "best.pt"):
+        assert (run / name).is_file(), name
+    assert done.stdout.count("epoch 1/2") == 1 and "rank 0 of 2" in done.stdout  # rank 0 alone prints
+    assert "1 threads" in done.stdout  # 2 cores shared by 2 ranks
+    assert (run / "train.log").read_text().count("epoch 2/2") == 1
+    assert torch.load(run / "last.pt", weights_only=True)["world_size"] == 2
+    assert _same(_last_weights(run), _last_weights(one_process), exact=False)
+
+
+def test_checkpoints_move_between_one_and_two_processes(tmp_path, tiny_tree):
+    args = _overrides(tmp_path, tiny_tree, "a", **{"train.epochs": 1})
+    assert torchrun("train", *args).returncode == 0
+    resumed = single("train", "--resume", str(tmp_path / "runs" / "a"), "train.epochs=2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming a 2-process run with 1" in resumed.stdout
+    args = _overrides(tmp_path, tiny_tree, "b", **{"train.epochs": 1})
+    assert single("train", *args).returncode == 0
+    resumed = torchrun("train", "--resume", str(tmp_path / "runs" / "b"), "train.epochs=2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(torch.load(tmp_path / "runs" / "b" / "last.pt", weights_only=True)["state"]["history"]) == 2
+
+
+def test_a_global_batch_that_does_not_divide_among_the_ranks_is_one_line(tmp_path, tiny_tree):
+    done = torchrun("train", *_overrides(tmp_path, tiny_tree, "odd", **{"train.batch_size": 15}))
+    assert done.returncode != 0
+    assert "train.batch_size=15 is the global batch and must divide evenly among the 2 ranks" in done.stderr
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_kill_9_mid_epoch_then_resume_is_bitwise_identical(tmp_path, tiny_tree, ranks):
+    """Killed after a random optimizer step (between step checkpoints too), resumed: the same bits."""
+    keys = {"train.epochs": 3, "train.checkpoint_every_steps": 2, "sched.name": "onecycle", "aug.flip": True,
+            "aug.crop_padding": 2}
+    launch = torchrun if ranks == 2 else (lambda *a, **k: single(*a, **k))
+    full = launch("train", *_overrides(tmp_path, tiny_tree, "full", **keys))
+    assert full.returncode == 0, full.stderr[-3000:]
+    steps = 90 // 16  # images per epoch / global batch
+    at = random.Random(ranks).randrange(1, 3 * steps - 1)
+    args = _overrides(tmp_path, tiny_tree, "killed", **keys)
+    killed = launch("train", *args, env=_env(CNNMODE_TEST_KILL_AT_STEP=str(at), CNNMODE_TEST_KILL_RANK=str(ranks - 1)))
+    assert killed.returncode != 0
+    run = tmp_path / "runs" / "killed"
+    again = launch("train", "--resume", str(run)) if (run / "last.pt").exists() else launch("train", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _same(_last_weights(run), _last_weights(tmp_path / "runs" / "full"), exact=True), f"killed at step {at}"
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_elastic_restart_goes_on_from_last_pt(tmp_path, tiny_tree):
+    """Rank 1 dies mid-epoch; torchrun --max-restarts 1 restarts both, and they go on from last.pt."""
+    keys = {"train.epochs": 3, "train.checkpoint_every_steps": 1}
+    done = torchrun("train", *_overrides(tmp_path, tiny_tree, "elastic", **keys), restarts=1,
+                    env=_env(CNNMODE_TEST_KILL_AT_STEP="7", CNNMODE_TEST_KILL_RANK="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (tmp_path / "runs" / "elastic" / "train.log").read_text()
+    assert "elastic restart 1" in log and "resumed after step 2 of epoch 2" in log
+    assert (tmp_path / "runs" / "elastic" / "model.pt").is_file()
