@@ -12,6 +12,8 @@
 #   ddp-nccl        torchrun DDP with NCCL over every visible GPU (one rank per GPU), SyncBatchNorm
 #   bench-cuda      `cnnmode bench --device cuda` (eager, eager-bf16, torchscript; batch 1, 64, 512)
 #   serve-cuda      `cnnmode serve --device cuda` with dynamic batching, driven by 32 concurrent clients
+# CHECKS="train-fp16 ddp-nccl" runs only those; EPOCHS=N (default 2) sets the training length.
+# ResNet-18 at 32 px without per-image AutoAugment, so the figures are the GPU's, not the data pipeline's.
 # Exit status: the number of failed paths.
 set -u
 cd "$(dirname "$0")/.."
@@ -19,6 +21,8 @@ DATA=${1:-../shared/datasets/cifar10-jpeg.tar.gz}
 OUT=${2:-/tmp/cnnmode-cuda-check}
 PY=${PYTHON:-python3}
 EPOCHS=${EPOCHS:-2}
+CHECKS=${CHECKS:-train-fp16 train-bf16 train-compile ddp-nccl bench-cuda serve-cuda}
+want() { [[ " $CHECKS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 FAILED=0
 FAILURES=()
@@ -29,7 +33,8 @@ if [ "$GPUS" = "0" ]; then echo "FAIL cuda  no CUDA GPU visible to PyTorch"; exi
 $PY -c "import torch; print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} x', torch.cuda.get_device_name(0))"
 
 COMMON="data.path=$DATA data.root=$OUT/data run.dir=$OUT/runs model.name=resnet18 train.epochs=$EPOCHS
-        train.batch_size=512 optim.lr=0.2 sched.name=onecycle train.channels_last=true"
+        train.batch_size=512 optim.name=sgd optim.lr=0.2 sched.name=onecycle train.channels_last=true data.img_size=32
+        aug.autoaugment=false aug.crop_padding=4"
 
 result() {  # result NAME STATUS FIGURES LOG
   if [ "$2" = 0 ]; then echo "PASS $1  $3"; else echo "FAIL $1  exit $2 (log: $4)"; FAILED=$((FAILED + 1)); FAILURES+=("$4"); fi
@@ -46,6 +51,7 @@ EOF
 
 train_check() {  # train_check NAME overrides...
   local name=$1; shift
+  want "$name" || return 0
   local log="$OUT/$name.log"
   rm -rf "$OUT/runs/$name"
   $PY -m cnnmode train $COMMON run.name=$name "$@" >"$log" 2>&1
@@ -59,6 +65,7 @@ train_check train-fp16 train.amp=fp16
 train_check train-bf16 train.amp=bf16
 train_check train-compile train.amp=bf16 train.compile=true
 
+if want ddp-nccl; then
 log="$OUT/ddp-nccl.log"
 rm -rf "$OUT/runs/ddp-nccl"
 $PY -m torch.distributed.run --standalone --nproc-per-node "$GPUS" -m cnnmode train $COMMON run.name=ddp-nccl \
@@ -67,13 +74,17 @@ rc=$?
 fig=""
 [ $rc = 0 ] && fig="$GPUS rank(s): $(metrics "$OUT/runs/ddp-nccl") | $(grep -m1 -o 'device [^|]*|[^|]*|[^|]*' "$log")"
 result ddp-nccl $rc "$fig" "$log"
+fi
 
+if want bench-cuda; then
 log="$OUT/bench-cuda.log"
 $PY -m cnnmode bench "$OUT/runs/train-fp16" --device cuda --backends eager,eager-bf16,torchscript \
   --batch-sizes 1,64,512 --out "$OUT/bench.json" >"$log" 2>&1
 rc=$?
 result bench-cuda $rc "$(tail -n 12 "$log" | tr -s ' ' | tr '\n' ';' | cut -c1-900)" "$log"
+fi
 
+if want serve-cuda; then
 log="$OUT/serve-cuda.log"
 $PY - "$OUT/runs/train-fp16" >"$log" 2>&1 <<'EOF'
 """Start `cnnmode serve --device cuda`, drive it with 32 concurrent clients (one test image per request), print
@@ -132,6 +143,7 @@ finally:
 EOF
 rc=$?
 result serve-cuda $rc "$(grep -m1 '^RESULT' "$log" | cut -c8-)" "$log"
+fi
 
 for log in "${FAILURES[@]}"; do
   echo "----- $log (last 25 lines)"
