@@ -189,7 +189,7 @@ def tracked(job: Job, resumed: bool):
     """Start the run's trackers; yield `on_row(epoch, row)` to feed them each epoch (`on_row(None, None)`: the run
     finished); close them, marked failed when the block raised. A tracker that fails while the run goes on (a
     tracking server gone away) is reported once and dropped: it never stops training."""
-    trackers = make_trackers(job.cfg)
+    trackers = make_trackers(job.cfg) if job.world.is_main else []  # under torchrun: rank 0's records only
     live: list = []
 
     def on_row(epoch: int | None, row: dict | None) -> None:
