@@ -1,6 +1,7 @@
 """Data-parallel training through the real `torchrun` (2 gloo ranks on the CPU, one thread each): one run folder
 written by rank 0, the same weights as one process with the same global batch, checkpoints that move between
 1 and 2 processes, elastic restarts, and mid-epoch kill -9 → bitwise-identical resume."""
+import json
 import os
 import random
 import shutil
@@ -12,6 +13,8 @@ import pytest
 import torch
 
 from tests.conftest import fast_overrides
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # LeNet-5 has no batch norm and no dropout, and without random augmentation two ranks of half a batch compute
 # exactly the gradients of one process with the whole batch (up to float summation order).
@@ -72,6 +75,17 @@ def test_two_ranks_write_one_run_folder_and_match_one_process(tmp_path, tiny_tre
     assert (run / "train.log").read_text().count("epoch 2/2") == 1
     assert torch.load(run / "last.pt", weights_only=True)["world_size"] == 2
     assert _same(_last_weights(run), _last_weights(one_process), exact=False)
+
+
+def test_every_rank_holds_the_same_parameters_after_every_step(tmp_path):
+    out = tmp_path / "steps.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(Path(__file__).with_name("ddp_worker.py")), str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env(PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(out.read_text())
+    assert seen["ranks"] == 2 and seen["steps"] == 96 // 16 and all(seen["equal"])
+    assert seen["batch_per_rank"] == 8  # the global batch of 16, split
 
 
 def test_checkpoints_move_between_one_and_two_processes(tmp_path, tiny_tree):

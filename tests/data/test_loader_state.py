@@ -1,0 +1,48 @@
+"""Loaders under data parallelism and mid-epoch resume: the ranks' shards partition the single-process order,
+and a loader resumed from its state yields exactly the batches an uninterrupted pass would."""
+import torch
+
+from cnnmode.config import AugConfig
+from cnnmode.data.loaders import TensorLoader
+
+
+def _loader(**kw) -> TensorLoader:
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, 3, 12, 12), dtype=torch.uint8, generator=gen)
+    aug = AugConfig(flip=True, crop_padding=2, cutout=4)
+    return TensorLoader(images, torch.arange(50) % 5, 8, aug=aug, mean=[0.5] * 3, std=[0.2] * 3, img_size=12,
+                        device=torch.device("cpu"), seed=3, num_classes=5, **kw)
+
+
+def test_rank_shards_partition_every_global_batch():
+    whole = _loader(train=True)
+    order = whole.epoch_order(whole.generator())
+    single = whole.index_batches(order)
+    shards = [whole.sharded(r, 2).index_batches(order) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == len(single) == 50 // 8
+    for i, batch in enumerate(single):
+        assert torch.equal(torch.cat([shards[0][i], shards[1][i]]), batch)
+    evaluation = _loader(train=False)
+    parts = [evaluation.sharded(r, 2).index_batches(torch.arange(50)) for r in range(2)]
+    seen = sorted(torch.cat([torch.cat(p) for p in parts]).tolist())
+    assert seen == list(range(50))  # every image once, none twice
+
+
+def test_a_resumed_loader_yields_the_rest_of_the_epoch_bit_for_bit():
+    full = _loader(train=True)
+    full.set_epoch(2)
+    reference = [x for x, _ in full]
+    first = _loader(train=True)
+    first.set_epoch(2)
+    it = iter(first)
+    for _ in range(3):
+        next(it)
+    state = first.state_dict()
+    assert state["epoch"] == 2 and state["position"] == 3
+    again = _loader(train=True)
+    again.set_epoch(2)
+    again.resume(state)
+    rest = [x for x, _ in again]
+    assert len(rest) == len(reference) - 3
+    assert all(torch.equal(a, b) for a, b in zip(rest, reference[3:]))
+    assert len([x for x, _ in again]) == len(reference)  # the next pass starts from the top again
