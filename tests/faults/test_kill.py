@@ -20,7 +20,7 @@ def test_kill_9_then_resume_is_bitwise_identical(tmp_path, tiny_tree):
     assert full.returncode == 0, full.stderr
     reference = _weights(tmp_path / "runs" / "full")
     rng = random.Random(0)
-    for i in range(3):
+    for i in range(2):  # mid-epoch kills at exact steps: tests/workflows/test_ddp.py
         args = fast_overrides(tmp_path, tiny_tree, **keys, **{"run.name": f"killed{i}"})
         proc = subprocess.Popen([sys.executable, "-m", "cnnmode", "train", *args], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)

@@ -91,19 +91,21 @@ def test_show_without_a_display_runs_headless(trained_run, video):
 
 
 def test_ctrl_c_leaves_a_playable_file_and_a_summary(trained_run, tmp_path):
-    long = write_video(tmp_path / "long.avi", frames=4000, size=64)
+    long = write_video(tmp_path / "long.avi", frames=8000, size=64)
     out = tmp_path / "out.avi"
     proc = subprocess.Popen([sys.executable, "-m", "cnnmode", "video", str(trained_run), "--source", str(long),
                              "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / ".out.partial.avi"
     deadline = time.monotonic() + 120
-    while not (partial.exists() and partial.stat().st_size > 10_000) and time.monotonic() < deadline:
+    while proc.poll() is None and not (partial.exists() and partial.stat().st_size > 10_000) \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, f"the video ended before Ctrl-C was sent: {proc.communicate()}"
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stdout and "frames read" in stdout
-    assert 0 < _frame_count(out) < 4000 and not partial.exists()
+    assert 0 < _frame_count(out) < 8000 and not partial.exists()
 
 
 @pytest.mark.parametrize("args, code, words", [
