@@ -94,7 +94,9 @@ def test_ctrl_c_leaves_a_playable_file_and_a_summary(trained_run, tmp_path):
     long = write_video(tmp_path / "long.avi", frames=8000, size=64)
     out = tmp_path / "out.avi"
     proc = subprocess.Popen([sys.executable, "-m", "cnnmode", "video", str(trained_run), "--source", str(long),
-                             "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell running the tests in the background ignores SIGINT, and children inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = tmp_path / ".out.partial.avi"
     deadline = time.monotonic() + 120
     while proc.poll() is None and not (partial.exists() and partial.stat().st_size > 10_000) \
