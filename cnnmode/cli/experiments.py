@@ -60,8 +60,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from cnnmode.experiments.search import HEARTBEAT, run_search
-    from cnnmode.experiments.search_workers import parse_heartbeat
+    from cnnmode.experiments.search import HEARTBEAT
+    from cnnmode.experiments.search_workers import parse_heartbeat, run_search
 
     heartbeat = parse_heartbeat(args.heartbeat) if args.heartbeat else HEARTBEAT
     r = run_search(args.space, args.trials, args.storage, args.study, args.timeout, args.pruner, args.out,

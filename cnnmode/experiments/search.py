@@ -2,7 +2,8 @@
 
 The study lives in an Optuna storage: a SQLite file in the study folder by default, or a database server
 (`postgresql://...`) that many `cnnmode search --study NAME --storage URL [--jobs J]` processes on many machines
-share; there, --trials is the study's total (search_workers.py).
+share; there, --trials is the study's total. `run_search` (search_workers.py) runs a search; this
+module holds the space, the trial and the results.
 A space file looks like:
 
     base: default                 # recipe name or config YAML (optional)
@@ -243,46 +244,6 @@ def objective(space: Space, study_dir: Path, overrides: list[str] | tuple[str, .
         return metrics["val"]["accuracy"]
 
     return run
-
-
-def run_search(space_file: str | Path, trials: int = 10, storage: str | None = None, study: str | None = None,
-               timeout: float | None = None, pruner: str = "median", out: str | Path | None = None,
-               overrides: list[str] | tuple[str, ...] = (), seed: int | None = None, quiet: bool = False,
-               log: Callable[[str], None] = print, jobs: int | None = None,
-               heartbeat: tuple[int, int] = HEARTBEAT) -> dict:
-    """Run the search, then write the results (trials.csv/.md, best.yaml, search.json, plots).
-
-    With the default SQLite file and no `jobs`, this process runs `trials` trials of the study (joining it if it
-    exists). With `jobs` or a database server storage (postgresql://, mysql://), `trials` is the study's total,
-    shared by `jobs` worker processes here (or this process alone) and by the same command on other machines.
-    Trials that raise are marked failed and the study continues; pruned trials are marked pruned.
-    """
-    import optuna
-
-    from cnnmode.experiments import search_workers as workers
-
-    space = load_space(space_file)
-    name = study or space.name
-    probe = check_space(space, overrides)  # a bad key or choice fails here, before any trial
-    study_dir = Path(out) if out else Path(probe.run.dir) / "search" / name
-    storage = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
-    shared = workers.check_jobs(trials, jobs, storage, heartbeat)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if shared:
-        opened = workers.open_queue(name, storage, make_pruner(pruner), seed, trials, heartbeat, log)
-        check_strays(opened, study_dir, storage)
-        workers.run_shared(opened, workers.Job(str(space_file), name, storage, str(study_dir), tuple(overrides),
-                                               pruner, seed, quiet, trials, heartbeat,
-                                               None if timeout is None else time.time() + timeout), jobs, log)
-    else:
-        opened = open_study(name, storage, make_pruner(pruner), seed, heartbeat)
-        check_strays(opened, study_dir, storage)
-        log(f"study '{name}' in {shown_url(storage)}: {len(opened.trials)} trial(s) so far; running {trials} more")
-        with tracked(probe, study_dir, name):
-            opened.optimize(objective(space, study_dir, overrides, quiet), n_trials=trials, timeout=timeout,
-                            catch=(Exception,), callbacks=[after_trial(space, study_dir, log)])
-    return write_results(opened, space, study_dir, overrides)
 
 
 def check_strays(study, study_dir: Path, storage: str) -> None:

@@ -61,6 +61,42 @@ class Job:
     threads: int = 1
 
 
+def run_search(space_file: str | Path, trials: int = 10, storage: str | None = None, study: str | None = None,
+               timeout: float | None = None, pruner: str = "median", out: str | Path | None = None,
+               overrides: list[str] | tuple[str, ...] = (), seed: int | None = None, quiet: bool = False,
+               log: Callable[[str], None] = print, jobs: int | None = None,
+               heartbeat: tuple[int, int] = search.HEARTBEAT) -> dict:
+    """Run the search, then write the results (trials.csv/.md, best.yaml, search.json, plots).
+
+    With the default SQLite file and no `jobs`, this process runs `trials` trials of the study (joining it if it
+    exists). With `jobs` or a database server storage (postgresql://, mysql://), `trials` is the study's total,
+    shared by `jobs` worker processes here (or this process alone) and by the same command on other machines.
+    Trials that raise are marked failed and the study continues; pruned trials are marked pruned.
+    """
+    space = search.load_space(space_file)
+    name = study or space.name
+    probe = search.check_space(space, overrides)  # a bad key or choice fails here, before any trial
+    study_dir = Path(out) if out else Path(probe.run.dir) / "search" / name
+    storage = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    shared = check_jobs(trials, jobs, storage, heartbeat)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if shared:
+        opened = open_queue(name, storage, search.make_pruner(pruner), seed, trials, heartbeat, log)
+        search.check_strays(opened, study_dir, storage)
+        run_shared(opened, Job(str(space_file), name, storage, str(study_dir), tuple(overrides), pruner, seed, quiet,
+                               trials, heartbeat, None if timeout is None else time.time() + timeout), jobs, log)
+    else:
+        opened = search.open_study(name, storage, search.make_pruner(pruner), seed, heartbeat)
+        search.check_strays(opened, study_dir, storage)
+        log(f"study '{name}' in {search.shown_url(storage)}: {len(opened.trials)} trial(s) so far; "
+            f"running {trials} more")
+        with search.tracked(probe, study_dir, name):
+            opened.optimize(search.objective(space, study_dir, overrides, quiet), n_trials=trials, timeout=timeout,
+                            catch=(Exception,), callbacks=[search.after_trial(space, study_dir, log)])
+    return search.write_results(opened, space, study_dir, overrides)
+
+
 def check_jobs(trials: int, jobs: int | None, storage: str, heartbeat: tuple[int, int]) -> bool:
     """Check --trials, --jobs and the heartbeat against the storage; True when the study's trials are shared
     (--jobs, or a database server), False for the per-process trials of a SQLite file without --jobs."""
