@@ -20,6 +20,7 @@ from cnnmode.engine.console import Reporter
 from cnnmode.engine.distributed import World
 from cnnmode.engine.device import pick_device, pick_precision, reset_peak_memory, set_determinism
 from cnnmode.engine.fit import EpochHook, Job, fit
+from cnnmode.engine.loop import EpochTally
 from cnnmode.engine.losses import class_weights
 from cnnmode.engine.optim import LENGTH_BOUND
 from cnnmode.engine.profile import profile_steps
@@ -258,9 +259,10 @@ def _restore(run: RunDir, parts, reporter: Reporter, cfg: Config, world: World) 
     else:
         set_rng_state(ckpt["rng"])
         torch.manual_seed(cfg.train.seed + 7_919 * world.rank + state.epoch)
-        state.partial = state.partial and {"loader": {"epoch": state.epoch + 1, "position": state.step, "gen": None},
-                                           "tally": ranks[0]["partial"]["tally"] if world.is_main else
-                                           {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "time_s": 0.0}}
+        if state.partial is not None:  # mid-epoch: the global position holds; other ranks' sums start afresh
+            tally = ranks[0]["partial"]["tally"] if world.is_main else vars(EpochTally())
+            state.partial = {"loader": {"epoch": state.epoch + 1, "position": state.step, "gen": None},
+                             "tally": tally}
         reporter.info(f"resuming a {len(ranks)}-process run with {world.size}: same global batch "
                       f"({cfg.train.batch_size}), new random streams")
     where = f"step {state.step} of epoch {state.epoch + 1}" if state.step else f"epoch {state.epoch}"
