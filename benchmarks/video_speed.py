@@ -1,17 +1,21 @@
 """Video speed: `cnnmode video` against a reference loop written the way the seed's ai.py is, on the same file.
 
-    python benchmarks/video_speed.py RUN_OR_ARTIFACT [RUN_OR_ARTIFACT ...] [--rounds 3] [--seconds 30]
+    python benchmarks/video_speed.py RUN_FOLDER [RUN_FOLDER ...] [--rounds 3] [--seconds 30]
 
 Generates a 640x480, 30 FPS video (CIFAR-10 test images, enlarged and drifting), then for each model times, end
 to end (decode → classify → overlay → write an MJPG .avi), the reference loop (per frame: PIL conversion,
-torchvision transforms, a batch-1 forward, putText, write) and `cnnmode video` (the run_video API with its
-defaults, and with --backend eager-bf16), alternating round by round; medians are quoted. Then a live source:
-the same file replayed at its real frame rate through LiveSource, where the frame-to-label lag must not grow.
+torchvision transforms, a batch-1 forward, putText, write) and `cnnmode video` (the run_video API) with its default
+backend, with --backend eager-bf16 and with --backend int8-x86, alternating round by round; medians are quoted.
+FPS counts the frames over the time from opening the video to closing the output; start-up (loading the model,
+and for int8 reading calibration images, calibrating and compiling) is timed apart and also shown folded in.
+Each backend's top-1 labels are compared with the default backend's, frame by frame. Then a live source: the
+same file replayed at its real frame rate through LiveSource, where the frame-to-label lag must not grow.
 Prints the probe before and after.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import sys
 import tarfile
@@ -62,16 +66,18 @@ def make_video(path: Path, seconds: int, fps: int = 30, size: tuple[int, int] = 
     return path
 
 
-def reference_loop(target: str, video: Path, out: Path) -> int:
-    """The seed's ai.py way: PIL, torchvision transforms, batch-1 forward, putText, write; returns frames."""
+def reference_loop(target: str, video: Path, out: Path) -> tuple[int, float, list[str]]:
+    """The seed's ai.py way: PIL, torchvision transforms, batch-1 forward, putText, write.
+    Returns (frames, seconds from opening the video to closing the output, labels)."""
     art = load_artifact(target)
     model, p = art.model.eval(), art.preprocess
     tf = transforms.Compose([transforms.Resize(p["img_size"]), transforms.CenterCrop(p["img_size"]),
                              transforms.ToTensor(), transforms.Normalize(p["mean"], p["std"])])
+    start = time.perf_counter()
     cap = cv2.VideoCapture(str(video))
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), cap.get(cv2.CAP_PROP_FPS),
                              (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))))
-    frames = 0
+    labels = []
     while True:
         ok, frame = cap.read()
         if not ok:
@@ -81,18 +87,23 @@ def reference_loop(target: str, video: Path, out: Path) -> int:
             probs = model(tf(image).unsqueeze(0)).softmax(1)[0]
         conf, idx = probs.max(0)
         colour = (0, 255, 0) if conf >= 0.7 else (0, 255, 255)
-        cv2.putText(frame, f"{art.classes[int(idx)]}: {100 * float(conf):.1f}%", (10, 30), cv2.FONT_HERSHEY_SIMPLEX,
+        labels.append(art.classes[int(idx)])
+        cv2.putText(frame, f"{labels[-1]}: {100 * float(conf):.1f}%", (10, 30), cv2.FONT_HERSHEY_SIMPLEX,
                     1, colour, 2)
         writer.write(frame)
-        frames += 1
     cap.release()
     writer.release()
-    return frames
+    return len(labels), time.perf_counter() - start, labels
 
 
-def ours(target: str, video: Path, out: Path, backend: str | None) -> int:
-    summary = run_video(target, VideoOptions(source=str(video), output=str(out), backend=backend), say=lambda s: None)
-    return summary["frames"]
+def ours(target: str, video: Path, out: Path, backend: str | None) -> tuple[int, float, list[str]]:
+    """`cnnmode video` through its API; (frames, seconds from opening the video to closing the output, labels)."""
+    table = out.with_suffix(".csv")
+    summary = run_video(target, VideoOptions(source=str(video), output=str(out), backend=backend, csv=str(table)),
+                        say=lambda s: None)
+    with table.open() as f:
+        labels = [row["top1"] for row in csv.DictReader(f)]
+    return summary["frames"], summary["seconds"], labels
 
 
 class PacedFile:
@@ -145,20 +156,33 @@ def main() -> None:
     print(f"video: 640x480, 30 FPS, {args.seconds} s ({args.seconds * 30} frames), MJPG")
     runs = {"reference (ai.py way)": lambda t, o: reference_loop(t, video, o),
             "cnnmode video": lambda t, o: ours(t, video, o, None),
-            "cnnmode video --backend eager-bf16": lambda t, o: ours(t, video, o, "eager-bf16")}
+            "--backend eager-bf16": lambda t, o: ours(t, video, o, "eager-bf16"),
+            "--backend int8-x86": lambda t, o: ours(t, video, o, "int8-x86")}
     for target in args.targets:
         art = load_artifact(target)
         print(f"\n{art.name} at {art.preprocess['img_size']} px ({target})")
         fps: dict[str, list[float]] = {name: [] for name in runs}
+        startup: dict[str, list[float]] = {name: [] for name in runs}
+        labels: dict[str, list[str]] = {}
         for r in range(args.rounds):
             for name, run in runs.items():  # alternating, round by round
                 start = time.perf_counter()
-                frames = run(target, tmp / "out.avi")
-                fps[name].append(frames / (time.perf_counter() - start))
-                print(f"  round {r + 1} {name:<36} {fps[name][-1]:7.1f} FPS ({frames} frames)", flush=True)
+                frames, seconds, labels[name] = run(target, tmp / "out.avi")
+                startup[name].append(time.perf_counter() - start - seconds)
+                fps[name].append(frames / seconds)
+                print(f"  round {r + 1} {name:<24} {fps[name][-1]:7.1f} FPS ({frames} frames, start-up "
+                      f"{startup[name][-1]:.1f} s)", flush=True)
         base = statistics.median(fps["reference (ai.py way)"])
-        for name, values in fps.items():
-            print(f"  median {name:<35} {statistics.median(values):7.1f} FPS  {statistics.median(values) / base:5.2f}x")
+        frames = len(labels["cnnmode video"])
+        print(f"  {'median over ' + str(args.rounds) + ' rounds':<31} {'FPS':>7} {'ratio':>6} {'start-up':>9} "
+              f"{'FPS with start-up':>18} {'ratio':>6} {'same top-1 as default':>22}")
+        base_total = frames / (frames / base + statistics.median(startup["reference (ai.py way)"]))
+        for name in runs:
+            f, up = statistics.median(fps[name]), statistics.median(startup[name])
+            total = frames / (frames / f + up)
+            same = sum(a == b for a, b in zip(labels[name], labels["cnnmode video"])) / frames
+            print(f"  {name:<31} {f:7.1f} {f / base:5.2f}x {up:8.1f}s {total:18.1f} {total / base_total:5.2f}x "
+                  f"{100 * same:21.2f}%")
         lag = live_lag(target, video, None)
         print(f"  live at 30 FPS: {lag['classified']} classified of {lag['read']} read ({lag['dropped']} dropped); "
               f"lag {lag['lag_first_ms']:.0f} ms in the first quarter, {lag['lag_last_ms']:.0f} ms in the last")

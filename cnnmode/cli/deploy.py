@@ -28,7 +28,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     from cnnmode.deploy.video import VideoOptions, run_video
 
     options = VideoOptions(args.source, args.output, args.show, args.stride, args.threshold, args.topk, args.backend,
-                           args.device, args.batch_size, args.csv, args.max_frames, args.http, args.host)
+                           args.device, args.batch_size, args.csv, args.max_frames, args.http, args.host,
+                           args.calib_data)
     s = run_video(args.artifact, options)
     lag = f", label {s['latency_ms_p50']:.0f} ms after the frame (median)" if s["latency_ms_p50"] is not None else ""
     print(f"{s['frames']} frames read, {s['classified']} classified, {s['dropped']} dropped in {s['seconds']:.1f} s "
@@ -161,7 +162,10 @@ def add_parsers(verbs) -> None:
     p.add_argument("--stride", type=int, default=1, help="classify every N-th frame; the others hold the label")
     p.add_argument("--threshold", type=float, default=0.7, help="confidence at which the label turns green")
     p.add_argument("--topk", type=int, default=1, help="classes per frame in the CSV; above 1, bars on the frame")
-    p.add_argument("--backend", help="runtime backend for a model.pt: eager, eager-bf16, onnxruntime, ...")
+    p.add_argument("--backend", help="runtime backend for a model.pt: eager (default), eager-bf16, compile, "
+                                      "onnxruntime, int8, int8-x86 (the int8 ones are the fastest on a CPU)")
+    p.add_argument("--calib-data", metavar="PATH", help="real images to calibrate the int8 backends on "
+                                                        "(default: the run folder's own validation split)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, default=8, help="frames per model call for files (live: 1)")
     p.add_argument("--csv", metavar="FILE.csv", help="one row per classified frame: index, time, top-k")

@@ -30,11 +30,21 @@ def expand_inputs(items: list[str]) -> list[Path]:
     return paths
 
 
-def transform_for(preprocess: dict) -> v2.Transform:
-    """Resize (shorter side) + centre crop to the model's size, scale to [0, 1], normalise."""
+def resize_crop(preprocess: dict) -> v2.Transform:
+    """The geometric half: resize (shorter side, antialiased) + centre crop to the model's size. Works on one
+    image or a batch, uint8 or float."""
     size = preprocess["img_size"]
-    return v2.Compose([v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(preprocess["mean"], preprocess["std"])])
+    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+
+
+def normalise(preprocess: dict) -> v2.Transform:
+    """The numeric half: uint8 → float in [0, 1] → normalised with the model's mean and std."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(preprocess["mean"], preprocess["std"])])
+
+
+def transform_for(preprocess: dict) -> v2.Transform:
+    """A PIL image or HWC array → the model's input: resize_crop, then normalise."""
+    return v2.Compose([v2.ToImage(), resize_crop(preprocess), normalise(preprocess)])
 
 
 def load_images(paths: list[Path], preprocess: dict) -> tuple[torch.Tensor, list[Path], list[tuple[Path, str]]]:

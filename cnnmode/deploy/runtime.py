@@ -20,6 +20,7 @@ import torch
 from cnnmode.artifact import Artifact, load_artifact
 from cnnmode.deploy.formats import ExportOptions, example_batch, write_onnx, write_onnx_int8
 from cnnmode.deploy.quantize import quantize_x86
+from cnnmode.deploy.samples import calibration_images
 from cnnmode.errors import UsageError
 from cnnmode.registry import Registry
 from cnnmode.rundir import Target, resolve_target
@@ -29,6 +30,7 @@ Builder = Callable[[Artifact, torch.device, "torch.Tensor | None"], Forward]
 BACKENDS: Registry[Builder] = Registry("backend")
 CALIBRATED = ("int8", "int8-x86")  # backends that calibrate on real images
 EXPORTED = {".onnx": "onnxruntime", ".ts": "torchscript"}  # exported file suffix → the backend that runs it
+SHAPE_BOUND = ("compile", "int8-x86")  # backends that compile once per batch shape
 
 
 @dataclass
@@ -44,6 +46,19 @@ class Runner:
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return self.forward(batch.float().contiguous())
+
+    def padded(self, batch: torch.Tensor, size: int) -> torch.Tensor:
+        """Logits for `batch`, run padded to `size` rows on the backends that compile per batch shape, so that a
+        smaller batch (a file's last one, a quiet moment on a server) does not wait for a new compilation."""
+        n = len(batch)
+        if self.backend in SHAPE_BOUND and size > n:
+            batch = torch.cat([batch, batch[:1].expand(size - n, *batch.shape[1:])])
+        return self(batch)[:n]
+
+    def warm(self, size: int) -> None:
+        """Run one blank batch of `size` images, so that compiling backends compile now, not on real input."""
+        p = self.preprocess
+        self(torch.zeros(size, p["channels"], p["img_size"], p["img_size"]))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated class probabilities from this runner's logits."""
@@ -84,9 +99,15 @@ def _eager_bf16(art: Artifact, device: torch.device, calib: torch.Tensor | None)
     return _autocast_bf16(_fresh(art, device).to(memory_format=torch.channels_last), device)
 
 
-@BACKENDS.register("compile", help="torch.compile of the bf16 channels-last model")
+@BACKENDS.register("compile", help="torch.compile (frozen weights) of the bf16 channels-last model")
 def _compile(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
-    return _autocast_bf16(torch.compile(_fresh(art, device).to(memory_format=torch.channels_last)), device)
+    run = _autocast_bf16(torch.compile(_fresh(art, device).to(memory_format=torch.channels_last)), device)
+
+    def frozen(x: torch.Tensor) -> torch.Tensor:
+        # freezing folds batch norms into the convolutions and pre-packs weights for oneDNN: 25-30% faster on a CPU
+        with torch._inductor.config.patch(freezing=True):
+            return run(x)
+    return frozen
 
 
 @BACKENDS.register("torchscript", help="traced, frozen TorchScript (optimised for inference where it can be)")
@@ -170,3 +191,12 @@ def load_runner(source: Artifact | Target | str | Path, backend: str | None = No
         raise UsageError(f"the {backend} backend calibrates on real images: pass --data PATH (or give a run folder)")
     return Runner(backend, source.preprocess, source.classes, build(source, torch.device(device), calib), source.name,
                   source.temperature)
+
+
+def open_runner(where: Target, backend: str | None = None, device: str | torch.device = "cpu",
+                calib_data: str | None = None, calib_count: int = 512) -> tuple[Runner, Artifact | None]:
+    """The runner for a resolved target, and its artifact (None for an exported file), each loaded once. The int8
+    backends calibrate on `calib_count` images of `calib_data`, else of the run folder's own validation split."""
+    art = None if where.file.suffix in EXPORTED else load_artifact(where)
+    calib = calibration_images(where, art, calib_data, calib_count) if art and backend in CALIBRATED else None
+    return load_runner(art or where, backend, device, calib), art

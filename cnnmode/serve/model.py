@@ -8,9 +8,7 @@ from collections import OrderedDict
 
 import torch
 
-from cnnmode.artifact import load_artifact
-from cnnmode.deploy.runtime import CALIBRATED, EXPORTED, Runner, load_runner
-from cnnmode.deploy.samples import calibration_images
+from cnnmode.deploy.runtime import open_runner
 from cnnmode.rundir import resolve_target
 from cnnmode.serve.batcher import Batcher
 from cnnmode.serve.explain import Explainer
@@ -18,7 +16,6 @@ from cnnmode.serve.images import ImageRejected, Preprocessor
 from cnnmode.serve.metrics import ServeMetrics
 from cnnmode.serve.options import ServeOptions
 
-SHAPE_BOUND = ("compile", "int8-x86")  # backends that compile per batch shape: batches are padded to warmed sizes
 
 
 def warm_sizes(max_batch_size: int) -> list[int]:
@@ -36,9 +33,7 @@ class ServedModel:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
         where = resolve_target(options.target)
-        art = None if where.file.suffix in EXPORTED else load_artifact(where)  # loaded once, for all its uses
-        calib = calibration_images(where, art, options.calib_data) if art and options.backend in CALIBRATED else None
-        self.runner: Runner = load_runner(art or where, options.backend, options.device, calib)
+        self.runner, art = open_runner(where, options.backend, options.device, options.calib_data)
         self.checksum = hashlib.sha256(where.file.read_bytes()).hexdigest()
         self.file = where.file
         self.preprocessor = Preprocessor(self.runner.preprocess, options.max_pixels)
@@ -63,17 +58,12 @@ class ServedModel:
                 "explain": self.explainer is not None}
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        n = len(batch)
-        if self.runner.backend in SHAPE_BOUND:  # run at a warmed size, so no request waits for a compilation
-            size = next(s for s in self.sizes if s >= n)
-            batch = torch.cat([batch, batch[:1].expand(size - n, *batch.shape[1:])]) if size > n else batch
-        return self.runner(batch)[:n]
+        return self.runner.padded(batch, next(s for s in self.sizes if s >= len(batch)))  # a warmed size
 
     def warm(self) -> None:
         """Run every batch size the batcher may use once, then mark the server ready."""
-        p = self.runner.preprocess
         for size in self.sizes:
-            self._forward(torch.zeros(size, p["channels"], p["img_size"], p["img_size"]))
+            self.runner.warm(size)
         self.ready = True
 
     async def decode(self, blob: bytes) -> torch.Tensor:

