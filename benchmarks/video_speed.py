@@ -5,9 +5,9 @@
 Generates a 640x480, 30 FPS video (CIFAR-10 test images, enlarged and drifting), then for each model times, end
 to end (decode → classify → overlay → write an MJPG .avi), the reference loop (per frame: PIL conversion,
 torchvision transforms, a batch-1 forward, putText, write) and `cnnmode video` (the run_video API) with its default
-backend, with --backend eager-bf16 and with --backend int8-x86, alternating round by round; medians are quoted.
+backend and with --backend eager-bf16, compile and int8-x86, alternating round by round; medians are quoted.
 FPS counts the frames over the time from opening the video to closing the output; start-up (loading the model,
-and for int8 reading calibration images, calibrating and compiling) is timed apart and also shown folded in.
+compiling, and for int8 reading calibration images and calibrating) is timed apart and also shown folded in.
 Each backend's top-1 labels are compared with the default backend's, frame by frame. Then a live source: the
 same file replayed at its real frame rate through LiveSource, where the frame-to-label lag must not grow.
 Prints the probe before and after.
@@ -157,6 +157,7 @@ def main() -> None:
     runs = {"reference (ai.py way)": lambda t, o: reference_loop(t, video, o),
             "cnnmode video": lambda t, o: ours(t, video, o, None),
             "--backend eager-bf16": lambda t, o: ours(t, video, o, "eager-bf16"),
+            "--backend compile": lambda t, o: ours(t, video, o, "compile"),
             "--backend int8-x86": lambda t, o: ours(t, video, o, "int8-x86")}
     for target in args.targets:
         art = load_artifact(target)
