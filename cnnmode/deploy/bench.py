@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from cnnmode.artifact import load_artifact
-from cnnmode.deploy.runtime import Forward, check_backends, load_runner
+from cnnmode.deploy.runtime import CALIBRATED, Forward, check_backends, load_runner
 from cnnmode.deploy.samples import calibration_images, sample_images
 from cnnmode.engine.device import pick_device
 from cnnmode.errors import UsageError
@@ -61,7 +61,7 @@ def bench(target: str, batch_sizes: list[int], backends: list[str], device: str 
     p = art.preprocess
     found = sample_images(where, art, data, eval_images, "test")
     images, labels = found if found else (torch.randn(256, p["channels"], p["img_size"], p["img_size"]), None)
-    calib = calibration_images(where, art, data, 512) if {"int8", "int8-x86"} & set(backends) else None
+    calib = calibration_images(where, art, data, 512) if set(CALIBRATED) & set(backends) else None
     eager = load_runner(art, "eager", dev)
     reference = predicted_classes(eager, images)
     results: dict = {"model": art.name, "img_size": p["img_size"], "device": str(dev), "threads": torch.get_num_threads(),

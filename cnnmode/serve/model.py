@@ -17,7 +17,6 @@ from cnnmode.serve.metrics import ServeMetrics
 from cnnmode.serve.options import ServeOptions
 
 
-
 def warm_sizes(max_batch_size: int) -> list[int]:
     """The batch sizes warmed before the server is ready: powers of two up to the cap, and the cap."""
     sizes, size = [], 1
