@@ -91,6 +91,7 @@ def _export_one(art: Artifact, name: str, folder: Path, opts: ExportOptions, ima
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+    scheme = {"int8_weights": "7-bit (reduce_range)" if opts.int8_reduce_range else "8-bit"} if name == "onnx-int8" else {}
     return {"format": name, "file": str(final), "size_bytes": final.stat().st_size,
             "seconds": round(time.perf_counter() - start, 2),
-            "verified_on": "real images" if opts.calib is not None else "generated images", **check}
+            "verified_on": "real images" if opts.calib is not None else "generated images", **scheme, **check}

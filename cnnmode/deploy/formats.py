@@ -34,6 +34,9 @@ class ExportOptions:
     dynamic_batch: bool = True
     opset: int = 18
     calib: torch.Tensor | None = None  # normalised real images, for calibration and verification
+    # static int8 with 7-bit weights, whose u8 x s7 sums cannot saturate on x86 CPUs without VNNI: what a file that
+    # may run anywhere needs (`export`); an in-process runtime sets it by this CPU (`cpu_kind`)
+    int8_reduce_range: bool = True
 
 
 def write_torchscript(art: Artifact, path: Path, opts: ExportOptions) -> None:
@@ -77,7 +80,8 @@ def write_onnx_int8(art: Artifact, path: Path, opts: ExportOptions) -> None:
         # fold BatchNorm into the convolutions and infer shapes first, so the int8 graph quantizes fused convs
         quant_pre_process(str(fp32), str(prepared))
         quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        reduce_range=opts.int8_reduce_range)
     finally:
         for leftover in (fp32, prepared):
             leftover.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 
+from cnnmode.engine.cpu import cpu_kind
 from cnnmode.errors import UsageError
 
 # torch logs these at WARNING on every use: torchao's enum registration, and the CUDA-less compiler check
@@ -44,7 +45,9 @@ def quantize_x86(model: nn.Module, calib: torch.Tensor, batch_size: int = 64) ->
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
-    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    # 7-bit activations where the CPU lacks VNNI: its 16-bit int8 sums would saturate (see `cpu_kind`)
+    scheme = x86.get_default_x86_inductor_quantization_config(reduce_range=cpu_kind().int8_reduce_range)
+    quantizer = x86.X86InductorQuantizer().set_global(scheme)
     batch = torch.export.Dim("batch", min=1, max=65536)
     with torch.no_grad(), _quiet():
         # strict export: the non-strict graph's in-place ops break the quantizer's conv-add-relu matching

@@ -21,6 +21,7 @@ from cnnmode.artifact import Artifact, load_artifact
 from cnnmode.deploy.formats import ExportOptions, example_batch, write_onnx, write_onnx_int8
 from cnnmode.deploy.quantize import quantize_x86
 from cnnmode.deploy.samples import calibration_images
+from cnnmode.engine.cpu import cpu_kind
 from cnnmode.errors import UsageError
 from cnnmode.registry import Registry
 from cnnmode.rundir import Target, resolve_target
@@ -127,7 +128,7 @@ def _torchscript(art: Artifact, device: torch.device, calib: torch.Tensor | None
 def _via_file(art: Artifact, write: Callable, name: str, calib: torch.Tensor | None) -> Forward:
     with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime holds the model in memory once the session exists
         path = Path(tmp) / name
-        write(art, path, ExportOptions(calib=calib))
+        write(art, path, ExportOptions(calib=calib, int8_reduce_range=cpu_kind().int8_reduce_range))
         return ort_session(path)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from cnnmode.engine.cpu import cpu_kind
 from cnnmode.errors import UsageError
 
 
@@ -63,14 +64,6 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def cpu_supports_bf16() -> bool:
-    """True where oneDNN has fast bf16 kernels (AVX-512 BF16 / AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 @dataclass
 class Precision:
     """Autocast dtype (None = fp32) and whether a GradScaler is needed."""
@@ -94,7 +87,7 @@ def pick_precision(amp: str, device: torch.device) -> Precision:
         if device.type == "cuda":
             return Precision(torch.bfloat16, False) if torch.cuda.is_bf16_supported() else Precision(torch.float16, True)
         if device.type == "cpu":
-            return Precision(torch.bfloat16 if cpu_supports_bf16() else None, False)
+            return Precision(cpu_kind().amp_dtype, False)
         return Precision(None, False)
     if amp == "fp16":
         return Precision(torch.float16, device.type == "cuda")

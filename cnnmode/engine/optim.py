@@ -6,8 +6,10 @@ import math
 import torch
 import torch.nn as nn
 from torch.optim import lr_scheduler
+from torch.optim._muon import DEFAULT_A as NS_A, DEFAULT_B as NS_B, DEFAULT_C as NS_C, EPS  # torch.optim.Muon's
 
 from cnnmode.config import Config
+from cnnmode.engine.cpu import cpu_kind
 from cnnmode.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
@@ -45,7 +47,6 @@ class MuonSGD(torch.optim.SGD):
         return super().step(closure)
 
     def _orthogonalise(self, group: dict) -> None:
-        from torch.optim._muon import DEFAULT_A, DEFAULT_B, DEFAULT_C, EPS, _zeropower_via_newtonschulz
         beta = group["muon_momentum"]
         for p in group["params"]:
             if p.grad is None:
@@ -54,9 +55,27 @@ class MuonSGD(torch.optim.SGD):
             buf.mul_(beta).add_(p.grad)
             direction = p.grad.add(buf, alpha=beta)
             p.mul_(len(p) ** 0.5 / p.norm().clamp(min=EPS))
-            update = _zeropower_via_newtonschulz(direction.reshape(len(p), -1), (DEFAULT_A, DEFAULT_B, DEFAULT_C),
-                                                 group["ns_steps"], EPS)
+            update = newton_schulz(direction.reshape(len(p), -1), group["ns_steps"], iteration_dtype(p.device))
             p.grad.copy_(update.view_as(p))
+
+
+def iteration_dtype(device: torch.device) -> torch.dtype:
+    """Newton-Schulz runs in bf16 on GPUs and on CPUs with bf16 kernels, in fp32 on the others (see `cpu_kind`)."""
+    return cpu_kind().newton_schulz_dtype if device.type == "cpu" else torch.bfloat16
+
+
+def newton_schulz(matrix: torch.Tensor, steps: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """The approximate orthogonalisation of `matrix` (rows x cols) by torch.optim.Muon's quintic Newton-Schulz
+    iteration and coefficients, computed in `dtype` (torch's own is fixed to bf16; with bf16 this is the same)."""
+    x = matrix.to(dtype)
+    tall = len(x) > x.shape[1]
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=EPS)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=NS_B, alpha=NS_C), x, beta=NS_A)
+    return x.T if tall else x
 
 
 @OPTIMIZERS.register("muon")

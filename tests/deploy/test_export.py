@@ -51,6 +51,13 @@ def test_int8_is_smaller(exported):
     assert size["onnx-int8"] < size["onnx"] / 2
 
 
+def test_exported_int8_has_7_bit_weights_that_run_right_on_any_x86(exported):
+    from tests.deploy.test_runtime import _widest_int8_weight
+    results, run = exported
+    assert _widest_int8_weight(run / "export" / "model-int8.onnx") <= 64  # u8 x s7 pairs cannot saturate 16 bits
+    assert next(r for r in results if r["format"] == "onnx-int8")["int8_weights"] == "7-bit (reduce_range)"
+
+
 def test_parity_failure_keeps_no_file(trained_run, tmp_path, monkeypatch):
     from cnnmode.deploy import export as ex
     from cnnmode.errors import RunError

@@ -46,3 +46,29 @@ def test_exported_file_runs_on_its_own_runtime_only(trained_run, tmp_path):
     assert runner.backend == "torchscript" and runner.classes == ["circle", "square", "stripes"]
     with pytest.raises(UsageError, match="runs only on torchscript"):
         load_runner(result["file"], "onnxruntime")
+
+
+def _widest_int8_weight(path) -> int:
+    import onnx
+    from onnx import numpy_helper
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    return max(int(abs(w.astype(int)).max()) for w in weights)
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_onnx_int8_range_follows_the_cpu_in_process(loaded, vnni, monkeypatch):
+    """Without VNNI, ONNX Runtime's u8 x s8 products saturate in 16 bits: the in-process int8 backend quantizes
+    weights to 7 bits there (reduce_range), and to the full 8 where VNNI accumulates in 32 bits."""
+    from cnnmode.deploy import runtime
+    from cnnmode.engine.cpu import CpuKind
+    art, _, calib = loaded
+    written = []
+    real = runtime.write_onnx_int8
+
+    def keep(art, path, opts):
+        real(art, path, opts)
+        written.append(_widest_int8_weight(path))
+    monkeypatch.setattr(runtime, "cpu_kind", lambda: CpuKind(True, vnni, vnni, vnni, False))
+    monkeypatch.setattr(runtime, "write_onnx_int8", keep)
+    load_runner(art, "int8", "cpu", calib)
+    assert (written[0] > 64) if vnni else (written[0] <= 64)

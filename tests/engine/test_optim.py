@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from cnnmode.config import resolve_config
-from cnnmode.engine.device import pick_precision, cpu_supports_bf16
+from cnnmode.engine.cpu import cpu_kind
+from cnnmode.engine.device import pick_precision
 from cnnmode.engine.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 
 
@@ -81,7 +82,7 @@ def test_precision_choice_on_cpu():
     cpu = torch.device("cpu")
     assert pick_precision("off", cpu).dtype is None
     assert pick_precision("bf16", cpu).dtype is torch.bfloat16
-    assert pick_precision("auto", cpu).dtype is (torch.bfloat16 if cpu_supports_bf16() else None)
+    assert pick_precision("auto", cpu).dtype is (torch.bfloat16 if cpu_kind().bf16 else None)
     assert not pick_precision("fp16", cpu).use_scaler  # GradScaler only on CUDA
 
 
