@@ -25,6 +25,7 @@ class Artifact:
     classes: list[str]
     preprocess: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # the file it was loaded from
 
     @property
     def temperature(self) -> float:
@@ -61,4 +62,4 @@ def load_artifact(target: str | Path | Target, device: str | torch.device = "cpu
                          f"{str(e).splitlines()[0][:120] if str(e) else 'missing fields'})") from None
     model.to(device).eval()
     return Artifact(model, blob["model"]["name"], blob["model"]["args"], blob["classes"], blob["preprocess"],
-                    blob.get("meta", {}))
+                    blob.get("meta", {}), path)

@@ -12,7 +12,10 @@ from cnnmode.errors import UsageError
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnmode.deploy.predict import Predictor, write_results
 
-    results = Predictor(args.artifact).predict(args.inputs, args.topk, args.threshold, args.batch_size)
+    predictor = Predictor(args.artifact, backend=args.backend, calib_data=args.calib_data)
+    if args.backend not in (None, "eager"):
+        print(predictor.runner.describe())
+    results = predictor.predict(args.inputs, args.topk, args.threshold, args.batch_size)
     print_table(None, ["file", f"top-{args.topk}"],
                 [[p.file, ("uncertain " if p.uncertain else "") + ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)]
                  for p in results.predictions], left=2, width=None)
@@ -59,18 +62,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-sizes takes whole numbers separated by commas (e.g. 1,8,64), got "
                          f"{args.batch_sizes!r}") from None
     r = bench(args.artifact, sizes, args.backends.split(","), args.device, args.data, profile=args.profile,
-              out=args.out)
+              out=args.out, say=print)
     eager = r["backends"].get("eager")
     rows, sections = [], []
     for name, row in r["backends"].items():
+        if name == "auto":
+            name = f"auto: {row['backend']}"
         acc = f"{100 * row['accuracy']:.2f}%" if "accuracy" in row else "–"
         for i, bs in enumerate(sizes):
             b = row["batches"][str(bs)]
             ratio = f"{b['img_s'] / eager['batches'][str(bs)]['img_s']:.1f}x" if eager else "–"
             first = i == 0
+            agree = f"{100 * row['top1_agreement']:.2f}%" + ("" if row["passes_gate"] else " (under the gate)")
             rows.append([name if first else "", str(bs), f"{b['p50_ms']:.2f}", f"{b['p95_ms']:.2f}",
-                         f"{b['img_s']:.0f}", ratio, f"{100 * row['top1_agreement']:.2f}%" if first else "",
-                         acc if first else ""])
+                         f"{b['img_s']:.0f}", ratio, agree if first else "", acc if first else ""])
         sections.append(len(rows) - 1)
     print_table(f"{r['model']} at {r['img_size']}px on {r['device']} ({r['threads']} threads); agreement with eager "
                 f"fp32 on {r['eval_images']} {r['eval_data']} images",
@@ -147,6 +152,12 @@ def add_parsers(verbs) -> None:
     p.add_argument("--threshold", type=float, default=0.0, help="mark predictions below this confidence uncertain")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", metavar="FILE.csv|.json")
+    p.add_argument("--backend",
+                   help="runtime backend for a model.pt: eager (default, fp32 as trained), auto (the fastest that "
+                        "passes the parity gate on this CPU kind), eager-bf16, compile, torchscript, onnxruntime, "
+                        "int8, int8-x86, openvino, openvino-int8")
+    p.add_argument("--calib-data", metavar="PATH", help="real images to calibrate the int8 backends on "
+                                                        "(default: the run folder's own validation split)")
     p.set_defaults(func=cmd_predict)
 
     p = verbs.add_parser("video", help="classify a camera, a video file or a stream, frame by frame",
@@ -162,8 +173,10 @@ def add_parsers(verbs) -> None:
     p.add_argument("--stride", type=int, default=1, help="classify every N-th frame; the others hold the label")
     p.add_argument("--threshold", type=float, default=0.7, help="confidence at which the label turns green")
     p.add_argument("--topk", type=int, default=1, help="classes per frame in the CSV; above 1, bars on the frame")
-    p.add_argument("--backend", help="runtime backend for a model.pt: eager (default), eager-bf16, compile, "
-                                      "onnxruntime, int8, int8-x86 (the int8 ones are the fastest on a CPU)")
+    p.add_argument("--backend", default="auto",
+                   help="runtime backend for a model.pt: auto (default: the fastest that passes the parity gate on "
+                        "this CPU kind), eager (labels equal to predict's), eager-bf16, compile, onnxruntime, int8, "
+                        "int8-x86, openvino, openvino-int8")
     p.add_argument("--calib-data", metavar="PATH", help="real images to calibrate the int8 backends on "
                                                         "(default: the run folder's own validation split)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -191,10 +204,11 @@ def add_parsers(verbs) -> None:
                                      "the test split of --data (or the run's own data), else on generated images.")
     p.add_argument("artifact", metavar="ARTIFACT")
     p.add_argument("--batch-sizes", default="1,8,64")
-    p.add_argument("--backends", default="eager,eager-bf16,torchscript,onnxruntime",
-                   help="comma-separated names from the runtime registry: eager, eager-bf16, compile, torchscript, "
-                        "onnxruntime, int8 (ONNX Runtime static int8), int8-x86 (PyTorch PT2E int8 compiled to "
-                        "oneDNN kernels; fastest on x86 CPUs with VNNI/AMX)")
+    p.add_argument("--backends", default="auto,eager",
+                   help="comma-separated names from the runtime registry: auto (the fastest backend that passes the "
+                        "parity gate on this CPU kind), eager, eager-bf16, compile, torchscript, onnxruntime, int8 "
+                        "(ONNX Runtime static int8), int8-x86 (PyTorch PT2E int8 compiled to oneDNN kernels), "
+                        "openvino, openvino-int8 (NNCF int8, cached beside the artifact)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime backends run on the CPU)")
     p.add_argument("--data", help="images with labels for agreement/accuracy and int8 calibration")
     p.add_argument("--profile", action="store_true", help="write a torch.profiler Chrome trace of the eager model")

@@ -16,7 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     fields = ServeOptions.__dataclass_fields__
     options = ServeOptions(**{k: v for k, v in vars(args).items() if k in fields}).check()
     model = ServedModel(options)  # loaded here first: a model that cannot be loaded is one line and a non-zero exit
-    print(f"serving {model.file} ({model.runner.backend}) on http://{options.host}:{options.port}: "
+    print(f"serving {model.file} ({model.runner.describe()}) on http://{options.host}:{options.port}: "
           f"{options.workers} worker(s) x {options.threads} thread(s), batches of up to {options.max_batch_size} "
           f"images within {options.max_wait_ms:g} ms; page at /, API at /docs", flush=True)
     if options.workers == 1:
@@ -38,8 +38,10 @@ def add_parsers(verbs) -> None:
     p.add_argument("target", metavar="ARTIFACT_OR_RUN_OR_EXPORTED_FILE")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", help="runtime backend: eager, eager-bf16, compile, torchscript, onnxruntime, int8, "
-                                     "int8-x86 (default: eager; an exported file runs on its own runtime)")
+    p.add_argument("--backend", default="auto",
+                   help="runtime backend: auto (default: the fastest that passes the parity gate on this CPU kind), "
+                        "eager, eager-bf16, compile, torchscript, onnxruntime, int8, int8-x86, openvino, "
+                        "openvino-int8 (an exported file runs on its own runtime)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--max-batch-size", type=int, default=32, help="images per model call at most")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long the first image waits for others")

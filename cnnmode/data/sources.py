@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cnnmode.data.archive import Archive, Limits
 from cnnmode.errors import UsageError
+from cnnmode.files import file_sha256
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 SPLIT_NAMES = ("train", "val", "test")
@@ -109,15 +110,6 @@ def find_layout(files: list[str], dirs: set[str], source: str) -> Layout:
     if empty:
         raise UsageError(f"{source}: class folder(s) with no images: {', '.join(empty)}")
     return Layout(splits=splits, classes=classes, skipped=skipped)
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes, read in 4 MB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def content_key(path: Path) -> str:

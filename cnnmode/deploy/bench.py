@@ -5,12 +5,13 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from cnnmode.artifact import load_artifact
-from cnnmode.deploy.runtime import CALIBRATED, Forward, check_backends, load_runner
-from cnnmode.deploy.samples import calibration_images, sample_images
+from cnnmode.deploy.runtime import CALIBRATED, MIN_AGREEMENT, Forward, check_backends, load_runner
+from cnnmode.deploy.samples import calibration_for, sample_images
 from cnnmode.engine.device import pick_device
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
@@ -50,7 +51,8 @@ def measure_agreement(run: Forward, reference: torch.Tensor, images: torch.Tenso
 
 
 def bench(target: str, batch_sizes: list[int], backends: list[str], device: str = "cpu", data: str | None = None,
-          eval_images: int = 2000, profile: bool = False, out: str | None = None, budget_s: float = 1.5) -> dict:
+          eval_images: int = 2000, profile: bool = False, out: str | None = None, budget_s: float = 1.5,
+          say: Callable[[str], None] = lambda line: None) -> dict:
     """Benchmark every backend at every batch size; agreement with eager fp32 on real (or generated) images."""
     check_backends(backends)
     if not batch_sizes or min(batch_sizes) < 1:
@@ -61,7 +63,7 @@ def bench(target: str, batch_sizes: list[int], backends: list[str], device: str 
     p = art.preprocess
     found = sample_images(where, art, data, eval_images, "test")
     images, labels = found if found else (torch.randn(256, p["channels"], p["img_size"], p["img_size"]), None)
-    calib = calibration_images(where, art, data, 512) if set(CALIBRATED) & set(backends) else None
+    calib = calibration_for(where, art, data, 512) if set(CALIBRATED + ("auto",)) & set(backends) else None
     eager = load_runner(art, "eager", dev)
     reference = predicted_classes(eager, images)
     results: dict = {"model": art.name, "img_size": p["img_size"], "device": str(dev), "threads": torch.get_num_threads(),
@@ -69,7 +71,11 @@ def bench(target: str, batch_sizes: list[int], backends: list[str], device: str 
                      "backends": {}}
     for name in backends:
         run = load_runner(art, name, dev, calib)
-        row = {"batches": {}, **measure_agreement(run, reference, images, labels)}
+        if name == "auto":
+            say(f"auto: {run.describe()}")
+        row = {"backend": run.backend, "chosen_by": run.chosen_by, "batches": {},
+               **measure_agreement(run, reference, images, labels)}
+        row["passes_gate"] = row["top1_agreement"] >= MIN_AGREEMENT
         for bs in batch_sizes:
             x = images[:bs] if len(images) >= bs else torch.randn(bs, *images.shape[1:])
             row["batches"][str(bs)] = time_batches(run, x, budget_s=budget_s)

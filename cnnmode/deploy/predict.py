@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from cnnmode.data.preprocess import expand_inputs, load_images
-from cnnmode.deploy.runtime import load_runner
+from cnnmode.deploy.runtime import open_runner
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import resolve_target
@@ -48,9 +48,10 @@ class Predictor:
     """Runs any CNN Mode model format on images with the preprocessing it was trained with: an artifact or run
     folder (on any backend of the runtime registry), or an exported .onnx/.ts file (on its own runtime)."""
 
-    def __init__(self, model_path: str | Path, device: str = "cpu", backend: str | None = None) -> None:
+    def __init__(self, model_path: str | Path, device: str = "cpu", backend: str | None = None,
+                 calib_data: str | None = None) -> None:
         where = resolve_target(model_path)
-        self.runner = load_runner(where, backend, device)
+        self.runner, _ = open_runner(where, backend, device, calib_data)
         self.path = where.file
         self.preprocess = self.runner.preprocess | {"classes": self.runner.classes}
         self.classes: list[str] = self.runner.classes

@@ -20,7 +20,7 @@ _NOISY_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension")
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Silence Python warnings and torch's noisy loggers for the duration."""
     loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
     levels = [logger.level for logger in loggers]
@@ -41,7 +41,7 @@ def quantize_x86(model: nn.Module, calib: torch.Tensor, batch_size: int = 64) ->
     Returns a function batch → fp32 logits; the first call of each new batch size compiles (seconds)."""
     if importlib.util.find_spec("torchao") is None:
         raise UsageError("the x86 int8 backend needs torchao: pip install torchao")
-    with _quiet():
+    with quiet():
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
@@ -49,7 +49,7 @@ def quantize_x86(model: nn.Module, calib: torch.Tensor, batch_size: int = 64) ->
     scheme = x86.get_default_x86_inductor_quantization_config(reduce_range=cpu_kind().int8_reduce_range)
     quantizer = x86.X86InductorQuantizer().set_global(scheme)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), quiet():
         # strict export: the non-strict graph's in-place ops break the quantizer's conv-add-relu matching
         graph = torch.export.export(model.float().eval(), (calib[:2],), dynamic_shapes=({0: batch},),
                                     strict=True).module()
@@ -65,7 +65,7 @@ def quantize_x86(model: nn.Module, calib: torch.Tensor, batch_size: int = 64) ->
         with torch.no_grad(), torch._inductor.config.patch(freezing=True):
             if x.shape in compiled_shapes:
                 return compiled(x).float()
-            with _quiet():  # a new shape may compile
+            with quiet():  # a new shape may compile
                 out = compiled(x).float()
             compiled_shapes.add(x.shape)
             return out

@@ -8,6 +8,7 @@ TorchScript) with the `preprocess.json` written beside them.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import tempfile
 import warnings
@@ -20,18 +21,20 @@ import torch
 from cnnmode.artifact import Artifact, load_artifact
 from cnnmode.deploy.formats import ExportOptions, example_batch, write_onnx, write_onnx_int8
 from cnnmode.deploy.quantize import quantize_x86
-from cnnmode.deploy.samples import calibration_images
+from cnnmode.deploy.openvino_runtime import openvino_fp32, openvino_int8
+from cnnmode.deploy.samples import Calibration, calibration_for
 from cnnmode.engine.cpu import cpu_kind
 from cnnmode.errors import UsageError
 from cnnmode.registry import Registry
 from cnnmode.rundir import Target, resolve_target
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-Builder = Callable[[Artifact, torch.device, "torch.Tensor | None"], Forward]
+Builder = Callable[[Artifact, torch.device, "Calibration | None"], Forward]
 BACKENDS: Registry[Builder] = Registry("backend")
-CALIBRATED = ("int8", "int8-x86")  # backends that calibrate on real images
+CALIBRATED = ("int8", "int8-x86", "openvino-int8")  # backends that calibrate on real images
 EXPORTED = {".onnx": "onnxruntime", ".ts": "torchscript"}  # exported file suffix → the backend that runs it
 SHAPE_BOUND = ("compile", "int8-x86")  # backends that compile once per batch shape
+MIN_AGREEMENT = 0.995  # the parity gate: top-1 agreement with eager fp32 on real test images (`bench`)
 
 
 @dataclass
@@ -43,6 +46,11 @@ class Runner:
     forward: Forward
     name: str = ""  # the model's registry name
     temperature: float = 1.0  # logits are divided by it before the softmax (fitted after training; 1 if not)
+    chosen_by: str = ""  # why this backend, when `auto` chose it
+
+    def describe(self) -> str:
+        """'backend openvino-int8 (auto: ...)', the line verbs print first."""
+        return f"backend {self.backend}" + (f" ({self.chosen_by})" if self.chosen_by else "")
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -83,7 +91,7 @@ def _fresh(art: Artifact, device: torch.device) -> torch.nn.Module:
 
 
 @BACKENDS.register("eager", help="PyTorch fp32, as trained")
-def _eager(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+def _eager(art: Artifact, device: torch.device, calib: Calibration | None) -> Forward:
     model = _fresh(art, device)
     return lambda x: model(x.to(device)).float().cpu()
 
@@ -96,12 +104,12 @@ def _autocast_bf16(model: torch.nn.Module, device: torch.device) -> Forward:
 
 
 @BACKENDS.register("eager-bf16", help="PyTorch bf16 autocast, channels-last")
-def _eager_bf16(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+def _eager_bf16(art: Artifact, device: torch.device, calib: Calibration | None) -> Forward:
     return _autocast_bf16(_fresh(art, device).to(memory_format=torch.channels_last), device)
 
 
 @BACKENDS.register("compile", help="torch.compile (frozen weights) of the bf16 channels-last model")
-def _compile(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+def _compile(art: Artifact, device: torch.device, calib: Calibration | None) -> Forward:
     run = _autocast_bf16(torch.compile(_fresh(art, device).to(memory_format=torch.channels_last)), device)
 
     def frozen(x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +120,7 @@ def _compile(art: Artifact, device: torch.device, calib: torch.Tensor | None) ->
 
 
 @BACKENDS.register("torchscript", help="traced, frozen TorchScript (optimised for inference where it can be)")
-def _torchscript(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+def _torchscript(art: Artifact, device: torch.device, calib: Calibration | None) -> Forward:
     model, example = _fresh(art, torch.device("cpu")), example_batch(art.preprocess)
     frozen = torch.jit.freeze(torch.jit.trace(model, example))
     try:
@@ -125,32 +133,69 @@ def _torchscript(art: Artifact, device: torch.device, calib: torch.Tensor | None
     return lambda x: frozen(x.cpu())
 
 
-def _via_file(art: Artifact, write: Callable, name: str, calib: torch.Tensor | None) -> Forward:
+def _via_file(art: Artifact, write: Callable, name: str, calib: Calibration | None) -> Forward:
     with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime holds the model in memory once the session exists
         path = Path(tmp) / name
-        write(art, path, ExportOptions(calib=calib, int8_reduce_range=cpu_kind().int8_reduce_range))
+        images = calib.images if calib is not None else None
+        write(art, path, ExportOptions(calib=images, int8_reduce_range=cpu_kind().int8_reduce_range))
         return ort_session(path)
 
 
 @BACKENDS.register("onnxruntime", help="ONNX (torch.export) on ONNX Runtime's CPU provider")
-def _onnxruntime(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+def _onnxruntime(art: Artifact, device: torch.device, calib: Calibration | None) -> Forward:
     return _via_file(art, write_onnx, "model.onnx", calib)
 
 
 @BACKENDS.register("int8", help="ONNX Runtime static int8 (QDQ), calibrated on real images")
-def _int8(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
+def _int8(art: Artifact, device: torch.device, calib: Calibration | None) -> Forward:
     return _via_file(art, write_onnx_int8, "model-int8.onnx", calib)
 
 
 @BACKENDS.register("int8-x86", help="PyTorch PT2E int8 compiled to oneDNN kernels (x86 CPUs with VNNI/AMX)")
-def _int8_x86(art: Artifact, device: torch.device, calib: torch.Tensor | None) -> Forward:
-    return quantize_x86(_fresh(art, torch.device("cpu")), calib)
+def _int8_x86(art: Artifact, device: torch.device, calib: Calibration | None) -> Forward:
+    return quantize_x86(_fresh(art, torch.device("cpu")), calib.images)
+
+
+@BACKENDS.register("openvino", help="OpenVINO's CPU plugin, fp32")
+def _openvino(art: Artifact, device: torch.device, calib: Calibration | None) -> Forward:
+    return openvino_fp32(art)
+
+
+@BACKENDS.register("openvino-int8", help="OpenVINO int8 (NNCF post-training quantization), cached beside the "
+                                         "artifact")
+def _openvino_int8(art: Artifact, device: torch.device, calib: Calibration | None) -> Forward:
+    return openvino_int8(art, calib)
+
+
+# Packages a backend needs beyond torch; `auto` passes over a backend whose packages are missing.
+NEEDS = {"onnxruntime": ("onnxruntime",), "int8": ("onnxruntime",), "int8-x86": ("torchao",),
+         "openvino": ("openvino",), "openvino-int8": ("openvino", "nncf")}
+AUTO_TABLE = Path(__file__).with_name("backend_table.json")  # written by benchmarks/backend_table.py
+
+
+def auto_backend(device: str | torch.device, can_calibrate: bool) -> tuple[str, str]:
+    """(backend, why) for `--backend auto`: on a CPU, the first backend of this CPU kind's row in the measured table
+    (backends that passed the parity gate, fastest first) that is installed and, if it calibrates, has images to
+    calibrate on; eager on a GPU and on a kind the table has not measured."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        return "eager", f"auto on {device.type}"
+    kind = cpu_kind().name
+    row = json.loads(AUTO_TABLE.read_text()).get(kind) if AUTO_TABLE.exists() else None
+    if row is None:
+        return "eager", f"auto: no measured row for {kind} CPUs"
+    for name in row["order"]:
+        if name in BACKENDS.names() and all(importlib.util.find_spec(p) for p in NEEDS.get(name, ())) \
+                and (can_calibrate or name not in CALIBRATED):
+            return name, f"auto: the fastest that passes the parity gate on {kind} CPUs"
+    return "eager", f"auto on {kind}"
 
 
 def check_backends(names: list[str]) -> None:
     """Refuse unknown backend names before any work, listing the valid ones."""
     for name in names:
-        BACKENDS.get(name)
+        if name != "auto":
+            BACKENDS.get(name)
 
 
 def read_preprocess(model_path: Path) -> dict:
@@ -178,20 +223,22 @@ def _exported(path: Path, backend: str | None, device: str | torch.device) -> Ru
 
 
 def load_runner(source: Artifact | Target | str | Path, backend: str | None = None,
-                device: str | torch.device = "cpu", calib: torch.Tensor | None = None) -> Runner:
+                device: str | torch.device = "cpu", calib: Calibration | torch.Tensor | None = None) -> Runner:
     """A Runner for an artifact (loaded, or a file or run folder) on `backend` (default eager), or for an exported
     .onnx/.ts file on its own runtime. The int8 backends calibrate on `calib` (normalised real images)."""
+    if isinstance(calib, torch.Tensor):
+        calib = Calibration.of(calib)
     if not isinstance(source, Artifact):
         target = source if isinstance(source, Target) else resolve_target(source)
         if target.file.suffix in EXPORTED:
-            return _exported(target.file, backend, device)
+            return _exported(target.file, None if backend == "auto" else backend, device)
         source = load_artifact(target)
-    backend = backend or "eager"
+    backend, why = auto_backend(device, calib is not None) if backend == "auto" else (backend or "eager", "")
     build = BACKENDS.get(backend)
     if backend in CALIBRATED and calib is None:
         raise UsageError(f"the {backend} backend calibrates on real images: pass --data PATH (or give a run folder)")
     return Runner(backend, source.preprocess, source.classes, build(source, torch.device(device), calib), source.name,
-                  source.temperature)
+                  source.temperature, why)
 
 
 def open_runner(where: Target, backend: str | None = None, device: str | torch.device = "cpu",
@@ -199,5 +246,6 @@ def open_runner(where: Target, backend: str | None = None, device: str | torch.d
     """The runner for a resolved target, and its artifact (None for an exported file), each loaded once. The int8
     backends calibrate on `calib_count` images of `calib_data`, else of the run folder's own validation split."""
     art = None if where.file.suffix in EXPORTED else load_artifact(where)
-    calib = calibration_images(where, art, calib_data, calib_count) if art and backend in CALIBRATED else None
+    wants = backend in CALIBRATED or backend == "auto"  # the images are read only if the backend needs them
+    calib = calibration_for(where, art, calib_data, calib_count) if art and wants else None
     return load_runner(art or where, backend, device, calib), art

@@ -11,7 +11,7 @@ from cnnmode.errors import UsageError
 class ServeOptions:
     """Everything the server needs; every field is a `cnnmode serve` flag of the same name."""
     target: str  # a run folder, a model.pt artifact, or an exported .onnx/.ts file
-    backend: str | None = None  # runtime backend (default: eager for an artifact, the file's own for exports)
+    backend: str | None = "auto"  # runtime backend (auto: by the CPU kind; an exported file runs on its own)
     device: str = "cpu"
     host: str = "127.0.0.1"
     port: int = 8000

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from cnnmode.deploy.bench import bench
-from cnnmode.deploy.runtime import BACKENDS
+from cnnmode.deploy.runtime import BACKENDS, CALIBRATED
 from cnnmode.deploy.compress import run_prune
 from tests.conftest import run_cli
 
@@ -37,7 +37,7 @@ def test_bench_all_backends_small_batches(trained_run, tmp_path):
         assert set(row["batches"]) == {"1", "8"}
         assert all(b["img_s"] > 0 and b["p95_ms"] >= b["p50_ms"] > 0 for b in row["batches"].values())
         assert 0 <= row["accuracy"] <= 1
-        if not name.startswith("int8"):
+        if name not in CALIBRATED:
             assert row["top1_agreement"] >= 0.99
     assert json.loads((tmp_path / "b.json").read_text())["eval_data"] == "real"
 

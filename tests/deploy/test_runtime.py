@@ -1,10 +1,12 @@
 """The runtime registry: every backend behind one interface, exported files on their own runtimes."""
+import json
+
 import pytest
 import torch
 
 from cnnmode.artifact import load_artifact
-from cnnmode.deploy.runtime import BACKENDS, load_runner
-from cnnmode.deploy.samples import calibration_images, sample_images
+from cnnmode.deploy.runtime import BACKENDS, CALIBRATED, auto_backend, load_runner, open_runner
+from cnnmode.deploy.samples import Calibration, calibration_images, sample_images
 from cnnmode.errors import UsageError
 from cnnmode.rundir import resolve_target
 
@@ -26,7 +28,7 @@ def test_every_backend_gives_logits_that_agree_with_eager(loaded, backend):
     assert runner.backend == backend and runner.classes == art.classes and runner.preprocess == art.preprocess
     assert logits.dtype == torch.float32 and logits.device.type == "cpu" and logits.shape == reference.shape
     agree = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
-    assert agree >= (0.75 if backend.startswith("int8") else 1.0)
+    assert agree >= (0.75 if backend in CALIBRATED else 1.0)
 
 
 def test_int8_backends_need_calibration_images(loaded):
@@ -72,3 +74,44 @@ def test_onnx_int8_range_follows_the_cpu_in_process(loaded, vnni, monkeypatch):
     monkeypatch.setattr(runtime, "write_onnx_int8", keep)
     load_runner(art, "int8", "cpu", calib)
     assert (written[0] > 64) if vnni else (written[0] <= 64)
+
+
+def test_openvino_int8_is_cached_beside_the_artifact_and_read_back_without_calibrating(loaded, tmp_path):
+    import shutil
+    art, images, calib = loaded
+    shutil.copy(art.path, tmp_path / "model.pt")  # a fresh folder: no cache yet
+    art = load_artifact(tmp_path / "model.pt")
+    reads = []
+
+    def read():
+        reads.append(1)
+        return calib
+    first = load_runner(art, "openvino-int8", "cpu", Calibration("run:here:64", read))
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert reads == [1] and [p.rsplit(".", 1)[1] for p in cached] == ["bin", "xml"]
+    again = load_runner(art, "openvino-int8", "cpu", Calibration("run:here:64", read))
+    assert reads == [1]  # the second start read no calibration image
+    assert torch.equal(first(images), again(images))
+    load_runner(art, "openvino-int8", "cpu", Calibration("data:other:64", read))
+    assert reads == [1, 1] and len(list((tmp_path / "cache").iterdir())) == 4  # other images: another model
+
+
+def test_auto_takes_the_first_usable_backend_of_this_cpu_kinds_row(monkeypatch, tmp_path):
+    from cnnmode.deploy import runtime
+    from cnnmode.engine.cpu import cpu_kind
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({cpu_kind().name: {"order": ["openvino-int8", "not-a-backend", "onnxruntime"]}}))
+    monkeypatch.setattr(runtime, "AUTO_TABLE", table)
+    assert auto_backend("cpu", True)[0] == "openvino-int8"
+    assert auto_backend("cpu", False)[0] == "onnxruntime"  # no images to calibrate on
+    monkeypatch.setitem(runtime.NEEDS, "onnxruntime", ("no_such_package",))
+    assert auto_backend("cpu", False)[0] == "eager"  # nothing installed: eager
+    assert auto_backend("meta", True)[0] == "eager"  # not a CPU
+    table.write_text("{}")
+    backend, why = auto_backend("cpu", True)
+    assert backend == "eager" and "no measured row" in why
+
+
+def test_auto_on_a_run_folder_says_what_it_chose(trained_run):
+    runner, _ = open_runner(resolve_target(trained_run), "auto")
+    assert runner.backend in BACKENDS.names() and runner.describe().startswith(f"backend {runner.backend} (auto")

@@ -26,7 +26,7 @@ class VideoOptions:
     stride: int = 1
     threshold: float = 0.7
     topk: int = 1
-    backend: str | None = None
+    backend: str | None = "auto"  # auto: the fastest that passes the parity gate on this CPU kind
     device: str = "cpu"
     batch_size: int = 8
     csv: str | None = None
@@ -71,6 +71,7 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
     options.check()
     runner, _ = open_runner(resolve_target(target), options.backend, options.device, options.calib_data,
                             CALIB_IMAGES)
+    say(runner.describe())
     source = open_source(options.source)
     window = None
     if options.show:
