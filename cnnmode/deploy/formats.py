@@ -2,6 +2,7 @@
 reach). `export` wraps each with the same verify-and-report step; the runtime registry reuses the writers."""
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +79,13 @@ def write_onnx_int8(art: Artifact, path: Path, opts: ExportOptions) -> None:
     prepared = path.with_name(path.name + ".pre.onnx")
     try:
         # fold BatchNorm into the convolutions and infer shapes first, so the int8 graph quantizes fused convs
-        quant_pre_process(str(fp32), str(prepared))
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # ONNX shapes suffice for CNNs
+        logging.disable(logging.WARNING)  # the quantizer warns on the root logger for every 1-D weight
         quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         reduce_range=opts.int8_reduce_range)
     finally:
+        logging.disable(logging.NOTSET)
         for leftover in (fp32, prepared):
             leftover.unlink(missing_ok=True)
             leftover.with_name(leftover.name + ".data").unlink(missing_ok=True)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from cnnmode.deploy.bench import bench
-from cnnmode.deploy.runtime import BACKENDS, CALIBRATED
+from cnnmode.deploy.runtime import BACKENDS, CALIBRATED, auto_backend
 from cnnmode.deploy.compress import run_prune
 from tests.conftest import run_cli
 
@@ -49,3 +49,13 @@ def test_bench_cli_prints_one_row_per_backend_and_batch(trained_run, tmp_path):
     rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
     assert len(rows) == 4 and "torchscript" in result.stdout and "1.0x" in rows[0]
     assert json.loads((tmp_path / "b.json").read_text())["backends"]["torchscript"]["batches"]["4"]["img_s"] > 0
+
+
+def test_bench_by_default_names_the_auto_backend_first_and_compares_it_with_eager(trained_run, tmp_path):
+    result = run_cli("bench", str(trained_run), "--batch-sizes", "2", "--out", str(tmp_path / "b.json"))
+    assert result.returncode == 0, result.stderr
+    chosen = auto_backend("cpu", can_calibrate=True)[0]
+    assert result.stdout.splitlines()[0].startswith(f"auto: backend {chosen} (auto")
+    rows = json.loads((tmp_path / "b.json").read_text())["backends"]
+    assert list(rows) == ["auto", "eager"] and rows["auto"]["backend"] == chosen
+    assert rows["eager"]["passes_gate"] and rows["eager"]["top1_agreement"] == 1.0

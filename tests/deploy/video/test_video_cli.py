@@ -30,6 +30,7 @@ def test_annotated_video_and_csv(trained_run, video, tmp_path):
     r = run_cli("video", str(trained_run), "--source", str(video), "--output", str(out), "--csv", str(table),
                 "--topk", "2", "--stride", "2")
     assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("backend ") and "(auto" in r.stdout.splitlines()[0]  # the default, named first
     assert "30 frames read, 15 classified, 0 dropped" in r.stdout
     assert _frame_count(out) == 30 and cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == 10
     rows = table.read_text().splitlines()
