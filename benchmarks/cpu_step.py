@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import statistics
 import sys
 import time
@@ -40,24 +39,12 @@ from cnnmode.engine.device import pick_device, pick_precision  # noqa: E402
 from cnnmode.engine.loop import train_one_epoch  # noqa: E402
 from cnnmode.engine.setup import build_run_model, make_parts  # noqa: E402
 from time_to_accuracy import probe  # noqa: E402
+from train_speed import FirstBatches  # noqa: E402
 
 # (label, overrides, whether Newton-Schulz runs in bf16 whatever the CPU)
 VARIANTS = [("recipe", [], False), ("Newton-Schulz in bf16 (before)", [], True),
             ("SGD instead of Muon", ["optim.name=sgd"], False), ("no EMA", ["train.ema=0"], False),
             ("NCHW", ["train.channels_last=false"], False)]
-
-
-class FirstBatches:
-    """The first `n` batches of a loader, as a loader (so `train_one_epoch` times exactly those steps)."""
-
-    def __init__(self, loader, n: int) -> None:
-        self.loader, self.n = loader, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        return itertools.islice(iter(self.loader), self.n)
 
 
 def recipe_config(recipe: str, data: str, extra: list[str]):

@@ -192,10 +192,10 @@ def auto_backend(device: str | torch.device, can_calibrate: bool) -> tuple[str, 
 
 
 def check_backends(names: list[str]) -> None:
-    """Refuse unknown backend names before any work, listing the valid ones."""
+    """Refuse unknown backend names before any work, listing the valid ones (`auto` among them)."""
     for name in names:
-        if name != "auto":
-            BACKENDS.get(name)
+        if name != "auto" and name not in BACKENDS.names():
+            raise UsageError(f"unknown backend '{name}'; choose one of: auto, {', '.join(BACKENDS.names())}")
 
 
 def read_preprocess(model_path: Path) -> dict:
@@ -228,6 +228,7 @@ def load_runner(source: Artifact | Target | str | Path, backend: str | None = No
     .onnx/.ts file on its own runtime. The int8 backends calibrate on `calib` (normalised real images)."""
     if isinstance(calib, torch.Tensor):
         calib = Calibration.of(calib)
+    check_backends([backend or "eager"])
     if not isinstance(source, Artifact):
         target = source if isinstance(source, Target) else resolve_target(source)
         if target.file.suffix in EXPORTED:

@@ -37,7 +37,7 @@ def test_int8_backends_need_calibration_images(loaded):
 
 
 def test_unknown_backend_lists_the_registry(loaded):
-    with pytest.raises(UsageError, match="unknown backend 'tensorrt'; choose one of: compile, eager"):
+    with pytest.raises(UsageError, match="unknown backend 'tensorrt'; choose one of: auto, compile, eager"):
         load_runner(loaded[0], "tensorrt")
 
 
