@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from cnnmode.deploy.bench import bench  # noqa: E402
 from cnnmode.deploy.runtime import AUTO_TABLE, BACKENDS, MIN_AGREEMENT  # noqa: E402
 from cnnmode.engine.cpu import cpu_kind  # noqa: E402
-from time_to_accuracy import probe  # noqa: E402
+from time_to_accuracy import probe as bf16_probe  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -37,6 +37,11 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def probe() -> str:
+    """The shared probe (bf16 training steps), where bf16 has kernels; elsewhere it would time an emulation."""
+    return bf16_probe() if cpu_kind().bf16 else "n/a (bf16 is emulated on this CPU kind)"
 
 
 def main() -> None:

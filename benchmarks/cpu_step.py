@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from backend_table import cpu_name  # noqa: E402
+from backend_table import cpu_name, probe  # noqa: E402
 from cnnmode.config import resolve_config  # noqa: E402
 from cnnmode.data import build_data  # noqa: E402
 from cnnmode.engine import optim  # noqa: E402
@@ -38,7 +38,6 @@ from cnnmode.engine.cpu import cpu_kind  # noqa: E402
 from cnnmode.engine.device import pick_device, pick_precision  # noqa: E402
 from cnnmode.engine.loop import train_one_epoch  # noqa: E402
 from cnnmode.engine.setup import build_run_model, make_parts  # noqa: E402
-from time_to_accuracy import probe  # noqa: E402
 from train_speed import FirstBatches  # noqa: E402
 
 # (label, overrides, whether Newton-Schulz runs in bf16 whatever the CPU)
