@@ -41,7 +41,7 @@ def cpu_name() -> str:
 
 def probe() -> str:
     """The shared probe (bf16 training steps), where bf16 has kernels; elsewhere it would time an emulation."""
-    return bf16_probe() if cpu_kind().bf16 else "n/a (bf16 is emulated on this CPU kind)"
+    return f"{bf16_probe()} img/s" if cpu_kind().bf16 else "n/a (bf16 is emulated on this CPU kind)"
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     names = args.backends.split(",")
     kind = cpu_kind().name
-    print(f"CPU: {cpu_name()} ({kind}); probe before: {probe()} img/s", flush=True)
+    print(f"CPU: {cpu_name()} ({kind}); probe before: {probe()}", flush=True)
     speeds: dict[str, dict[int, list[float]]] = {n: {b: [] for b in sizes} for n in names}
     agreement: dict[str, float] = {}
     for round_ in range(args.rounds):
@@ -65,7 +65,7 @@ def main() -> None:
             for b in sizes:
                 speeds[name][b].append(row["batches"][str(b)]["img_s"])
         print(f"round {round_ + 1}: " + ", ".join(f"{n} {speeds[n][sizes[-1]][-1]:.0f}" for n in names), flush=True)
-    print(f"probe after: {probe()} img/s")
+    print(f"probe after: {probe()}")
     median = {n: {b: statistics.median(v) for b, v in per.items()} for n, per in speeds.items()}
     score = {n: math.exp(statistics.mean(math.log(v) for v in median[n].values())) for n in names}
     passing = sorted((n for n in names if agreement[n] >= MIN_AGREEMENT), key=score.get, reverse=True)

@@ -99,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     kind = cpu_kind()
     print(f"CPU: {cpu_name()} ({kind.name}; amp {kind.amp_dtype}, Newton-Schulz in {kind.newton_schulz_dtype}); "
-          f"{torch.get_num_threads()} threads; probe before: {probe()} img/s", flush=True)
+          f"{torch.get_num_threads()} threads; probe before: {probe()}", flush=True)
     variants = VARIANTS if args.variants else VARIANTS[:1]
     summary = []
     for recipe in args.recipes:
@@ -113,7 +113,7 @@ def main() -> None:
         base = statistics.median(bare)
         for label, values in timed.items():
             summary.append((recipe, label, base, statistics.median(values)))
-    print(f"probe after: {probe()} img/s\n")
+    print(f"probe after: {probe()}\n")
     print("| recipe | step | bare fp32 ms | recipe ms | ratio |")
     print("|---|---|---|---|---|")
     for recipe, label, base, ms in summary:

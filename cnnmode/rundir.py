@@ -5,12 +5,13 @@ and `resolve_target` is the one place that turns "a run folder or an artifact fi
 """
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
+
+import filelock
 
 from cnnmode.errors import UsageError
 
@@ -106,43 +107,39 @@ class RunDir:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Make the folder and hold an exclusive OS lock on it (released on exit, and by the OS when the process
-        dies); a second process that wants the same folder gets a one-line error instead of mixing two runs."""
+        """Make the folder and hold an exclusive OS lock on it (flock on POSIX, msvcrt on Windows, through
+        filelock; released on exit, and by the OS when the process dies); a second process that wants the same
+        folder gets a one-line error instead of mixing two runs."""
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / ".lock", "a+")
+        lock = self._lock()
         try:
-            import fcntl
-        except ImportError:  # not POSIX (Windows): no lock
-            fcntl = None
+            lock.acquire(blocking=False)
+        except filelock.Timeout:
+            raise UsageError(f"{self} is in use by another cnnmode process; wait for it to end or pick "
+                             "another run.name") from None
         try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise UsageError(f"{self} is in use by another cnnmode process; wait for it to end or pick "
-                                     "another run.name") from None
-                handle.seek(0)
-                handle.truncate()
-                handle.write(f"{os.getpid()}\n")
-                handle.flush()
             yield
         finally:
-            handle.close()  # closing the file releases the lock
+            lock.release()
 
     def in_use(self) -> bool:
         """True while a process holds the folder's lock (a run in progress)."""
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: runs are not locked
+        if not (self.path / ".lock").exists():
             return False
+        lock = self._lock()
         try:
-            with open(self.path / ".lock", "a+") as handle:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+            lock.acquire(blocking=False)
+        except filelock.Timeout:
             return True
         except OSError:  # e.g. a read-only copy of a run folder
             return False
+        lock.release()
         return False
+
+    def _lock(self) -> filelock.FileLock:
+        # a fresh lock object each time (not filelock's per-path singleton), so this process's own lock counts
+        # as "in use" too
+        return filelock.FileLock(self.path / ".lock", thread_local=False)
 
     def __str__(self) -> str:
         return str(self.path)

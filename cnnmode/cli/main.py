@@ -27,8 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tolerate_console_encoding() -> None:
+    """A console that cannot show a character (a Windows code page, LANG=C) gets `?` instead of a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cnnmode` console script."""
+    tolerate_console_encoding()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
         sys.stdout = open(os.devnull, "w")  # under torchrun only rank 0 prints progress; errors still reach stderr
     parser = build_parser()

@@ -158,7 +158,8 @@ class RunConfig:
     tensorboard: bool = opt(False, "also write TensorBoard events (the same as adding tensorboard to run.trackers)")
     trackers: list[str] = opt([], "experiment trackers fed every epoch and at the end: tensorboard (scalars, "
                               "figures, graph, hparams), mlflow (sqlite:///<run.dir>/mlflow.db, or "
-                              "MLFLOW_TRACKING_URI); comma-separated", ("tensorboard", "mlflow"))
+                              "MLFLOW_TRACKING_URI), wandb (offline in the run folder unless an API key is set); comma-separated",
+                              ("tensorboard", "mlflow", "wandb"))
 
 
 @dataclass

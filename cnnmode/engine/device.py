@@ -119,9 +119,11 @@ def peak_memory_mb(device: torch.device) -> float:
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
+    import psutil
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    info = psutil.Process().memory_info()
+    # Windows reports the peak working set; macOS has no peak through psutil, so the resident size now
+    return getattr(info, "peak_wset", info.rss) / 2**20
 
 
 def reset_peak_memory(device: torch.device) -> None:

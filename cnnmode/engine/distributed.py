@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
+from cnnmode.engine.cpu import usable_cores
 from cnnmode.errors import UsageError
 
 
@@ -45,7 +46,7 @@ def kill_if_asked(step: int, world_: "World") -> None:
     at = os.environ.get("CNNMODE_TEST_KILL_AT_STEP")
     if at and step == int(at) and restart_count() == 0 and \
             world_.rank == int(os.environ.get("CNNMODE_TEST_KILL_RANK", "0")):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))  # Windows has no SIGKILL
 
 
 def world() -> World:
@@ -101,8 +102,7 @@ def run_id() -> str:
 
 def cpu_threads(w: World) -> int:
     """The cores this machine's ranks share fairly: cores / local ranks (at least 1)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, w.local_size))
+    return max(1, usable_cores() // max(1, w.local_size))
 
 
 def rank_device(w: World, requested: str) -> torch.device | None:

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 
 import optuna
 
+from cnnmode.engine.cpu import usable_cores
 from cnnmode.errors import CnnModeError, UsageError
 from cnnmode.experiments import search
 
@@ -213,7 +214,7 @@ def run_shared(study: optuna.Study, job: Job, jobs: int | None, log: Callable[[s
     if jobs is None:
         work(study, job, log)
         return
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    threads = max(1, usable_cores() // jobs)
     for index, code, pid in launch(job, jobs, threads, log):
         if code != 0:
             why = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"

@@ -6,6 +6,7 @@ server or TensorBoard sees what the run folder holds.
     finish(job)           final metrics, figures, report, model card and model.pt
     close(ok)             the run ends (failed when training raised)
 
+Weights & Biases writes to `<run folder>/wandb/` offline unless an API key is set (`wandb sync` uploads it later).
 MLflow logs to `sqlite:///<run.dir>/mlflow.db` (artifacts beside it in `mlartifacts/`) unless
 MLFLOW_TRACKING_URI names a server; runs started while another is active (ablate, search, cv) are nested under it.
 """
@@ -30,6 +31,7 @@ FIGURES = ("plots/training_curves.png", "plots/predictions.png", "eval/confusion
            "eval/reliability_diagram.png", "eval/per_class_accuracy_all.png")
 FINAL_KEYS = ("accuracy", "balanced_accuracy", "top5", "f1_macro", "loss", "ece")
 MLFLOW_ID = ".mlflow_run_id"
+WANDB_ID = ".wandb_run_id"
 _SET_BY_US: set[str] = set()  # default store URIs this process pointed MLflow at  # in the run folder, so that a resumed run continues its MLflow run
 
 
@@ -117,6 +119,59 @@ class MlflowTracker:
         self.mlflow.end_run(status="FINISHED" if ok else "FAILED")
 
 
+@TRACKERS.register("wandb", "Weights & Biases: config, metrics per epoch, figures, the model as an artifact; "
+                           "offline (in the run folder) unless an API key is set")
+class WandbTracker:
+    def start(self, job, resumed: bool) -> None:
+        import wandb
+
+        id_file = job.run.path / WANDB_ID
+        run_id = id_file.read_text().strip() if resumed and id_file.exists() else None
+        env = job.parts.setup
+        self.wandb = wandb
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "cnnmode"), name=job.run.path.name,
+                              id=run_id, resume="allow" if run_id else None, dir=str(job.run.path),
+                              mode=wandb_mode(), config=flatten(job.cfg.to_dict()),
+                              tags=[t for t in (job.cfg.recipe, job.cfg.model.name, env.device.type) if t],
+                              notes=f"git commit {git_commit()}; precision {env.precision.name}")
+        id_file.write_text(self.run.id)
+        self.step = 0
+
+    def epoch(self, epoch: int, row: dict) -> None:
+        self.step = epoch
+        self.run.log({k: v for k, v in row.items() if k != "epoch"} | {"epoch": epoch}, step=epoch)
+
+    def finish(self, job) -> None:
+        self.run.summary.update(_final(job))
+        images = {Path(name).stem: self.wandb.Image(str(job.run.path / name)) for name in FIGURES
+                  if (job.run.path / name).exists()}
+        if images:
+            self.run.log(images, step=self.step)
+        artifact = self.wandb.Artifact(f"model-{self.run.id}", type="model", metadata=_final(job))
+        for path in (job.run.model, job.run.model_card, job.run.metrics, job.run.config, job.run.report):
+            if path.exists():
+                artifact.add_file(str(path))
+        self.run.log_artifact(artifact)
+
+    def close(self, ok: bool) -> None:
+        self.run.finish(exit_code=0 if ok else 1)
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE when set; else online with an API key (WANDB_API_KEY, or `wandb login`'s netrc entry), else
+    offline, so a run never waits on a login prompt or a network it does not have."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+
+        return "online" if netrc.netrc().authenticators("api.wandb.ai") else "offline"
+    except (OSError, netrc.NetrcParseError):
+        return "offline"
+
+
 def use_mlflow(runs_dir: Path):
     """The mlflow module pointed at the store: MLFLOW_TRACKING_URI, else sqlite:///<runs_dir>/mlflow.db with
     artifacts in <runs_dir>/mlartifacts; the experiment is MLFLOW_EXPERIMENT_NAME or `cnnmode`."""
@@ -153,7 +208,7 @@ def _require(name: str) -> None:
     """A one-line error naming the package a tracker needs, before the run folder is made."""
     import importlib.util
 
-    package, install = {"mlflow": ("mlflow", "mlflow-skinny (or mlflow)"),
+    package, install = {"mlflow": ("mlflow", "mlflow-skinny (or mlflow)"), "wandb": ("wandb", "wandb"),
                         "tensorboard": ("tensorboard", "tensorboard")}[name]
     if importlib.util.find_spec(package) is None:
         raise UsageError(f"run.trackers={name} needs the {package} package: pip install {install}")

@@ -2,6 +2,10 @@
 runs are nested under one MLflow parent run."""
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+from typing import Iterator
+
 import pytest
 
 from cnnmode import train
@@ -56,5 +60,57 @@ def test_an_ablation_nests_its_runs_under_one_parent(tmp_path, tiny_tree):
 
 
 def test_unknown_tracker_is_one_clear_error():
-    with pytest.raises(UsageError, match="choose from: tensorboard, mlflow"):
-        resolve_config(overrides=["run.trackers=wandb"])
+    with pytest.raises(UsageError, match="choose from: tensorboard, mlflow, wandb"):
+        resolve_config(overrides=["run.trackers=neptune"])
+
+
+def wandb_records(path: Path) -> Iterator:
+    """The records of an offline run's `run-ID.wandb` file, parsed by wandb's own protobuf messages. The file is
+    a LevelDB-style log (a 7-byte `:W&B` header, then 32 KiB blocks of checksummed chunks); wandb 0.31 reads it
+    only in its Go core, so the framing is unpacked here."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or (kind == 0 and length == 0):  # the rest of a block is padding
+            pos += left
+            continue
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def test_wandb_writes_an_offline_run_without_a_key(tmp_path, tiny_tree, monkeypatch):
+    pytest.importorskip("wandb")
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login, no user settings
+    cfg = resolve_config(overrides=fast_overrides(tmp_path, tiny_tree, **{
+        "run.name": "wb", "train.epochs": 2, "run.trackers": "wandb"}))
+    run = train(cfg, quiet=True)
+    [offline] = (run / "wandb").glob("offline-run-*")  # offline, in the run folder
+    records = list(wandb_records(next(offline.glob("run-*.wandb"))))
+    [started] = [r.run for r in records if r.HasField("run")]
+    assert started.display_name == "wb" and "simplecnn" in started.tags
+    assert started.run_id == (run / ".wandb_run_id").read_text()
+    config = {item.key: item.value_json for item in started.config.update}
+    assert config["model.name"] == '"simplecnn"' and config["train.epochs"] == "2"
+    rows = [{i.key or "/".join(i.nested_key): i.value_json for i in r.history.item} for r in records
+            if r.HasField("history")]
+    assert [row["epoch"] for row in rows] == ["1", "2"] and all("val_acc" in row for row in rows)
+    assert '"image-file"' == rows[-1]["confusion_matrix_normalized/_type"]
+    summary = {i.key: i.value_json for r in records if r.HasField("summary") for i in r.summary.update}
+    assert 0 <= float(summary["test_accuracy"]) <= 1
+    [artifact] = [r.artifact for r in records if r.HasField("artifact")]
+    assert artifact.type == "model" and {"model.pt", "MODEL_CARD.md", "metrics.json"} <= \
+        {m.path for m in artifact.manifest.contents}
+    assert [r.exit.exit_code for r in records if r.HasField("exit")] == [0]
+    assert list((offline / "files" / "media" / "images").glob("training_curves_*.png"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -72,11 +73,13 @@ class CsvOutput:
 
 def window_problem() -> str | None:
     """Why a window cannot be opened here (no display, or OpenCV built without GUI support), or None."""
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    # Windows and macOS always have a desktop; elsewhere a window needs an X11 or Wayland display
+    if sys.platform not in ("win32", "darwin") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return "no display"
     gui = next((line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")), "")
     if "NONE" in gui.upper():
-        return "OpenCV was built without GUI support (opencv-python-headless)"
+        return ("OpenCV was built without GUI support (opencv-python-headless); for a window: "
+                "pip uninstall -y opencv-python-headless && pip install opencv-python")
     try:
         cv2.namedWindow("cnnmode video", cv2.WINDOW_NORMAL)
     except cv2.error as e:

@@ -1,0 +1,150 @@
+"""The `speed` recipe and the public airbench94_muon side by side on this CPU, both in fp32.
+
+    python benchmarks/airbench_side_by_side.py --airbench PATH/airbench94_muon.py \
+        --data ../shared/datasets/cifar10-jpeg.tar.gz [--subset 1.0] [--only speed|airbench]
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/airbench_side_by_side.py ...   # an AVX2 CPU
+
+airbench94_muon.py (github.com/KellerJordan/cifar10-airbench: fetch it yourself, never commit it) is written for
+one CUDA GPU. Its own file runs here with the least change that lets it run on a CPU in fp32, each change checked
+to apply: tensors on the CPU, fp16 weights and images in fp32, its Newton-Schulz in fp32 (not bf16, which an
+AVX2 CPU can only emulate), no torch.compile, and CUDA events replaced by the wall clock. Its data is the same
+JPEG copy of CIFAR-10 that `cnnmode` reads, decoded into the train.pt/test.pt files it expects (with --subset,
+the first fraction of each class's training images; the test set stays whole). Then `cnnmode train --recipe
+speed` runs on the same fraction (`data.subset`). Prints, for each: test accuracy (airbench's with its own TTA,
+ours with the recipe's), training time as each reports it, and wall time; and the CPU, its kind and the probe.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+# (what airbench94_muon.py says, what it says here); every one must be found, so a changed upstream file fails loudly
+PATCHES = [("@torch.compile\ndef zeropower_via_newtonschulz5", "def zeropower_via_newtonschulz5"),
+           ("X = G.bfloat16()", "X = G.float()"),
+           ('map_location=torch.device("cuda")', 'map_location=torch.device("cpu")'),
+           ("self.images.half()", "self.images.float()"),
+           ("mod.half()", "mod.float()")]
+
+DRIVER = """
+import json, sys, time, torch
+class WallClockEvent:
+    def __init__(self, enable_timing=True): self.t = None
+    def record(self): self.t = time.perf_counter()
+    def elapsed_time(self, end): return 1000 * (end.t - self.t)
+torch.cuda.Event = WallClockEvent
+torch.cuda.synchronize = lambda *a, **k: None
+sys.path.insert(0, sys.argv[1])
+import airbench_cpu as ab
+model = ab.CifarNet().to(memory_format=torch.channels_last)
+start = time.perf_counter()
+acc = ab.main(0, model)
+print(json.dumps({"accuracy": acc, "wall_s": time.perf_counter() - start}))
+"""
+
+
+def decode_split(archive: str, split: str, subset: float) -> dict:
+    """One split of the JPEG copy as airbench stores CIFAR-10: uint8 NHWC images, int64 labels, class names."""
+    import torch
+
+    by_class: dict[str, list[str]] = {c: [] for c in CLASSES}
+    images, labels = [], []
+    with tarfile.open(archive) as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")}
+        for name in members:
+            parts = name.split("/")
+            if parts[-3] == split:
+                by_class[parts[-2]].append(name)
+        for label, cls in enumerate(CLASSES):
+            names = sorted(by_class[cls])
+            keep = names if subset >= 1 else names[:max(1, round(subset * len(names)))]
+            for name in keep:
+                img = Image.open(io.BytesIO(tar.extractfile(members[name]).read())).convert("RGB")
+                images.append(np.asarray(img, dtype=np.uint8))
+                labels.append(label)
+    return {"images": torch.from_numpy(np.stack(images)), "labels": torch.tensor(labels), "classes": CLASSES}
+
+
+def patched_source(path: Path) -> str:
+    """airbench94_muon.py with PATCHES applied; a patch that no longer applies stops the benchmark."""
+    text = path.read_text()
+    for old, new in PATCHES:
+        if old not in text:
+            raise SystemExit(f"{path}: cannot find {old!r}; this benchmark patches the upstream file as of 2024-2025")
+        text = text.replace(old, new)
+    return text
+
+
+def run_airbench(path: Path, archive: str, subset: float, work: Path) -> dict:
+    """Train airbench94_muon once on this CPU in fp32 (its own schedule: 8 epochs, batch 2000, TTA)."""
+    import torch
+
+    data = work / "cifar10"
+    data.mkdir(parents=True, exist_ok=True)
+    torch.save(decode_split(archive, "train", subset), data / "train.pt")
+    torch.save(decode_split(archive, "test", 1.0), data / "test.pt")
+    (work / "airbench_cpu.py").write_text(patched_source(path))
+    done = subprocess.run([sys.executable, "-c", DRIVER, str(work)], cwd=work, capture_output=True, text=True)
+    print(done.stdout, end="")
+    if done.returncode:
+        raise SystemExit(f"airbench failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    last_row = [line for line in done.stdout.splitlines() if "eval" in line]
+    result["train_s"] = float(last_row[-1].split("|")[-2]) if last_row else None
+    return result
+
+
+def run_speed(archive: str, subset: float, work: Path) -> dict:
+    """Train `cnnmode train --recipe speed` once on the same fraction of the data."""
+    overrides = [f"data.path={archive}", f"run.dir={work}", "run.name=speed", "train.seed=0"]
+    if subset < 1:
+        overrides.append(f"data.subset={subset}")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cnnmode", "train", "--recipe", "speed", "--quiet", *overrides],
+                   check=True, cwd=ROOT)
+    m = json.loads((work / "speed" / "metrics.json").read_text())
+    return {"accuracy": m["test"]["accuracy"], "train_s": m["train_time_s"], "wall_s": time.perf_counter() - start}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--airbench", required=True, type=Path, help="path to airbench94_muon.py")
+    ap.add_argument("--data", required=True, help="the CIFAR-10 JPEG archive")
+    ap.add_argument("--subset", type=float, default=1.0, help="fraction of each class's training images")
+    ap.add_argument("--only", choices=["speed", "airbench"], help="run one side only")
+    args = ap.parse_args()
+    from backend_table import cpu_name, probe
+    from cnnmode.engine.cpu import cpu_kind
+
+    print(f"CPU: {cpu_name()} ({cpu_kind().name}); probe before: {probe()}", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="airbench-") as tmp:
+        if args.only != "airbench":
+            results["cnnmode speed recipe"] = run_speed(args.data, args.subset, Path(tmp) / "runs")
+        if args.only != "speed":
+            results["airbench94_muon (fp32, CPU)"] = run_airbench(args.airbench, args.data, args.subset, Path(tmp))
+    print(f"probe after: {probe()}\n")
+    print(f"| training ({args.subset:.0%} of the training images) | test accuracy | training time s | wall s |")
+    print("|---|---|---|---|")
+    for name, r in results.items():
+        train = f"{r['train_s']:.0f}" if r.get("train_s") is not None else "n/a"
+        print(f"| {name} | {100 * r['accuracy']:.2f}% | {train} | {r['wall_s']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
