@@ -14,6 +14,7 @@ from typing import Iterator
 import filelock
 
 from cnnmode.errors import UsageError
+from cnnmode.pretrained import shipped_names, shipped_path
 
 
 @dataclass(frozen=True)
@@ -155,21 +156,29 @@ class Target:
     """What a verb was pointed at: the model file to load, and the run folder when it was given one."""
     file: Path
     run: RunDir | None = None
+    shipped: str | None = None  # the name of a model that ships with the package
 
     @property
     def home(self) -> Path:
-        """Where a verb's outputs go by default: the run folder, else the model file's folder."""
+        """Where a verb's outputs go by default: the run folder, else the model file's folder; for a shipped model
+        (installed with the package) `NAME-outputs` in the working folder."""
+        if self.shipped:
+            return Path.cwd() / f"{self.shipped}-outputs"
         return self.run.path if self.run is not None else self.file.parent
 
 
 def resolve_target(target: str | Path) -> Target:
-    """A run folder (its model.pt) or a model file (an artifact, or an exported .onnx/.ts)."""
+    """A run folder (its model.pt), a model file (an artifact, or an exported .onnx/.ts), or the name of a model
+    that ships with the package (`cifar10`; a file or folder of that name comes first)."""
     path = Path(target)
     if path.is_dir():
         run = RunDir(path)
         if not run.model.is_file():
             raise UsageError(f"no artifact at {run.model} (is {path} a finished run folder?)")
         return Target(run.model, run if run.is_run() else None)
+    if not path.exists() and (shipped := shipped_path(str(target))) is not None:
+        return Target(shipped, shipped=str(target))
     if not path.is_file():
-        raise UsageError(f"no model at {path}: give a run folder or a model.pt / .onnx / .ts file")
+        raise UsageError(f"no model at {path}: give a run folder, a model.pt / .onnx / .ts file, or a shipped "
+                         f"model ({', '.join(shipped_names()) or 'none installed'})")
     return Target(path)

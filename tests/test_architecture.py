@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "cnnmode"
 FLOORS = [
     {"errors"},                        # one-line errors with their exit codes
-    {"files", "registry"},             # atomic writes and safe loads; the Registry
+    {"files", "registry", "pretrained"},  # atomic writes and safe loads; the Registry; the shipped models
     {"models"},                        # the model registry and the built-in models
     {"config", "rundir"},              # the config object and recipes; a run folder's file names
     {"data", "artifact"},              # sources → loaders; the artifact file

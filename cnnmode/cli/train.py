@@ -37,6 +37,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        return list_shipped()
     from cnnmode.models import MODELS, param_count
 
     names = [n for n in MODELS.names() if not n.startswith("tv:")] + [n for n in MODELS.names() if n.startswith("tv:")]
@@ -45,6 +47,19 @@ def cmd_models(args: argparse.Namespace) -> int:
         count = param_count(name, img_size=224 if name.startswith("tv:") else 32)
         text = f"{count / 1e6:.2f} M" if count is not None else imagenet_params(name)
         print(f"{name:<26} {text:>10}  {MODELS.describe(name)}")
+    return 0
+
+
+def list_shipped() -> int:
+    """The models installed with the package, usable by name wherever a verb takes a run folder or a model file."""
+    from cnnmode.pretrained import HERE, shipped_info, shipped_names
+
+    print("shipped models (give the name where a run folder or model file goes: cnnmode predict NAME IMAGE)")
+    for name in shipped_names():
+        info = shipped_info(name)
+        print(f"{name:<10} {info['model']:<14} {len(info['classes'])} classes at {info['img_size']} px  "
+              f"test accuracy {100 * info['test_accuracy']:.2f}% ({info['test_set']})  "
+              f"{(HERE / f'{name}.pt').stat().st_size / 2**20:.1f} MiB  card: {HERE / f'{name}.md'}")
     return 0
 
 
@@ -86,7 +101,11 @@ def add_parsers(verbs) -> None:
     p.set_defaults(func=cmd_distill)
 
     verbs.add_parser("recipes", help="list named recipes").set_defaults(func=cmd_recipes)
-    verbs.add_parser("models", help="list registered models with their parameter counts",
-                     description="Every registered model: CNN Mode's own, and every torchvision classification "
-                                 "builder as tv:NAME. * = counted with the 1000-class ImageNet head.").set_defaults(
-        func=cmd_models)
+    p = verbs.add_parser("models", help="list registered models with their parameter counts (--pretrained: the "
+                                        "trained models that ship with cnnmode)",
+                         description="Every registered model: CNN Mode's own, and every torchvision classification "
+                                     "builder as tv:NAME. * = counted with the 1000-class ImageNet head.")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the trained models installed with the package instead (usable by name: "
+                        "cnnmode predict cifar10 photo.jpg)")
+    p.set_defaults(func=cmd_models)
