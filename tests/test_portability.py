@@ -21,7 +21,7 @@ from cnnmode.errors import UsageError
 from cnnmode.rundir import RunDir
 from tests.conftest import CLASSES, fast_overrides
 from tests.deploy.video.conftest import write_video
-from tests.serve.conftest import free_port, png
+from tests.serve.conftest import png, start_server
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cnnmode"
 POSIX_ONLY = {"resource", "fcntl", "termios", "tty", "pty", "pwd", "grp", "posix", "crypt", "syslog"}
@@ -75,20 +75,9 @@ def test_train_eval_predict_video_and_serve_without_resource_and_fcntl(tiny_tree
     assert video.returncode == 0, video.stderr
     assert len((tmp_path / "frames.csv").read_text().splitlines()) == 1 + 10
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", WITHOUT_POSIX, "serve", str(run), "--port", str(port),
-                               "--backend", "eager", "--threads", "1"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    server, url = start_server(run, "--backend", "eager", "--threads", "1", launch=("-c", WITHOUT_POSIX))
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.stderr.read()
-            __import__("time").sleep(0.1)
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/predict", files=[("files", ("a.png", png(1)))], timeout=30)
+        answer = httpx.post(f"{url}/v1/predict", files=[("files", ("a.png", png(1)))], timeout=30)
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"][0]["top"][0]["class"] in CLASSES
     finally:
