@@ -21,7 +21,7 @@ train: setup
 	$(BIN)/cnnmode train --recipe $(RECIPE) data.path=$(DATA) $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup  # one worker per core, each with its share of threads
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -59,13 +59,19 @@ def recipe_ms(recipe: str, data: str, steps: int, extra: list[str], ns_bf16: boo
     device = pick_device("cpu")
     bundle = build_data(cfg, device)
     model, _ = build_run_model(cfg, bundle, info=lambda line: None)
-    parts = make_parts(cfg, model, len(bundle.train), device, pick_precision(cfg.train.amp, device))
+    parts = make_parts(cfg, model, steps_per_epoch=len(bundle.train), device=device,
+                       precision=pick_precision(cfg.train.amp, device))
+
+    def run(steps: int) -> dict:  # the recipe's step: criterion, optimizer step, then schedule and EMA
+        return train_one_epoch(parts.forward_model, FirstBatches(bundle.train, steps), parts.criterion, parts.step,
+                               on_step=lambda *_: parts.after_step())
+
     patch = mock.patch.object(optim, "iteration_dtype", lambda d: torch.bfloat16) if ns_bf16 else contextlib.nullcontext()
     with patch:
         bundle.train.set_epoch(1)
-        train_one_epoch(parts.forward_model, FirstBatches(bundle.train, 2), parts.setup)
+        run(2)
         bundle.train.set_epoch(2)
-        return 1000 * train_one_epoch(parts.forward_model, FirstBatches(bundle.train, steps), parts.setup)["time"] / steps
+        return 1000 * run(steps)["time"] / steps
 
 
 def bare_ms(recipe: str, data: str, steps: int) -> float:

@@ -36,10 +36,10 @@ def timed_build(data: str, root: str) -> float:
 
 def loader_share(data: str, recipe: str, steps: int, rounds: int) -> tuple[float, float, float]:
     """(median loader seconds per batch, median training seconds per step, loader share) for a recipe at 32 px."""
-    model, loader, setup, _ = engine_parts(
+    model, loader, criterion, setup, _ = engine_parts(
         resolve_config(recipe, overrides=[f"data.path={data}", "data.img_size=32"]))
     loader.set_epoch(1)
-    train_one_epoch(model, FirstBatches(loader, 2), setup)  # warm-up
+    train_one_epoch(model, FirstBatches(loader, 2), criterion, setup)  # warm-up
     load_s, step_s = [], []
     for round_ in range(rounds):
         loader.set_epoch(round_ + 2)
@@ -47,7 +47,7 @@ def loader_share(data: str, recipe: str, steps: int, rounds: int) -> tuple[float
         for _ in itertools.islice(iter(loader), steps):
             pass
         load_s.append((time.perf_counter() - start) / steps)
-        step_s.append(train_one_epoch(model, FirstBatches(loader, steps), setup)["time"] / steps)
+        step_s.append(train_one_epoch(model, FirstBatches(loader, steps), criterion, setup)["time"] / steps)
     load, step = statistics.median(load_s), statistics.median(step_s)
     return load, step, load / step
 

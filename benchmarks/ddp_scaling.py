@@ -61,14 +61,15 @@ def profile_worker(steps: int = 6) -> None:
     cfg = Config()
     cfg.train.batch_size = 128
     model = build_model("resnet18", num_classes=10, in_channels=3, stem="cifar", width=0, img_size=32)
-    parts = make_parts(cfg, model, steps, device, pick_precision("auto", device), world=w)
+    parts = make_parts(cfg, model, steps_per_epoch=steps, device=device, precision=pick_precision("auto", device),
+                       world=w)
     per_rank = cfg.train.batch_size // w.size
     batches = [(torch.randn(per_rank, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last),
                 torch.randint(0, 10, (per_rank,), device=device)) for _ in range(steps + 2)]
-    train_one_epoch(parts.forward_model, batches[:2], parts.setup)  # warm-up
+    train_one_epoch(parts.forward_model, batches[:2], parts.criterion, parts.step)  # warm-up
     with torch.profiler.profile() as prof:
         start = time.perf_counter()
-        train_one_epoch(parts.forward_model, batches[2:], parts.setup)
+        train_one_epoch(parts.forward_model, batches[2:], parts.criterion, parts.step)
         if device.type == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - start

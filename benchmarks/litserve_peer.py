@@ -34,7 +34,7 @@ class CnnModeAPI(ls.LitAPI):
 
     def setup(self, device):
         from cnnmode import load_artifact
-        from cnnmode.data.preprocess import transform_for
+        from cnnmode.data.inference_inputs import transform_for
 
         torch.set_num_threads(self.threads)
         self.art = load_artifact(self.target)

@@ -69,7 +69,7 @@ def payloads(target: str, n: int = 64) -> list[str]:
     """Base64 PNGs: test images of the run when it remembers its data, else noise at the model's size."""
     from cnnmode.artifact import load_artifact
     from cnnmode.deploy.samples import sample_images
-    from cnnmode.evaluation.plotting import to_display
+    from cnnmode.figures import to_display
     from cnnmode.rundir import resolve_target
 
     where = resolve_target(target)

@@ -35,6 +35,7 @@ from cnnmode.engine.device import pick_device, pick_precision  # noqa: E402
 from cnnmode.engine.loop import train_one_epoch  # noqa: E402
 from cnnmode.engine.optim import build_optimizer  # noqa: E402
 from cnnmode.evaluation.complexity import summarize  # noqa: E402
+from cnnmode.engine.losses import Criterion  # noqa: E402
 from cnnmode.engine.setup import build_run_model, make_step_setup  # noqa: E402
 from time_to_accuracy import probe  # noqa: E402
 
@@ -61,15 +62,16 @@ def naive_img_s(data: str, model: str, steps: int, batch_size: int) -> float:
 
 
 def engine_parts(cfg):
-    """(model, training loader, step setup, train FLOPs per image) built the way `cnnmode train` builds them."""
+    """(model, training loader, criterion, step setup, train FLOPs per image) built the way `cnnmode train` builds
+    them."""
     device = pick_device(cfg.run.device)
     precision = pick_precision(cfg.train.amp, device)
     bundle = build_data(cfg, device)
     model, _ = build_run_model(cfg, bundle, info=lambda message: None)
     flops = summarize(model, bundle.img_size, bundle.channels)["train_flops_per_image"]
     model = model.to(device, memory_format=torch.channels_last)
-    setup = make_step_setup(cfg, build_optimizer(cfg, model), device, precision)
-    return model, bundle.train, setup, flops
+    setup = make_step_setup(cfg, build_optimizer(cfg, model), device=device, precision=precision)
+    return model, bundle.train, Criterion.from_config(cfg), setup, flops
 
 
 def engine_setup(data: str, model_name: str, batch_size: int):
@@ -81,11 +83,11 @@ def engine_setup(data: str, model_name: str, batch_size: int):
 
 def engine_img_s(parts, steps: int, warmup: int = 3) -> float:
     """Images/second of the engine over `steps` timed steps (loader included) after `warmup` steps."""
-    model, loader, setup, _ = parts
+    model, loader, criterion, setup, _ = parts
     loader.set_epoch(1)
-    train_one_epoch(model, FirstBatches(loader, warmup), setup)
+    train_one_epoch(model, FirstBatches(loader, warmup), criterion, setup)
     loader.set_epoch(2)
-    return train_one_epoch(model, FirstBatches(loader, steps), setup)["img_s"]
+    return train_one_epoch(model, FirstBatches(loader, steps), criterion, setup)["img_s"]
 
 
 def nominal_bf16_peak() -> tuple[float, str]:

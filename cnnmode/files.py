@@ -11,8 +11,6 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-import torch
-
 from cnnmode.errors import RunError, UsageError
 
 
@@ -53,6 +51,8 @@ def _disk_full(error: BaseException, folder: Path) -> bool:
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
     """torch.save to `path` atomically."""
+    import torch  # here, not at the top: the command line imports this module and must start without torch
+
     return _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -94,6 +94,8 @@ def printable(text: str) -> str:
 def torch_load(path: Path) -> Any:
     """torch.load restricted to tensors and plain types (weights_only=True). A file holding other Python objects
     (a foreign or malicious pickle) is refused, never loaded unsafely; a damaged file is named in one line."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

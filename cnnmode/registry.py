@@ -1,6 +1,7 @@
 """A small generic registry: many things of one kind, looked up by name."""
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Generic, TypeVar
 
 from cnnmode.errors import UsageError
@@ -45,3 +46,14 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+def lazy_exports(package: str, homes: dict[str, str]) -> Callable[[str], object]:
+    """A package face's `__getattr__` (PEP 562) for `homes` (exported name → submodule of `package`): each module
+    is imported when one of its names is first used, so that light parts of a package (the options dataclasses
+    the command line builds its flags from) load without the heavy ones (torch, OpenCV)."""
+    def find(name: str) -> object:
+        if name not in homes:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{homes[name]}"), name)
+    return find

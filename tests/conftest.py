@@ -12,6 +12,29 @@ from PIL import Image
 
 CLASSES = ("circle", "square", "stripes")
 
+# Under pytest-xdist (`make test` runs `-n auto`) each worker, and every CLI or server process it starts, gets its
+# share of the cores: torch processes that share cores run many times slower.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(max(1, (os.cpu_count() or 1) // WORKERS))
+
+# Tests that measure time or start many processes (the HTTP server, video, torchrun) run one after another on one
+# worker; tests sharing a package fixture (a trained run) stay on one worker so that it is made once.
+SERIAL = ("tests/serve/", "tests/deploy/video/", "tests/workflows/test_ddp.py")
+TOGETHER = ("tests/deploy/",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put each test in an xdist group (used by `--dist loadgroup`): the timing-sensitive ones in one, the tests of
+    one package fixture in another, and every other module by itself (its module fixtures are made once)."""
+    root = Path(config.rootpath)
+    for item in items:
+        path = Path(item.fspath).relative_to(root).as_posix()
+        group = next((g for g in SERIAL if path.startswith(g)), None) and "serial"
+        group = group or next((g for g in TOGETHER if path.startswith(g)), None) or path
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 def make_image(cls: int, rng: np.random.Generator, size: int = 32, mode: str = "RGB") -> Image.Image:
     """A noisy image whose class is visible: a bright blob, a dark square, or stripes."""

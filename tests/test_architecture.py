@@ -7,6 +7,7 @@ experiments, workflows or the CLI, and no two parts import each other.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cnnmode"
 FLOORS = [
     {"errors"},                        # one-line errors with their exit codes
     {"files", "registry", "pretrained"},  # atomic writes and safe loads; the Registry; the shipped models
-    {"models"},                        # the model registry and the built-in models
+    {"models", "figures"},             # the model registry and the built-in models; matplotlib for files
     {"config", "rundir"},              # the config object and recipes; a run folder's file names
     {"data", "artifact"},              # sources → loaders; the artifact file
     {"engine"},                        # model setup, the step and epoch loops, checkpoints
@@ -94,3 +95,17 @@ def test_modules_stay_small_and_package_inits_are_faces(path):
         tree = ast.parse(path.read_text())
         logic = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.For, ast.If, ast.While))]
         assert len(lines) <= 40 and not logic, f"{path} should only hand names on"
+
+
+def test_the_readme_names_every_package_and_module():
+    """The README's Architecture table names every package folder and every module of the package."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme[readme.index("## Architecture"):readme.index("## Tests")]
+    folders = sorted(str(p.parent.relative_to(PACKAGE)) + "/" for p in PACKAGE.rglob("__init__.py")
+                     if p.parent != PACKAGE)
+    missing = [f for f in folders if f not in table]
+    modules = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" and p.parent != PACKAGE / "cli"
+                     and not (p.parent == PACKAGE and p.stem in ENTRY))
+    unnamed = [str(p.relative_to(PACKAGE)) for p in modules
+               if not re.search(rf"\b{re.escape(p.stem if p.parent != PACKAGE else p.name)}\b", table)]
+    assert not missing and not unnamed, f"not in the README's Architecture table: {missing + unnamed}"

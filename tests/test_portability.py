@@ -143,7 +143,7 @@ def test_the_github_workflow_passes_actionlint():
 
 def test_a_zip_written_with_backslashes_reads_as_class_folders(tiny_tree, tmp_path):
     from cnnmode.data.archive import Limits
-    from cnnmode.data.sources import find_layout, open_source, read_files
+    from cnnmode.data.source_layout import find_layout, open_source, read_files
 
     archive = tmp_path / "from-windows.zip"
     with zipfile.ZipFile(archive, "w") as z:

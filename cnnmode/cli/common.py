@@ -3,6 +3,8 @@ and one table printer."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
 
 from rich.console import Console
 from rich.table import Table
@@ -22,11 +24,51 @@ def add_config_options(p: argparse.ArgumentParser, recipe: bool = True, quiet: b
     p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
 
 
-def config_base(args: argparse.Namespace, default: str | None = "default") -> str | None:
-    """The recipe name or YAML file the options name (never both), else `default`."""
-    from cnnmode.config import pick_base
+def add_option_flags(p: argparse.ArgumentParser, options: type, positional: tuple[str, ...] = (),
+                     required: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of the options dataclass `options` (`--max-batch-size` for `max_batch_size`), its type,
+    default, choices and help text taken from the field (see `cnnmode.config.opt`): the dataclass is the only
+    place they are written. Fields in `positional` become positional arguments, those in `required` flags that
+    must be given; those in `skip` are left out."""
+    hints = typing.get_type_hints(options)
+    for f in dataclasses.fields(options):
+        if f.name in skip:
+            continue
+        meta, kind = f.metadata, _base_type(hints[f.name])
+        if f.name in positional:
+            p.add_argument(f.name, metavar=meta.get("metavar") or f.name.upper(), help=meta.get("help"))
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction if f.default else "store_true",
+                           default=f.default, help=meta.get("help"))
+            continue
+        shown = "" if f.default in (None, "") else f" (default: {f.default})"
+        metavar = meta.get("metavar") or {int: "N", float: "X"}.get(kind)
+        p.add_argument(flag, type=kind, default=f.default, choices=meta.get("choices"), metavar=metavar,
+                       required=f.name in required, help=(meta.get("help") or "") + shown)
 
-    return pick_base(args.recipe, args.config, default)
+
+def options_from_args(options: type, args: argparse.Namespace, **given: typing.Any) -> typing.Any:
+    """The options dataclass `options` filled from the parsed flags of `add_option_flags` (and `given`)."""
+    names = {f.name for f in dataclasses.fields(options)}
+    return options(**{k: v for k, v in vars(args).items() if k in names}, **given)
+
+
+def _base_type(hint: typing.Any) -> type:
+    """int for `int` and `int | None`."""
+    kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    return kinds[0]
+
+
+def config_base(args: argparse.Namespace, default: str | None = "default") -> str | None:
+    """The recipe name or YAML file the options name (never both), else `default`; a bad key=value among the
+    overrides is refused here, in one line, before torch is imported."""
+    from cnnmode.config import check_early, pick_base
+
+    base = pick_base(args.recipe, args.config, default)
+    check_early(base, args.overrides)
+    return base
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[str]], left: int = 1,

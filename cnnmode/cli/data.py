@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from cnnmode.cli.common import print_table
+from cnnmode.cli.common import add_option_flags, options_from_args, print_table
+from cnnmode.data.tools.check_options import CheckOptions
 
 SHOW = 8  # examples printed per kind of finding; the JSON has them all
 MEANING = {
@@ -67,10 +68,10 @@ def print_check(report: dict) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from cnnmode.data.tools import CheckOptions, check_data, class_counts_figure, quarantine
+    from cnnmode.data.tools import check_data, class_counts_figure, quarantine
     from cnnmode.files import atomic_write_text
 
-    opts = CheckOptions(min_size=args.min_size, near=args.near, max_imbalance=args.max_imbalance)
+    opts = options_from_args(CheckOptions, args)
     plot = Path(args.plot or (Path(args.json).with_suffix(".png") if args.json else "class_counts.png"))
     pairs = plot.with_name(plot.stem + "_duplicates.png")
     pairs.unlink(missing_ok=True)  # an earlier check's picture must not pass for this one's
@@ -242,12 +243,7 @@ def add_parsers(verbs) -> None:
     _add_root(p)
     p.add_argument("--fix", metavar="QUARANTINE_DIR", help="move bad files and dropped duplicates there (a folder "
                    "source only), keeping relative paths; undo with `cnnmode data restore QUARANTINE_DIR`")
-    p.add_argument("--min-size", type=int, default=16, metavar="PX", help="flag images smaller than this on a side "
-                   "(default 16)")
-    p.add_argument("--near", type=int, default=4, metavar="BITS", help="near-duplicates: perceptual hashes at most "
-                   "this many bits apart of 64 (default 4; -1: exact duplicates only)")
-    p.add_argument("--max-imbalance", type=float, default=10.0, metavar="RATIO",
-                   help="flag a largest/smallest train class ratio from this up (default 10)")
+    add_option_flags(p, CheckOptions)
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="class-count picture (default: beside --json, else "
                    "./class_counts.png); the first leaks and duplicates go beside it as *_duplicates.png")

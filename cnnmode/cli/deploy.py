@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnmode.cli.common import print_table
+from cnnmode.cli.common import add_option_flags, options_from_args, print_table
+from cnnmode.deploy.video.options import VideoOptions
 from cnnmode.errors import UsageError
 
 
@@ -28,12 +29,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from cnnmode.deploy.video import VideoOptions, run_video
+    from cnnmode.deploy.video import run_video
 
-    options = VideoOptions(args.source, args.output, args.show, args.stride, args.threshold, args.topk, args.backend,
-                           args.device, args.batch_size, args.csv, args.max_frames, args.http, args.host,
-                           args.calib_data)
-    s = run_video(args.artifact, options)
+    s = run_video(args.artifact, options_from_args(VideoOptions, args))
     lag = f", label {s['latency_ms_p50']:.0f} ms after the frame (median)" if s["latency_ms_p50"] is not None else ""
     print(f"{s['frames']} frames read, {s['classified']} classified, {s['dropped']} dropped in {s['seconds']:.1f} s "
           f"({s['fps']:.1f} FPS{lag})" + (" — interrupted" if s["interrupted"] else ""))
@@ -169,25 +167,7 @@ def add_parsers(verbs) -> None:
                                      "below). Files are read frame by frame, none dropped, in batches; cameras and "
                                      "streams keep only the newest frame, so the label never lags behind.")
     p.add_argument("artifact", metavar="ARTIFACT")
-    p.add_argument("--source", default="0", help="a camera index (0), a video file, or a stream URL (rtsp://, "
-                                                 "http://); default: camera 0")
-    p.add_argument("--output", metavar="OUT.avi|.mp4", help="write the annotated video (MJPG .avi, mp4v .mp4)")
-    p.add_argument("--show", action="store_true", help="show a window (q or Esc quits) where a display exists")
-    p.add_argument("--stride", type=int, default=1, help="classify every N-th frame; the others hold the label")
-    p.add_argument("--threshold", type=float, default=0.7, help="confidence at which the label turns green")
-    p.add_argument("--topk", type=int, default=1, help="classes per frame in the CSV; above 1, bars on the frame")
-    p.add_argument("--backend", default="auto",
-                   help="runtime backend for a model.pt: auto (default: the fastest that passes the parity gate on "
-                        "this CPU kind), eager (labels equal to predict's), eager-bf16, compile, onnxruntime, int8, "
-                        "int8-x86, openvino, openvino-int8")
-    p.add_argument("--calib-data", metavar="PATH", help="real images to calibrate the int8 backends on "
-                                                        "(default: the run folder's own validation split)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per model call for files (live: 1)")
-    p.add_argument("--csv", metavar="FILE.csv", help="one row per classified frame: index, time, top-k")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
-    p.add_argument("--http", type=int, metavar="PORT", help="also stream the annotated frames as MJPEG on PORT")
-    p.add_argument("--host", default="127.0.0.1", help="address for --http (default: this machine only)")
+    add_option_flags(p, VideoOptions)
     p.set_defaults(func=cmd_video)
 
     p = verbs.add_parser("export", help="TorchScript / ONNX / int8 files, each verified by its own runtime",

@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from cnnmode.cli.common import print_table
+from cnnmode.cli.common import add_option_flags, options_from_args, print_table
+from cnnmode.evaluation.explain_options import ExplainOptions
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -24,8 +25,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from cnnmode.evaluation.explain import run_explain
 
-    out_dir, files, failed = run_explain(args.artifact, args.inputs, args.method, args.layer, args.target, args.out,
-                                         args.features, args.embedding, args.tsne, args.data, args.split)
+    out_dir, files, failed = run_explain(args.artifact, args.inputs, options_from_args(ExplainOptions, args))
     for path, reason in failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     for f in files:
@@ -76,15 +76,7 @@ def add_parsers(verbs) -> None:
                                      "of a data split.")
     p.add_argument("artifact", metavar="ARTIFACT_OR_RUN")
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="images, folders or glob patterns")
-    p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam"])
-    p.add_argument("--layer", help="target layer name (default: the architecture's last feature block)")
-    p.add_argument("--target", metavar="CLASS", help="explain this class instead of the predicted one")
-    p.add_argument("--features", metavar="LAYER", help="also draw the first 16 feature maps of LAYER")
-    p.add_argument("--embedding", action="store_true", help="PCA scatter of penultimate features over a split")
-    p.add_argument("--tsne", action="store_true", help="with --embedding: also a t-SNE scatter")
-    p.add_argument("--data", help="data for --embedding (default: the run's own)")
-    p.add_argument("--split", default="test", choices=["test", "val"])
-    p.add_argument("--out", metavar="DIR")
+    add_option_flags(p, ExplainOptions)
     p.set_defaults(func=cmd_explain)
 
     p = verbs.add_parser("summary", help="parameters, FLOPs, per-layer table and training-memory estimate",

@@ -6,7 +6,8 @@ import json
 import textwrap
 from pathlib import Path
 
-from cnnmode.cli.common import add_config_options, config_base, print_table
+from cnnmode.cli.common import add_config_options, add_option_flags, config_base, options_from_args, print_table
+from cnnmode.experiments.search_options import SearchOptions
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -64,8 +65,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from cnnmode.experiments.search_workers import parse_heartbeat, run_search
 
     heartbeat = parse_heartbeat(args.heartbeat) if args.heartbeat else HEARTBEAT
-    r = run_search(args.space, args.trials, args.storage, args.study, args.timeout, args.pruner, args.out,
-                   args.overrides, args.seed, args.quiet, jobs=args.jobs, heartbeat=heartbeat)
+    r = run_search(options_from_args(SearchOptions, args), args.overrides, args.quiet, heartbeat=heartbeat)
     states = ", ".join(f"{n} {s}" for s, n in r["states"].items())
     print(f"study {r['study']}: {r['trials']} trials ({states})")
     if "best_trial" in r:
@@ -96,7 +96,7 @@ def _studies_help() -> str:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from cnnmode.experiments.compare import format_cell
-    from cnnmode.experiments.run_table import COLUMNS, list_runs
+    from cnnmode.experiments.runs_table import COLUMNS, list_runs
 
     rows = list_runs(Path(args.dir), args.sort, True if args.desc else (False if args.asc else None))
     cells = {"test_acc": "test acc", "balanced_acc": "balanced", "train_time_s": "train s"}
@@ -198,20 +198,8 @@ def add_parsers(verbs) -> None:
               cnnmode search --space space.yaml --trials 40 --study lr --storage postgresql://user:pw@db/optuna \\
                   --jobs 4   (the same on each machine: 40 trials in all)
             a killed worker's trial is marked failed once its heartbeat has been silent 90 s; the others go on."""))
-    p.add_argument("--space", required=True, metavar="SPACE.yaml")
-    p.add_argument("--trials", type=int, default=10,
-                   help="number of trials (default 10): the study's total with --jobs or a postgresql:// or "
-                        "mysql:// storage; with the default SQLite file and no --jobs, the trials this process runs")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default sqlite:///<study folder>/study.db; "
-                   "postgresql://USER:PASS@HOST/DB needs psycopg2-binary)")
-    p.add_argument("--jobs", type=int, metavar="J", help="worker processes on this machine sharing the study, "
-                   "each with 1/J of the CPU cores (J > 1 needs a postgresql:// or mysql:// --storage)")
+    add_option_flags(p, SearchOptions, required=("space",))
     p.add_argument("--heartbeat", metavar="INTERVAL,GRACE", help=argparse.SUPPRESS)  # seconds; tests shorten it
-    p.add_argument("--study", metavar="NAME", help="study name (default: the space file's name)")
-    p.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
-    p.add_argument("--pruner", default="median", choices=["median", "halving", "none"])
-    p.add_argument("--seed", type=int, help="sampler seed")
-    p.add_argument("--out", metavar="DIR", help="study folder (default <run.dir>/search/<study>)")
     add_config_options(p, recipe=False, overrides_help="config keys for every trial")
     p.set_defaults(func=cmd_search)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from cnnmode.cli.common import add_config_options, keys_help
+from cnnmode.cli.common import add_config_options, config_base, keys_help
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if not args.resume:
+        config_base(args)  # a typo is answered before torch is imported
     from cnnmode.workflows.train import train
 
     default = None if (args.config or args.resume) else "default"

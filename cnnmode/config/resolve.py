@@ -69,13 +69,15 @@ def _print_note(message: str) -> None:
 
 
 def resolve_config(base: str | None = None, overrides: Sequence[str] = (), values: dict[str, Any] | None = None,
-                   cuda: bool | None = None, notice: Callable[[str], None] = _print_note) -> Config:
+                   cuda: bool | None = None, notice: Callable[[str], None] = _print_note,
+                   lookups: bool = True) -> Config:
     """A validated Config: defaults → `base` → `key=value` `overrides` → `values` (dotted key → Python value).
 
     `base` is a recipe name, a YAML file (e.g. a run's config.yaml), or None for the defaults alone. Recipes that
     defer to the hardware (`default`) resolve for this machine unless `cuda` says otherwise. A recipe tuned for
     certain models (its `models:` list) hands over to its `fallback:` recipe, with a `notice`, when `model.name`
-    names another model: its learning rates and regularisation would not train that one.
+    names another model: its learning rates and regularisation would not train that one. `lookups=False` skips
+    the checks that need the model registry (and so torch).
     """
     if cuda is None:
         import torch
@@ -93,24 +95,40 @@ def resolve_config(base: str | None = None, overrides: Sequence[str] = (), value
         set_key(cfg, *parse_override(text))
     for key, value in flatten(values or {}).items():
         set_key(cfg, key, str(value) if isinstance(value, Path) else value)
-    from cnnmode.models import MODELS  # here, not at the top: `cnnmode --help` and `recipes` need no torch
-
     tuned_for = tree.get("models")
-    MODELS.get(cfg.model.name)  # an unknown name is an error before any hand-over
+    if lookups:
+        from cnnmode.models import MODELS  # here, not at the top: `cnnmode --help` and `recipes` need no torch
+
+        MODELS.get(cfg.model.name)  # an unknown name is an error before any hand-over
     if tuned_for and tree.get("fallback") and cfg.model.name not in tuned_for:
-        handed = resolve_config(tree["fallback"], overrides, values, cuda, notice)
+        handed = resolve_config(tree["fallback"], overrides, values, cuda, notice, lookups)
         notice(f"recipe {base} is tuned for {', '.join(tuned_for)}; {cfg.model.name} trains with the "
                f"{tree['fallback']} recipe instead (with your other keys)")
         return handed
-    validate(cfg)
+    validate(cfg, lookups)
     return cfg
 
 
-def validate(cfg: Config) -> None:
-    """Cross-field checks and name lookups, so bad input fails before any work starts."""
-    from cnnmode.models import MODELS, check_qat_supported
+def check_early(base: str | None, overrides: Sequence[str]) -> None:
+    """Refuse a bad key, value or combination in one line before torch is imported (the command line calls this
+    first, so a typo is answered at once). A recipe that depends on the hardware is tried both ways: only a
+    setting that fails on either is refused here; the rest is left to `resolve_config`."""
+    first = None
+    for cuda in (False, True):
+        try:
+            resolve_config(base, overrides, cuda=cuda, notice=lambda message: None, lookups=False)
+            return
+        except UsageError as e:
+            first = first or e
+    raise first
 
-    MODELS.get(cfg.model.name)
+
+def validate(cfg: Config, lookups: bool = True) -> None:
+    """Cross-field checks and (with `lookups`) model name lookups, so bad input fails before any work starts."""
+    if lookups:
+        from cnnmode.models import MODELS
+
+        MODELS.get(cfg.model.name)
     checks = [
         (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
@@ -173,8 +191,11 @@ def validate(cfg: Config) -> None:
         (not cfg.train.unfreeze_at or cfg.sched.name in ("step", "constant", "plateau"),
          "train.unfreeze_at works with sched.name step, constant or plateau (onecycle/cosine fix the LR curve)"),
     ]
-    if cfg.train.qat:
+    if cfg.train.qat and lookups:
+        from cnnmode.models import check_qat_supported
+
         check_qat_supported(cfg.model.name)
+    if cfg.train.qat:
         checks.append((cfg.train.ema == 0, "train.qat=true does not combine with train.ema"))
         checks.append((cfg.model.freeze == "none", "train.qat=true trains every layer; use model.freeze=none"))
     for ok, message in checks:

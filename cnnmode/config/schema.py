@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A config field with its `--help` text and, for names, the valid choices."""
-    meta = {"help": help, "choices": choices}
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, metavar: str | None = None) -> Any:
+    """A config key or verb option with its `--help` text and, for names, the valid choices (and, for a verb's
+    flag, the placeholder `--help` shows for its value)."""
+    meta = {"help": help, "choices": choices, "metavar": metavar}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)

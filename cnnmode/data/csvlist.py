@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from cnnmode.data.sources import SPLIT_NAMES, Layout
+from cnnmode.data.source_layout import SPLIT_NAMES, Layout
 from cnnmode.errors import UsageError
 
 

@@ -11,9 +11,10 @@ import torch.nn.utils.prune as prune
 
 from cnnmode.artifact import load_artifact, save_artifact
 from cnnmode.config import Config
-from cnnmode.data.for_model import data_for_model
+from cnnmode.data.trained_model_data import data_for_model
 from cnnmode.engine.device import Precision, pick_precision
-from cnnmode.engine.loop import evaluate, train_one_epoch
+from cnnmode.engine.loop import score_loader, train_one_epoch
+from cnnmode.engine.losses import Criterion
 from cnnmode.engine.setup import make_step_setup
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
@@ -55,17 +56,18 @@ def sparsity(model: nn.Module) -> float:
 
 
 def _accuracy(model: nn.Module, loader) -> float:
-    return evaluate(model, loader, Precision(None, False), torch.device("cpu"))["accuracy"]
+    return score_loader(model, loader, Precision(None, False), torch.device("cpu"))["accuracy"]
 
 
 def _finetune(model: nn.Module, cfg: Config, data, epochs: int) -> None:
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr * 0.05,
                           momentum=0.9, nesterov=True, weight_decay=cfg.optim.weight_decay)
     device = torch.device("cpu")
-    setup = make_step_setup(cfg, opt, device, pick_precision(cfg.train.amp, device))
+    setup = make_step_setup(cfg, opt, device=device, precision=pick_precision(cfg.train.amp, device))
+    criterion = Criterion.from_config(cfg)
     for epoch in range(1, epochs + 1):
         data.train.set_epoch(10_000 + epoch)
-        train_one_epoch(model, data.train, setup)
+        train_one_epoch(model, data.train, criterion, setup)
 
 
 def run_prune(target: str, amount: float, structured: bool = False, finetune_epochs: int = 0,

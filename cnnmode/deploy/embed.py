@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 
 from cnnmode.artifact import load_artifact
-from cnnmode.data.preprocess import expand_inputs, load_images
+from cnnmode.data.inference_inputs import expand_inputs, load_images
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write
-from cnnmode.models import head_module
+from cnnmode.models import captured, head_module
 
 FORMATS = (".npy", ".parquet")
 
@@ -45,15 +45,9 @@ def _pooled(x: torch.Tensor) -> torch.Tensor:
 def features_of(model: nn.Module, batch: torch.Tensor, layer: str | None = None) -> torch.Tensor:
     """Features of a preprocessed batch at `layer` (default: the input of the classifier head)."""
     module, take_input = _layer(model, layer)
-    captured: list[torch.Tensor] = []
-    hook = (module.register_forward_pre_hook(lambda m, args: captured.append(args[0])) if take_input
-            else module.register_forward_hook(lambda m, args, out: captured.append(out)))
-    try:
-        with torch.no_grad():
-            model.eval()(batch.float())
-    finally:
-        hook.remove()
-    return _pooled(captured[0].detach())
+    with captured(module, take_input) as seen, torch.no_grad():
+        model.eval()(batch.float())
+    return _pooled(seen[0])
 
 
 def embed_images(artifact: str | Path, inputs: list[str], layer: str | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from cnnmode.data.preprocess import expand_inputs, load_images
+from cnnmode.data.inference_inputs import expand_inputs, load_images
 from cnnmode.deploy.runtime import open_runner
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text

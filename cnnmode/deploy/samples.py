@@ -11,8 +11,8 @@ from typing import Callable
 import torch
 
 from cnnmode.artifact import Artifact
-from cnnmode.data.for_model import data_for_model
-from cnnmode.data.sources import content_key
+from cnnmode.data.trained_model_data import data_for_model
+from cnnmode.data.source_layout import content_key
 from cnnmode.rundir import Target
 
 

@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnmode.engine.distributed import World
+from cnnmode.engine.loop import EpochTally
+from cnnmode.engine.state import RunState
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_torch_save, atomic_write, torch_load
 
@@ -62,3 +65,21 @@ def keep_epoch_checkpoint(last: Path, folder: Path, epoch: int, every: int, keep
     for path in old:
         path.unlink(missing_ok=True)
     return old
+
+
+def restore_rank(ckpt: dict[str, Any], world: World, seed: int) -> tuple[RunState, str | None]:
+    """This rank's RunState from a checkpoint, its RNG set back: each rank gets its own RNG and, for a mid-epoch
+    checkpoint, its loader position. A different world size keeps the global batch and the position, with fresh
+    random streams for ranks the checkpoint did not have (the second value then says so)."""
+    state = RunState(**ckpt["state"])
+    ranks = ckpt.get("ranks") or [{"rng": ckpt["rng"], "partial": state.partial}]
+    if len(ranks) == world.size:
+        set_rng_state(ranks[world.rank]["rng"])
+        state.partial = ranks[world.rank]["partial"]
+        return state, None
+    set_rng_state(ckpt["rng"])
+    torch.manual_seed(seed + 7_919 * world.rank + state.epoch)
+    if state.partial is not None:  # mid-epoch: the global position holds; other ranks' sums start afresh
+        tally = ranks[0]["partial"]["tally"] if world.is_main else vars(EpochTally())
+        state.partial = {"loader": {"epoch": state.epoch + 1, "position": state.step, "gen": None}, "tally": tally}
+    return state, f"resuming a {len(ranks)}-process run with {world.size}: same global batch, new random streams"

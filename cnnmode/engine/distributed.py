@@ -100,6 +100,17 @@ def run_id() -> str:
     return "" if value in ("", "none") else value
 
 
+def shared_run_name(name: str, w: World) -> str:
+    """The run's name as every rank and every elastic restart agree on it: `name` when given, else under torchrun
+    the launch's --rdzv-id ('' outside torchrun: the caller picks one)."""
+    if name or not w.active:
+        return name
+    if not run_id():
+        raise UsageError("under torchrun give the run a name: run.name=NAME (or torchrun --rdzv-id NAME), so that "
+                         "every rank and every elastic restart uses the same run folder")
+    return run_id()
+
+
 def cpu_threads(w: World) -> int:
     """The cores this machine's ranks share fairly: cores / local ranks (at least 1)."""
     return max(1, usable_cores() // max(1, w.local_size))

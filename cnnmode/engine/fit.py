@@ -79,7 +79,7 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
         reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
                       f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%{' *' if improved else ''}"
                       f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s"
-                      + (f"  |  {gpu}" if (gpu := gpu_status(parts.setup.device)) else ""))
+                      + (f"  |  {gpu}" if (gpu := gpu_status(parts.step.device)) else ""))
         if on_epoch is not None:
             on_epoch(epoch, val)
         if stop:
@@ -94,7 +94,7 @@ def validate(job: Job) -> dict:
     """Loss, accuracy and top-5 on the validation split; under torchrun each rank scores its share and the
     logits are gathered, so every rank gets the same figures (and makes the same early-stopping choice)."""
     parts = job.parts
-    logits, labels = predict_logits(parts.eval_model, job.data.val, parts.setup.precision, parts.setup.device,
+    logits, labels = predict_logits(parts.eval_model, job.data.val, parts.step.precision, parts.step.device,
                                     job.cfg.train.tta)
     total = len(job.data.val.labels)
     return score(distributed.gather_rows(logits, total), distributed.gather_rows(labels, total))
@@ -124,7 +124,7 @@ def _prepare_epoch(job: Job, epoch: int) -> None:
             group["lr"] *= cfg.train.unfreeze_lr_scale
         job.reporter.info(f"stage 2: all layers train from epoch {epoch} at {cfg.train.unfreeze_lr_scale}x the LR")
     _freeze_stem(cfg, parts.model, epoch)
-    parts.setup.weigh_epoch(epoch)
+    parts.criterion.set_epoch(epoch)
     job.data.train.set_epoch(epoch)
     if cfg.train.progressive_size and isinstance(job.data.train, TensorLoader):
         job.data.train.img_size = train_size(cfg, job.data.img_size, epoch)
@@ -155,6 +155,7 @@ def _train_epoch(job: Job, state: RunState, epoch: int) -> dict:
     every = steps_between_checkpoints(cfg.train.checkpoint_every_steps, len(loader))
 
     def on_step(done: int, tally) -> None:
+        parts.after_step()
         if every and done % every == 0 and done < len(loader):
             _check_finite(job, epoch, 0.0)
             state.step, state.partial = done, {"loader": loader.state_dict(), "tally": vars(tally())}
@@ -163,12 +164,13 @@ def _train_epoch(job: Job, state: RunState, epoch: int) -> dict:
 
     try:
         with job.reporter.epoch_bar(epoch, cfg.train.epochs, len(loader), start=loader.resume_at) as bar:
-            stats = train_one_epoch(parts.forward_model, loader, parts.setup, bar, on_step=on_step, carried=carried,
+            stats = train_one_epoch(parts.forward_model, loader, parts.criterion, parts.step, on_progress=bar,
+                                    on_step=on_step, carried=carried,
                                     reduce=distributed.all_sum if job.world.active else None)
     except RunError as e:
         raise RunError(f"{e} at epoch {epoch}; {_kept(job)}; try a lower optim.lr or train.grad_clip=1.0") from None
     except torch.OutOfMemoryError:
-        raise RunError(f"{parts.setup.device} ran out of memory at train.batch_size={cfg.train.batch_size}, "
+        raise RunError(f"{parts.step.device} ran out of memory at train.batch_size={cfg.train.batch_size}, "
                        f"data.img_size={job.data.img_size}; use a smaller train.batch_size (with "
                        "train.accum_steps to keep the effective batch) or a smaller data.img_size") from None
     state.step, state.partial = 0, None
@@ -205,7 +207,7 @@ def _record_epoch(job: Job, state: RunState, epoch: int, stats: dict, val: dict)
         "epoch": epoch, "lr": job.parts.optimizer.param_groups[0]["lr"], "train_loss": round(stats["loss"], 5),
         "train_acc": round(stats["acc"], 5), "val_loss": round(val["loss"], 5), "val_acc": round(val["accuracy"], 5),
         "epoch_time_s": round(stats["time"], 2), "images_per_s": round(stats["img_s"], 1),
-        "peak_mem_mb": round(peak_memory_mb(job.parts.setup.device), 1)})
+        "peak_mem_mb": round(peak_memory_mb(job.parts.step.device), 1)})
     if job.world.is_main:
         write_history(job.run.history, state.history)
     if val["accuracy"] <= state.best_acc and not job.data.val_is_test:

@@ -1,4 +1,4 @@
-"""train_one_epoch() and evaluate(): plain functions, no host sync per step."""
+"""train_one_epoch() and scoring a loader (predict_logits, score): plain functions, no host sync per step."""
 from __future__ import annotations
 
 import math
@@ -11,48 +11,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnmode.engine.device import Precision
-from cnnmode.engine.losses import classification_loss
+from cnnmode.engine.losses import Criterion
 from cnnmode.errors import RunError
 
 
 @dataclass
 class StepSetup:
-    """What one optimizer step needs besides the batch."""
+    """What one optimizer step needs besides the batch and the loss: the optimizer, the GradScaler, the precision
+    and device the forward runs in, gradient accumulation and clipping."""
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
     precision: Precision
     device: torch.device
-    scaler: torch.amp.GradScaler
-    label_smoothing: float = 0.0
     accum_steps: int = 1
     grad_clip: float = 0.0
-    scheduler: object | None = None  # advanced per optimizer step when not None
-    ema: torch.optim.swa_utils.AveragedModel | None = None
-    teacher: nn.Module | None = None  # knowledge distillation: KL to the teacher's softened outputs
-    temperature: float = 4.0
-    alpha: float = 0.7
-    loss: str = "ce"  # or "focal"
-    focal_gamma: float = 2.0
-    class_weights: torch.Tensor | None = None  # on the device; None while deferred re-weighting waits
-    weights_from: int = 0  # the first epoch minus one whose loss uses `loss_weights` (deferred re-weighting)
-    loss_weights: torch.Tensor | None = None
-
-    def weigh_epoch(self, epoch: int) -> None:
-        """Switch the class weights on from epoch `weights_from + 1`."""
-        self.class_weights = self.loss_weights if epoch > self.weights_from else None
-
-
-def training_loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, setup: StepSetup) -> torch.Tensor:
-    """Cross-entropy or focal loss (label smoothing, class weights), mixed with KL(teacher || student) at
-    temperature T when distilling."""
-    ce = classification_loss(logits, y, setup.loss, setup.focal_gamma, setup.class_weights, setup.label_smoothing)
-    if setup.teacher is None:
-        return ce
-    with torch.no_grad():
-        target = setup.teacher(x).float()
-    t = setup.temperature
-    kl = F.kl_div(F.log_softmax(logits.float() / t, 1), F.log_softmax(target / t, 1), reduction="batchmean",
-                  log_target=True)
-    return setup.alpha * kl * t * t + (1 - setup.alpha) * ce
 
 
 def _hard_labels(y: torch.Tensor) -> torch.Tensor:
@@ -72,35 +44,36 @@ class EpochTally:
 StepHook = Callable[[int, Callable[[], EpochTally]], None]
 
 
-def train_one_epoch(model: nn.Module, loader, setup: StepSetup,
+def train_one_epoch(model: nn.Module, loader, criterion: Criterion, step: StepSetup, *,
                     on_progress: Callable[[int, dict], None] | None = None, every_s: float = 0.5,
                     on_step: StepHook | None = None, carried: EpochTally | None = None,
                     reduce: Callable[[list[float]], list[float]] | None = None) -> dict:
-    """One pass over `loader` (from its `resume_at`, for a resumed epoch); returns loss, accuracy, images/s.
+    """One pass over `loader` (from its `resume_at`, for a resumed epoch), minimising `criterion` with the
+    optimizer step `step`; returns loss, accuracy, images/s.
 
-    `on_step(batches_done, tally)` runs after every optimizer step (`tally()` gives the sums so far, at the cost
-    of a host sync); `carried` holds the sums of the part of the epoch done before a resume; `reduce` sums the
-    final figures across data-parallel ranks. The loss is checked for NaN/inf periodically (only at the end
-    under data parallelism, where every rank must agree)."""
+    `on_step(batches_done, tally)` runs after every optimizer step (per-step schedules and weight averages belong
+    there; `tally()` gives the sums so far, at the cost of a host sync); `carried` holds the sums of the part of
+    the epoch done before a resume; `reduce` sums the final figures across data-parallel ranks. The loss is
+    checked for NaN/inf periodically (only at the end under data parallelism, where every rank must agree)."""
     model.train()
     carried = carried or EpochTally()
-    loss_sum = torch.full((), carried.loss_sum, device=setup.device)
-    correct = torch.full((), carried.correct, device=setup.device)
+    loss_sum = torch.full((), carried.loss_sum, device=step.device)
+    correct = torch.full((), carried.correct, device=step.device)
     seen, start, last_report = carried.seen, time.perf_counter() - carried.time_s, time.perf_counter()
     n_steps = len(loader)
 
     def tally() -> EpochTally:
         return EpochTally(loss_sum.item(), correct.item(), seen, time.perf_counter() - start)
 
-    setup.optimizer.zero_grad(set_to_none=True)
+    step.optimizer.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(loader, start=getattr(loader, "resume_at", 0)):
-        with setup.precision.autocast(setup.device):
+        with step.precision.autocast(step.device):
             logits = model(x)
-            loss = training_loss(logits, y, x, setup)
-        setup.scaler.scale(loss / setup.accum_steps).backward()
-        stepped = (i + 1) % setup.accum_steps == 0 or i + 1 == n_steps
+            loss = criterion(logits, y, x)
+        step.scaler.scale(loss / step.accum_steps).backward()
+        stepped = (i + 1) % step.accum_steps == 0 or i + 1 == n_steps
         if stepped:
-            optimizer_step(model, setup)
+            optimizer_step(model, step)
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == _hard_labels(y)).sum()
         seen += len(y)
@@ -113,7 +86,7 @@ def train_one_epoch(model: nn.Module, loader, setup: StepSetup,
             if not math.isfinite(avg) and reduce is None:
                 raise RunError("the training loss became NaN/inf")
             on_progress(i + 1, {"loss": avg, "acc": correct.item() / max(seen, 1),
-                                "lr": setup.optimizer.param_groups[0]["lr"], "img_s": seen / (now - start)})
+                                "lr": step.optimizer.param_groups[0]["lr"], "img_s": seen / (now - start)})
     elapsed = time.perf_counter() - start
     total_loss, total_correct, total_seen = (reduce or (lambda v: v))([loss_sum.item(), correct.item(), seen])
     avg = total_loss / max(total_seen, 1)
@@ -123,19 +96,14 @@ def train_one_epoch(model: nn.Module, loader, setup: StepSetup,
             "img_s": total_seen / max(elapsed, 1e-9)}
 
 
-def optimizer_step(model: nn.Module, setup: StepSetup) -> None:
-    """Unscale and clip if asked, step the optimizer (through the GradScaler), zero the gradients, then advance
-    the per-step schedule and the weight EMA when the setup has them."""
-    if setup.grad_clip > 0:
-        setup.scaler.unscale_(setup.optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), setup.grad_clip)
-    setup.scaler.step(setup.optimizer)
-    setup.scaler.update()
-    setup.optimizer.zero_grad(set_to_none=True)
-    if setup.scheduler is not None:
-        setup.scheduler.step()
-    if setup.ema is not None:
-        setup.ema.update_parameters(model)
+def optimizer_step(model: nn.Module, step: StepSetup) -> None:
+    """Unscale and clip if asked, step the optimizer (through the GradScaler) and zero the gradients."""
+    if step.grad_clip > 0:
+        step.scaler.unscale_(step.optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), step.grad_clip)
+    step.scaler.step(step.optimizer)
+    step.scaler.update()
+    step.optimizer.zero_grad(set_to_none=True)
 
 
 def _mirrored_logits(model: nn.Module, x: torch.Tensor, flip: bool) -> torch.Tensor:
@@ -181,6 +149,6 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
             "top5": round((topk == labels[:, None]).any(1).double().mean().item(), 6)}
 
 
-def evaluate(model: nn.Module, loader, precision: Precision, device: torch.device, tta: bool = False) -> dict:
+def score_loader(model: nn.Module, loader, precision: Precision, device: torch.device, tta: bool = False) -> dict:
     """Loss, accuracy and top-5 of `model` on `loader`."""
     return score(*predict_logits(model, loader, precision, device, tta))

@@ -22,16 +22,16 @@ def profile_steps(cfg: Config, parts: TrainParts, data: DataBundle, run: RunDir,
     operators (also in profile_top_ops.txt). The run that follows is unchanged: RNG state is restored."""
     saved_rng = rng_state()
     model = copy.deepcopy(parts.model)
-    setup = make_step_setup(cfg, torch.optim.SGD(model.parameters(), lr=0.0), parts.setup.device,
-                            parts.setup.precision)
+    setup = make_step_setup(cfg, torch.optim.SGD(model.parameters(), lr=0.0), device=parts.step.device,
+                            precision=parts.step.precision)
     data.train.set_epoch(0)
     loader = list(itertools.islice(iter(data.train), steps + 1))
-    train_one_epoch(model, loader[:1], setup)  # warm-up outside the trace
+    train_one_epoch(model, loader[:1], parts.criterion, setup)  # warm-up outside the trace
     activities = [torch.profiler.ProfilerActivity.CPU]
     if setup.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
-        train_one_epoch(model, loader[1:], setup)
+        train_one_epoch(model, loader[1:], parts.criterion, setup)
     set_rng_state(saved_rng)
     trace = run.path / "profile_trace.json"
     prof.export_chrome_trace(str(trace))

@@ -1,5 +1,6 @@
 """Everything built once before the first step: the run's model, its optimizer, schedule, scaler, EMA and
-early stopping, and the `StepSetup` that `train_one_epoch` uses (one place maps the config onto it)."""
+early stopping, and the `Criterion` and `StepSetup` that `train_one_epoch` uses (one place maps the config onto
+them)."""
 from __future__ import annotations
 
 import logging
@@ -16,6 +17,7 @@ from cnnmode.engine.callbacks import EarlyStopping
 from cnnmode.engine.device import Precision
 from cnnmode.engine.distributed import World
 from cnnmode.engine.loop import StepSetup
+from cnnmode.engine.losses import Criterion
 from cnnmode.engine.optim import build_optimizer, build_scheduler
 from cnnmode.errors import UsageError
 from cnnmode.files import torch_load
@@ -95,17 +97,13 @@ def frozen_parameters(model: nn.Module, freeze: str) -> list[nn.Parameter]:
     return [p for name, p in model.named_parameters() if order[name.rsplit(".", 1)[0] if "." in name else ""] <= end]
 
 
-def make_step_setup(cfg: Config, optimizer: torch.optim.Optimizer, device: torch.device, precision: Precision,
-                    scheduler: object | None = None, ema: torch.optim.swa_utils.AveragedModel | None = None,
-                    teacher: nn.Module | None = None, weights: torch.Tensor | None = None) -> StepSetup:
-    """The StepSetup for `cfg`'s train keys: loss (cross-entropy or focal, label smoothing, class `weights`,
-    distillation), accumulation, clipping, and a GradScaler when the precision needs one. `scheduler` is advanced
-    per optimizer step when given."""
-    return StepSetup(optimizer, precision, device, torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
-                     cfg.train.label_smoothing, cfg.train.accum_steps, cfg.train.grad_clip, scheduler, ema,
-                     teacher, cfg.train.distill_temperature, cfg.train.distill_alpha, cfg.train.loss,
-                     cfg.train.focal_gamma, None if weights is None or cfg.train.reweight_from else weights.to(device),
-                     round(cfg.train.reweight_from * cfg.train.epochs), None if weights is None else weights.to(device))
+def make_step_setup(cfg: Config, optimizer: torch.optim.Optimizer, *, device: torch.device,
+                    precision: Precision) -> StepSetup:
+    """The optimizer step for `cfg`'s train keys: accumulation, clipping, and a GradScaler when the precision
+    needs one."""
+    return StepSetup(optimizer=optimizer, scaler=torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
+                     precision=precision, device=device, accum_steps=cfg.train.accum_steps,
+                     grad_clip=cfg.train.grad_clip)
 
 
 def ema_with_warmup(decay: float) -> Callable:
@@ -127,13 +125,24 @@ class TrainParts:
     """The model and everything that steps with it; `state_dict` is what last.pt stores besides the RunState."""
     model: nn.Module
     forward_model: nn.Module  # what training calls: wrapped by DistributedDataParallel and/or torch.compile
-    optimizer: torch.optim.Optimizer
+    criterion: Criterion
+    step: StepSetup  # holds the optimizer
     scheduler: object
-    sched_every: str
+    sched_every: str  # "step": advanced after every optimizer step (`after_step`); "epoch": by the epoch loop
     ema: torch.optim.swa_utils.AveragedModel | None
     stopper: EarlyStopping
-    setup: StepSetup
     plain_forward: nn.Module | None = None  # the (compiled) model without the data-parallel wrapper
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.step.optimizer
+
+    def after_step(self) -> None:
+        """After each optimizer step: advance a per-step schedule and the weight EMA."""
+        if self.sched_every == "step":
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -144,7 +153,7 @@ class TrainParts:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.setup.scaler.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.step.scaler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "early_stop": self.stopper.state_dict()}
 
@@ -152,17 +161,17 @@ class TrainParts:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.setup.scaler.load_state_dict(ckpt["scaler"])
+        self.step.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(ckpt["ema"])
         self.stopper.load_state_dict(ckpt["early_stop"])
 
 
-def make_parts(cfg: Config, model: nn.Module, steps_per_epoch: int, device: torch.device, precision: Precision,
-               teacher: nn.Module | None = None, weights: torch.Tensor | None = None,
+def make_parts(cfg: Config, model: nn.Module, *, steps_per_epoch: int, device: torch.device,
+               precision: Precision, teacher: nn.Module | None = None, weights: torch.Tensor | None = None,
                world: World = World()) -> TrainParts:
-    """Move the model to the device and build its optimizer, schedule, EMA, early stopping and StepSetup
-    (`weights`: the loss's per-class weights). In a data-parallel job the training forward goes through
+    """Move the model to the device and build its criterion (`weights`: per class; `teacher`: for distillation),
+    optimizer step, schedule, EMA and early stopping. In a data-parallel job the training forward goes through
     DistributedDataParallel (after SyncBatchNorm with train.sync_bn), compiled as a whole with train.compile."""
     if cfg.train.sync_bn and world.active:
         if device.type != "cuda":
@@ -183,8 +192,9 @@ def make_parts(cfg: Config, model: nn.Module, steps_per_epoch: int, device: torc
     if cfg.train.ema > 0:
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg.train.ema),
                                                   use_buffers=True)
-    teacher = teacher.to(device).eval() if teacher is not None else None
-    setup = make_step_setup(cfg, optimizer, device, precision, scheduler if sched_every == "step" else None, ema,
-                            teacher, weights)
-    stopper = EarlyStopping(cfg.train.early_stop_patience, cfg.train.early_stop_min_delta)
-    return TrainParts(model, forward_model, optimizer, scheduler, sched_every, ema, stopper, setup, plain_forward)
+    return TrainParts(model=model, forward_model=forward_model,
+                      criterion=Criterion.from_config(cfg, weights=weights, teacher=teacher, device=device),
+                      step=make_step_setup(cfg, optimizer, device=device, precision=precision),
+                      scheduler=scheduler, sched_every=sched_every, ema=ema,
+                      stopper=EarlyStopping(cfg.train.early_stop_patience, cfg.train.early_stop_min_delta),
+                      plain_forward=plain_forward)

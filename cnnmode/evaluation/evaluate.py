@@ -14,13 +14,13 @@ import torch
 import torch.nn as nn
 
 from cnnmode.artifact import load_artifact
-from cnnmode.data.for_model import data_for_model
+from cnnmode.data.trained_model_data import data_for_model
 from cnnmode.engine.device import Precision, pick_device, pick_precision
 from cnnmode.engine.loop import predict_logits
 from cnnmode.errors import UsageError
-from cnnmode.evaluation import figures
+from cnnmode.evaluation import eval_figures as figures
 from cnnmode.evaluation.metrics import classification_report, compute_metrics, expected_calibration_error
-from cnnmode.evaluation.plotting import to_display
+from cnnmode.figures import to_display
 from cnnmode.evaluation.report import write_report
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import resolve_target

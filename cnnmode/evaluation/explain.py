@@ -9,12 +9,13 @@ import torch
 import torch.nn as nn
 
 from cnnmode.artifact import load_artifact
-from cnnmode.data.for_model import data_for_model
-from cnnmode.data.preprocess import expand_inputs, load_images
+from cnnmode.data.trained_model_data import data_for_model
+from cnnmode.data.inference_inputs import expand_inputs, load_images
 from cnnmode.errors import UsageError
-from cnnmode.evaluation.plotting import plt, save_fig, to_display
+from cnnmode.evaluation.explain_options import ExplainOptions
+from cnnmode.figures import plt, save_fig, to_display
 from cnnmode.files import printable
-from cnnmode.models import head_module
+from cnnmode.models import captured, head_inputs
 from cnnmode.rundir import resolve_target
 
 DEFAULT_LAYERS = {"resnet": "layer4", "fastnet": "stages.2", "simplecnn": "1", "lenet5": "3"}
@@ -101,14 +102,9 @@ def cam_figure(images: torch.Tensor, maps: np.ndarray, probs: torch.Tensor, name
 
 def feature_maps(model: nn.Module, images: torch.Tensor, layer: nn.Module) -> torch.Tensor:
     """The layer's output for `images` (N, C, H, W)."""
-    captured = {}
-    handle = layer.register_forward_hook(lambda m, i, o: captured.setdefault("out", o.detach()))
-    try:
-        with torch.no_grad():
-            model.float().eval()(images.float())
-    finally:
-        handle.remove()
-    return captured["out"].float()
+    with captured(layer) as seen, torch.no_grad():
+        model.float().eval()(images.float())
+    return seen[0].float()
 
 
 def feature_figure(maps: torch.Tensor, layer_name: str, image_name: str, path: Path, channels: int = 16) -> Path:
@@ -128,18 +124,13 @@ def feature_figure(maps: torch.Tensor, layer_name: str, image_name: str, path: P
 
 def penultimate_features(model: nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Inputs of the last Linear layer (the embedding) over a loader, with labels."""
-    head = head_module(model)
-    feats, labels = [], []
-    handle = head.register_forward_pre_hook(lambda m, args: feats.append(args[0].detach().float().flatten(1).cpu()))
-    try:
+    labels = []
+    with head_inputs(model) as feats, torch.no_grad():
         model.eval()
-        with torch.no_grad():
-            for x, y in loader:
-                model(x.to(device).float())
-                labels.append(y.cpu())
-    finally:
-        handle.remove()
-    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+        for x, y in loader:
+            model(x.to(device).float())
+            labels.append(y.cpu())
+    return torch.cat([f.float().flatten(1).cpu() for f in feats]).numpy(), torch.cat(labels).numpy()
 
 
 def embedding_figure(points: np.ndarray, labels: np.ndarray, classes: list[str], axis_names: tuple[str, str],
@@ -179,14 +170,15 @@ def embedding_plots(features: np.ndarray, labels: np.ndarray, classes: list[str]
     return paths
 
 
-def run_explain(target: str, inputs: list[str], method: str = "gradcam", layer: str | None = None,
-                target_class: str | None = None, out: str | None = None, features: str | None = None,
-                embedding: bool = False, tsne: bool = False, data: str | None = None, split: str = "test",
-                per_figure: int = 8) -> tuple[Path, list[Path], list[tuple[Path, str]]]:
+def run_explain(target: str, inputs: list[str], options: ExplainOptions | None = None,
+                ) -> tuple[Path, list[Path], list[tuple[Path, str]]]:
     """Write CAM grids (and feature-map grids / embedding plots) for an artifact; returns (out dir, files, failed)."""
+    o = options or ExplainOptions()
+    method, layer, target_class, features, per_figure = o.method, o.layer, o.target, o.features, o.per_figure
+    embedding, tsne, data, split = o.embedding, o.tsne, o.data, o.split
     where = resolve_target(target)
     art = load_artifact(where)
-    out_dir = Path(out) if out else where.home / "explain"
+    out_dir = Path(o.out) if o.out else where.home / "explain"
     written: list[Path] = []
     failed: list[tuple[Path, str]] = []
     if not inputs and not embedding:

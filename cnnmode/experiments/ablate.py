@@ -15,9 +15,9 @@ from typing import Callable
 
 from cnnmode.config import Config, resolve_config
 from cnnmode.errors import UsageError
-from cnnmode.evaluation.plotting import plt, save_fig
+from cnnmode.figures import plt, save_fig
 from cnnmode.experiments.compare import COLUMNS, csv_table, markdown_table, run_row
-from cnnmode.experiments.runs import check_planned, complete_run, run_folder
+from cnnmode.experiments.study_runs import check_planned, complete_run, run_folder
 from cnnmode.experiments.studies import Setting, resolve_study
 from cnnmode.files import atomic_write_text
 from cnnmode.workflows.tracking import parent_run

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cnnmode.config import read_yaml
 from cnnmode.errors import UsageError
-from cnnmode.evaluation.plotting import plt, save_fig
+from cnnmode.figures import plt, save_fig
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import RunDir
 

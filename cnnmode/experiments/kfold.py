@@ -9,7 +9,7 @@ from typing import Callable
 from cnnmode.config import Config, resolve_config
 from cnnmode.errors import RunError, UsageError
 from cnnmode.experiments.compare import csv_table
-from cnnmode.experiments.runs import check_planned, complete_run
+from cnnmode.experiments.study_runs import check_planned, complete_run
 from cnnmode.workflows.tracking import parent_run
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import RunDir

@@ -14,10 +14,11 @@ from torch.optim import lr_scheduler
 from cnnmode.config import Config
 from cnnmode.data import build_data
 from cnnmode.engine.device import pick_device, pick_precision
-from cnnmode.engine.loop import optimizer_step, training_loss
+from cnnmode.engine.loop import optimizer_step
+from cnnmode.engine.losses import Criterion
 from cnnmode.engine.optim import build_optimizer
 from cnnmode.engine.setup import build_run_model, make_step_setup
-from cnnmode.evaluation.plotting import plt, save_fig
+from cnnmode.figures import plt, save_fig
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import new_run_name
 
@@ -39,15 +40,17 @@ def sweep(cfg: Config, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int 
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     # every group grows from its own start (so optim.bias_lr_scale keeps its ratio), advanced once per step
     scheduler = lr_scheduler.LambdaLR(optimizer, lambda step: factor ** step)
-    setup = make_step_setup(cfg, optimizer, device, precision, scheduler=scheduler)
+    setup = make_step_setup(cfg, optimizer, device=device, precision=precision)
+    criterion = Criterion.from_config(cfg)
     lrs, losses, smoothed, avg = [], [], [], 0.0
     model.train()
     for x, y in _endless(data.train):
         lrs.append(optimizer.param_groups[0]["lr"])
         with precision.autocast(device):
-            loss = training_loss(model(x), y, x, setup)
+            loss = criterion(model(x), y, x)
         setup.scaler.scale(loss).backward()
         optimizer_step(model, setup)
+        scheduler.step()
         value = loss.item()  # one sync per step is fine here: the sweep is short and needs every value
         avg = smooth * avg + (1 - smooth) * value
         losses.append(value)

@@ -336,7 +336,7 @@ def write_plots(study, study_dir: Path) -> list[str]:
     import optuna.visualization as pv
     import optuna.visualization.matplotlib as pm
 
-    from cnnmode.evaluation.plotting import save_fig
+    from cnnmode.figures import save_fig
 
     written, figures = [], []
     with warnings.catch_warnings():

@@ -24,6 +24,7 @@ import optuna
 from cnnmode.engine.cpu import usable_cores
 from cnnmode.errors import CnnModeError, UsageError
 from cnnmode.experiments import search
+from cnnmode.experiments.search_options import SearchOptions
 
 PLAN_ATTR = "planned_trials"
 PLAN_WAIT_S = 60.0  # how long a joining process waits for the creator to finish enqueuing
@@ -62,11 +63,8 @@ class Job:
     threads: int = 1
 
 
-def run_search(space_file: str | Path, trials: int = 10, storage: str | None = None, study: str | None = None,
-               timeout: float | None = None, pruner: str = "median", out: str | Path | None = None,
-               overrides: list[str] | tuple[str, ...] = (), seed: int | None = None, quiet: bool = False,
-               log: Callable[[str], None] = print, jobs: int | None = None,
-               heartbeat: tuple[int, int] = search.HEARTBEAT) -> dict:
+def run_search(options: SearchOptions, overrides: list[str] | tuple[str, ...] = (), quiet: bool = False,
+               log: Callable[[str], None] = print, heartbeat: tuple[int, int] = search.HEARTBEAT) -> dict:
     """Run the search, then write the results (trials.csv/.md, best.yaml, search.json, plots).
 
     With the default SQLite file and no `jobs`, this process runs `trials` trials of the study (joining it if it
@@ -74,6 +72,8 @@ def run_search(space_file: str | Path, trials: int = 10, storage: str | None = N
     shared by `jobs` worker processes here (or this process alone) and by the same command on other machines.
     Trials that raise are marked failed and the study continues; pruned trials are marked pruned.
     """
+    space_file, trials, storage, study = options.space, options.trials, options.storage, options.study
+    jobs, timeout, pruner, out, seed = options.jobs, options.timeout, options.pruner, options.out, options.seed
     space = search.load_space(space_file)
     name = study or space.name
     probe = search.check_space(space, overrides)  # a bad key or choice fails here, before any trial

@@ -5,6 +5,10 @@ registry name and these arguments so the model can be rebuilt anywhere.
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, contextmanager
+from typing import Iterator
+
+import torch
 import torch.nn as nn
 
 from cnnmode.errors import UsageError
@@ -53,6 +57,24 @@ def list_models() -> list[str]:
 def head_module(model: nn.Module) -> nn.Linear:
     """The classifier head: the model's last Linear layer."""
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+@contextmanager
+def captured(module: nn.Module, take_input: bool = False) -> Iterator[list[torch.Tensor]]:
+    """While open, each forward through `module` appends its first input (`take_input`) or its output, detached,
+    to the list it yields: the one place a layer's activations are caught (explain, embed, embedding plots)."""
+    seen: list[torch.Tensor] = []
+    hook = (module.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach())) if take_input
+            else module.register_forward_hook(lambda m, args, out: seen.append(out.detach())))
+    try:
+        yield seen
+    finally:
+        hook.remove()
+
+
+def head_inputs(model: nn.Module) -> AbstractContextManager[list[torch.Tensor]]:
+    """`captured` at the classifier head's input: the model's embedding of each image."""
+    return captured(head_module(model), take_input=True)
 
 
 def check_qat_supported(name: str) -> None:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from cnnmode.data.decode import DECODE_ERRORS, pil_to_mode
-from cnnmode.data.preprocess import transform_for
+from cnnmode.data.inference_inputs import transform_for
 
 
 class ImageRejected(Exception):

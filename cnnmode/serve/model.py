@@ -11,7 +11,7 @@ import torch
 from cnnmode.deploy.runtime import open_runner
 from cnnmode.rundir import resolve_target
 from cnnmode.serve.batcher import Batcher
-from cnnmode.serve.explain import Explainer
+from cnnmode.serve.explain_endpoint import Explainer
 from cnnmode.serve.images import ImageRejected, Preprocessor
 from cnnmode.serve.metrics import ServeMetrics
 from cnnmode.serve.options import ServeOptions

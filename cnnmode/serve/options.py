@@ -4,28 +4,37 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+from cnnmode.config import opt
 from cnnmode.errors import UsageError
+
+
+BACKENDS_HELP = ("eager, eager-bf16, compile, torchscript, onnxruntime, int8, int8-x86, openvino, openvino-int8 "
+                 "(an exported file runs on its own runtime)")
 
 
 @dataclass
 class ServeOptions:
-    """Everything the server needs; every field is a `cnnmode serve` flag of the same name."""
-    target: str  # a run folder, a model.pt artifact, or an exported .onnx/.ts file
-    backend: str | None = "auto"  # runtime backend (auto: by the CPU kind; an exported file runs on its own)
-    device: str = "cpu"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch_size: int = 32
-    max_wait_ms: float = 5.0
-    max_queue: int = 256  # images waiting; more is answered 503 with Retry-After
-    timeout_s: float = 30.0  # per-request deadline; later is answered 504
-    max_body_mb: float = 20.0  # 413 above this
-    max_pixels: int = 40_000_000  # 413 above this many pixels in one image (decompression bombs)
-    max_images: int = 64  # images in one request
-    cache_size: int = 0  # LRU cache of results by image hash (0 = off)
-    workers: int = 1
-    threads: int = 0  # torch threads per worker (0 = the cores divided among the workers)
-    calib_data: str | None = None  # real images for the int8 backends (default: a run folder's own data)
+    """Everything the server needs; every field is a `cnnmode serve` flag of the same name, with its default and
+    help text here only."""
+    target: str = opt(None, "a run folder, a model.pt artifact, an exported .onnx/.ts file, or a shipped model's "
+                      "name (see `cnnmode models --pretrained`)", metavar="ARTIFACT_OR_RUN_OR_EXPORTED_FILE")
+    backend: str | None = opt("auto", "runtime backend: auto (the fastest that passes the parity gate on this CPU "
+                              "kind), " + BACKENDS_HELP)
+    device: str = opt("cpu", "cpu or cuda")
+    host: str = opt("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
+    port: int = opt(8000, "TCP port")
+    max_batch_size: int = opt(32, "images per model call at most")
+    max_wait_ms: float = opt(5.0, "how long the first image of a batch waits for others")
+    max_queue: int = opt(256, "images waiting at most; more is answered 503 with Retry-After")
+    timeout_s: float = opt(30.0, "per-request deadline; later is answered 504")
+    max_body_mb: float = opt(20.0, "larger request bodies are answered 413")
+    max_pixels: int = opt(40_000_000, "larger images are answered 413 (decompression bombs)")
+    max_images: int = opt(64, "images in one request at most")
+    cache_size: int = opt(0, "LRU cache of results by image hash (0 = off)")
+    workers: int = opt(1, "server processes")
+    threads: int = opt(0, "torch threads per worker (0 = the cores divided among the workers)")
+    calib_data: str | None = opt(None, "real images for the int8 backends (default: a run folder's own data)",
+                                 metavar="PATH")
 
     def check(self) -> "ServeOptions":
         """Refuse impossible values in one line; resolve `threads` so that workers x threads fit the cores."""

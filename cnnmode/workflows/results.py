@@ -11,14 +11,14 @@ import torch
 import torch.nn as nn
 
 from cnnmode.artifact import save_artifact
-from cnnmode.data.sources import source_checksum
+from cnnmode.data.source_layout import source_checksum
 from cnnmode.engine import qat
 from cnnmode.engine.fit import FitResult, Job
 from cnnmode.engine.loop import predict_logits
 from cnnmode.evaluation.card import write_model_card
 from cnnmode.evaluation.evaluate import evaluate_model, gather_images
 from cnnmode.evaluation.metrics import fit_temperature
-from cnnmode.evaluation.plots import predictions_figure, training_curves
+from cnnmode.evaluation.training_figures import predictions_figure, training_curves
 from cnnmode.evaluation.report import write_report
 from cnnmode.files import atomic_write_text, torch_load
 
@@ -57,7 +57,7 @@ def _data_record(data) -> dict:
 def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Module) -> None:
     """Best weights → test evaluation (eval/), metrics.json, artifact, plots, report, summary table."""
     cfg, run, data, state = job.cfg, job.run, job.data, result.state
-    setup, eval_model = job.parts.setup, job.parts.eval_model
+    setup, eval_model = job.parts.step, job.parts.eval_model
     getattr(eval_model, "_orig_mod", eval_model).load_state_dict(torch_load(run.best)["model"])
     temperature = fit_temperature(*predict_logits(eval_model, data.calib or data.val, setup.precision, setup.device,
                                                   cfg.train.tta, cfg.train.tta_translate))
@@ -93,7 +93,7 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
 
 
 def _plots(job: Job, history: list[dict], eval_model: nn.Module, temperature: float) -> None:
-    data, setup = job.data, job.parts.setup
+    data, setup = job.data, job.parts.step
     training_curves(history, job.run.plots / "training_curves.png")
     pick = torch.randperm(len(data.test.labels), generator=torch.Generator().manual_seed(job.cfg.train.seed))[:6]
     images = gather_images(data.test, pick.tolist())

@@ -98,7 +98,7 @@ class MlflowTracker:
         if not run_id:
             params = _params(job.cfg)
             self.mlflow.log_params({k: v[:6000] for k, v in params.items()})
-        env = job.parts.setup
+        env = job.parts.step
         self.mlflow.set_tags({"recipe": job.cfg.recipe or "", "model": job.cfg.model.name,
                               "device": str(env.device), "precision": env.precision.name,
                               "run_dir": str(job.run.path), "git_commit": git_commit()})
@@ -127,7 +127,7 @@ class WandbTracker:
 
         id_file = job.run.path / WANDB_ID
         run_id = id_file.read_text().strip() if resumed and id_file.exists() else None
-        env = job.parts.setup
+        env = job.parts.step
         self.wandb = wandb
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "cnnmode"), name=job.run.path.name,
                               id=run_id, resume="allow" if run_id else None, dir=str(job.run.path),
@@ -224,3 +224,35 @@ def parent_run(cfg: Config, name: str) -> Iterator[None]:
     mlflow = use_mlflow(Path(cfg.run.dir))
     with mlflow.start_run(run_name=name, nested=mlflow.active_run() is not None):
         yield
+
+
+@contextmanager
+def tracked(job, resumed: bool) -> Iterator:
+    """Start the run's trackers; yield `on_row(epoch, row)` to feed them each epoch (`on_row(None, None)`: the run
+    finished); close them, marked failed when the block raised. A tracker that fails while the run goes on (a
+    tracking server gone away) is reported once and dropped: it never stops training."""
+    trackers = make_trackers(job.cfg) if job.world.is_main else []  # under torchrun: rank 0's records only
+    live: list = []
+
+    def on_row(epoch: int | None, row: dict | None) -> None:
+        for t in list(live):
+            try:
+                if epoch is None:
+                    t.finish(job)
+                else:
+                    t.epoch(epoch, row)
+            except Exception as e:  # tracking is a copy of the run folder: losing it must not lose the run
+                job.reporter.warn(f"tracker {type(t).__name__} failed ({type(e).__name__}: {e}); "
+                                  "training goes on without it")
+                live.remove(t)
+
+    ok = False
+    try:
+        for t in trackers:
+            t.start(job, resumed)
+            live.append(t)  # closed below even if a later tracker fails to start
+        yield on_row
+        ok = True
+    finally:
+        for t in live:
+            t.close(ok)

@@ -5,7 +5,7 @@ the run folder is made only once the run can start, so a bad `data.path` or devi
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -15,12 +15,11 @@ from cnnmode.config import Config, check_for_size, config_from_dict, dump_yaml, 
     read_yaml, resolve_config, set_key
 from cnnmode.data import build_data
 from cnnmode.engine import distributed, qat
-from cnnmode.engine.checkpoint import load_checkpoint, set_rng_state
+from cnnmode.engine.checkpoint import load_checkpoint, restore_rank
 from cnnmode.engine.console import Reporter
 from cnnmode.engine.distributed import World
 from cnnmode.engine.device import pick_device, pick_precision, reset_peak_memory, set_determinism
 from cnnmode.engine.fit import EpochHook, Job, fit
-from cnnmode.engine.loop import EpochTally
 from cnnmode.engine.losses import class_weights
 from cnnmode.engine.optim import LENGTH_BOUND
 from cnnmode.engine.profile import profile_steps
@@ -30,7 +29,7 @@ from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import RunDir, new_run_name
 from cnnmode.workflows.results import finish_run
-from cnnmode.workflows.tracking import make_trackers
+from cnnmode.workflows.tracking import tracked
 
 
 def train(cfg: Config | None = None, *, recipe: str | None = None, config_file: str | None = None,
@@ -82,12 +81,7 @@ def restarted_run(cfg: Config, world: World) -> Path | None:
 def planned_run_dir(cfg: Config, world: World = World(), refuse: bool = True) -> RunDir:
     """The folder a new run will write to: `run.dir/run.name` (default name: recipe or model and the time; under
     torchrun the launch's --rdzv-id, since every rank and every restart must agree on it)."""
-    name = cfg.run.name
-    if not name and world.active:
-        name = distributed.run_id()
-        if not name:
-            raise UsageError("under torchrun give the run a name: run.name=NAME (or torchrun --rdzv-id NAME), so that "
-                             "every rank and every elastic restart uses the same run folder")
+    name = distributed.shared_run_name(cfg.run.name, world)
     run = RunDir(Path(cfg.run.dir) / (name or new_run_name(cfg.recipe, cfg.model.name)))
     if refuse:
         _refuse_existing(run)
@@ -148,8 +142,9 @@ def _run(cfg: Config, run: RunDir, reporter: Reporter, world: World, resume: boo
             for stale in run.remove_stale_temp_files():
                 reporter.log_only(f"removed {stale.name}, left by a write that was killed")
             atomic_write_text(run.config, dump_yaml(cfg))
-        parts = make_parts(cfg, model, len(data.train), device, precision, teacher.model if teacher else None,
-                           _loss_weights(cfg, data, reporter), world)
+        parts = make_parts(cfg, model, steps_per_epoch=len(data.train), device=device, precision=precision,
+                           teacher=teacher.model if teacher else None, weights=_loss_weights(cfg, data, reporter),
+                           world=world)
         state = _restore(run, parts, reporter, cfg, world) if resume else RunState()
         job = Job(cfg, run, data, parts, reporter, world)
         if cfg.train.profile:
@@ -185,38 +180,6 @@ def _check_data_parallel(cfg: Config, world: World) -> None:
         raise UsageError("train.profile=true profiles a single process; run it without torchrun")
 
 
-@contextmanager
-def tracked(job: Job, resumed: bool):
-    """Start the run's trackers; yield `on_row(epoch, row)` to feed them each epoch (`on_row(None, None)`: the run
-    finished); close them, marked failed when the block raised. A tracker that fails while the run goes on (a
-    tracking server gone away) is reported once and dropped: it never stops training."""
-    trackers = make_trackers(job.cfg) if job.world.is_main else []  # under torchrun: rank 0's records only
-    live: list = []
-
-    def on_row(epoch: int | None, row: dict | None) -> None:
-        for t in list(live):
-            try:
-                if epoch is None:
-                    t.finish(job)
-                else:
-                    t.epoch(epoch, row)
-            except Exception as e:  # tracking is a copy of the run folder: losing it must not lose the run
-                job.reporter.warn(f"tracker {type(t).__name__} failed ({type(e).__name__}: {e}); "
-                                  "training goes on without it")
-                live.remove(t)
-
-    ok = False
-    try:
-        for t in trackers:
-            t.start(job, resumed)
-            live.append(t)  # closed below even if a later tracker fails to start
-        yield on_row
-        ok = True
-    finally:
-        for t in live:
-            t.close(ok)
-
-
 def _describe_data(data, reporter: Reporter, cfg: Config) -> None:
     sizes = data.sizes()
     reporter.info(f"data {data.source}: {len(data.classes)} classes, train {sizes['train']}, val {sizes['val']}, "
@@ -246,25 +209,13 @@ def _loss_weights(cfg: Config, data, reporter: Reporter) -> torch.Tensor | None:
 
 
 def _restore(run: RunDir, parts, reporter: Reporter, cfg: Config, world: World) -> RunState:
-    """The run's last.pt (read by rank 0 and sent to every rank) loaded into the parts; each rank gets back its
-    own RNG and, for a mid-epoch checkpoint, its loader position (a different world size keeps the global batch
-    and the position, with fresh random streams for ranks the checkpoint did not have)."""
+    """The run's last.pt (read by rank 0 and sent to every rank) loaded into the parts, and this rank's state
+    and RNG (`restore_rank`)."""
     ckpt = distributed.broadcast(load_checkpoint(run.last) if world.is_main else None)
     parts.load_state_dict(ckpt)
-    state = RunState(**ckpt["state"])
-    ranks = ckpt.get("ranks") or [{"rng": ckpt["rng"], "partial": state.partial}]
-    if len(ranks) == world.size:
-        set_rng_state(ranks[world.rank]["rng"])
-        state.partial = ranks[world.rank]["partial"]
-    else:
-        set_rng_state(ckpt["rng"])
-        torch.manual_seed(cfg.train.seed + 7_919 * world.rank + state.epoch)
-        if state.partial is not None:  # mid-epoch: the global position holds; other ranks' sums start afresh
-            tally = ranks[0]["partial"]["tally"] if world.is_main else vars(EpochTally())
-            state.partial = {"loader": {"epoch": state.epoch + 1, "position": state.step, "gen": None},
-                             "tally": tally}
-        reporter.info(f"resuming a {len(ranks)}-process run with {world.size}: same global batch "
-                      f"({cfg.train.batch_size}), new random streams")
+    state, note = restore_rank(ckpt, world, cfg.train.seed)
+    if note:
+        reporter.info(note)
     where = f"step {state.step} of epoch {state.epoch + 1}" if state.step else f"epoch {state.epoch}"
     reporter.info(f"resumed after {where} of {cfg.train.epochs}")
     return state

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnmode.engine.losses import class_weights, classification_loss, focal_loss
+from cnnmode.engine.losses import Criterion, class_weights, classification_loss, distillation_loss, focal_loss
 from cnnmode.errors import UsageError
 
 LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0]])
@@ -59,18 +59,54 @@ def test_focal_loss_takes_soft_targets():
 
 def test_deferred_reweighting_switches_the_weights_on_late():
     from cnnmode.config import resolve_config
-    from cnnmode.engine.device import pick_precision
-    from cnnmode.engine.setup import make_step_setup
 
     cfg = resolve_config(overrides=["train.epochs=8", "train.reweight_from=0.75", "train.class_weights=auto"])
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     w = torch.tensor([0.5, 1.5])
-    setup = make_step_setup(cfg, opt, torch.device("cpu"), pick_precision("off", torch.device("cpu")), weights=w)
+    criterion = Criterion.from_config(cfg, weights=w)
     on = []
     for epoch in range(1, 9):
-        setup.weigh_epoch(epoch)
-        on.append(setup.class_weights is not None)
+        criterion.set_epoch(epoch)
+        on.append(criterion.active_weights is not None)
     assert on == [False] * 6 + [True] * 2
     cfg.train.reweight_from = 0.0
-    assert torch.equal(make_step_setup(cfg, opt, torch.device("cpu"), pick_precision("off", torch.device("cpu")),
-                                       weights=w).class_weights, w)
+    assert torch.equal(Criterion.from_config(cfg, weights=w).active_weights, w)
+
+
+def test_distillation_pulls_towards_the_teacher():
+    teacher = torch.nn.Linear(4, 3)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    criterion = Criterion(teacher=teacher, alpha=1.0, temperature=2.0)
+    with torch.no_grad():
+        same = criterion(teacher(x), y, x)
+        other = criterion(torch.randn(16, 3) * 3, y, x)
+    assert same.item() == pytest.approx(0.0, abs=1e-5) and other.item() > 0.1
+    half = Criterion(teacher=teacher, alpha=0.5, temperature=2.0)
+    logits = torch.randn(16, 3)
+    with torch.no_grad():
+        expected = 0.5 * distillation_loss(logits, teacher(x), 2.0) + 0.5 * F.cross_entropy(logits, y)
+        assert half(logits, y, x).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("key, value, attribute", [
+    ("train.label_smoothing", 0.3, "label_smoothing"), ("train.focal_gamma", 3.5, "focal_gamma"),
+    ("train.loss", "focal", "kind"), ("train.distill_temperature", 6.0, "temperature"),
+    ("train.distill_alpha", 0.25, "alpha")])
+def test_a_loss_setting_travels_from_the_command_line_to_the_criterion(key, value, attribute):
+    """`cnnmode train KEY=VALUE` → the config → make_parts → the criterion train_one_epoch calls."""
+    from cnnmode.cli.main import build_parser
+    from cnnmode.config import pick_base, resolve_config
+    from cnnmode.engine.device import pick_precision
+    from cnnmode.engine.setup import make_parts
+
+    args = build_parser().parse_args(["train", f"{key}={value}"])
+    cfg = resolve_config(pick_base(args.recipe, args.config, "default"), args.overrides)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    cpu = torch.device("cpu")
+    parts = make_parts(cfg, model, steps_per_epoch=4, device=cpu, precision=pick_precision("off", cpu))
+    assert getattr(parts.criterion, attribute) == value
+
+
+def test_label_smoothing_changes_the_loss_by_the_formula():
+    smooth = Criterion(label_smoothing=0.3)(LOGITS, LABELS)
+    assert math.isclose(smooth.item(), F.cross_entropy(LOGITS, LABELS, label_smoothing=0.3).item(), rel_tol=1e-6)
+    assert smooth.item() != Criterion()(LOGITS, LABELS).item()

@@ -6,9 +6,10 @@ from PIL import Image
 
 from cnnmode import load_artifact, train
 from cnnmode.config import resolve_config
-from cnnmode.data.preprocess import load_images
+from cnnmode.data.inference_inputs import load_images
 from cnnmode.errors import UsageError
 from cnnmode.evaluation.explain import cam_maps, find_layer, run_explain
+from cnnmode.evaluation.explain_options import ExplainOptions
 from tests.conftest import fast_overrides, run_cli
 
 
@@ -79,7 +80,7 @@ def test_explain_cli_writes_grids_features_and_embedding(localised, tmp_path):
 def test_feature_maps_of_same_named_images_in_two_folders_do_not_overwrite(localised, tmp_path):
     run, tmp = localised
     inputs = [str(tmp / "data" / "test" / cls / "3.png") for cls in ("blank", "object")]
-    _, files, _ = run_explain(str(run), inputs, features="0", out=str(tmp_path))
+    _, files, _ = run_explain(str(run), inputs, ExplainOptions(features="0", out=str(tmp_path)))
     features = [f for f in files if f.name.startswith("features_")]
     assert len(features) == 2 and len({f.name for f in features}) == 2 and all(f.exists() for f in features)
 
@@ -87,14 +88,14 @@ def test_feature_maps_of_same_named_images_in_two_folders_do_not_overwrite(local
 def test_unknown_layer_lists_valid_ones(localised, tmp_path):
     run, tmp = localised
     with pytest.raises(UsageError, match=r"unknown layer 'nope'; valid layers: 0, 0.0"):
-        run_explain(str(run), [str(tmp / "data" / "test" / "object" / "0.png")], layer="nope", out=str(tmp_path))
+        run_explain(str(run), [str(tmp / "data" / "test" / "object" / "0.png")], ExplainOptions(layer="nope", out=str(tmp_path)))
 
 
 def test_unknown_target_class(localised, tmp_path):
     run, tmp = localised
     with pytest.raises(UsageError, match="choose one of: blank, object"):
-        run_explain(str(run), [str(tmp / "data" / "test" / "object" / "0.png")], target_class="cat",
-                    out=str(tmp_path))
+        run_explain(str(run), [str(tmp / "data" / "test" / "object" / "0.png")],
+                    ExplainOptions(target="cat", out=str(tmp_path)))
 
 
 def test_summary_flops_match_torch_counter():

@@ -2,7 +2,7 @@ import json
 
 import torch
 
-from cnnmode.data.splits import stratified_fold
+from cnnmode.data.holdouts import stratified_fold
 from tests.conftest import run_cli
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from cnnmode.errors import UsageError
 from cnnmode.experiments import search
+from cnnmode.experiments.search_options import SearchOptions
 from cnnmode.experiments.search_workers import run_search
 from tests.conftest import run_cli
 
@@ -40,18 +41,18 @@ def test_three_trial_search_with_pruning_writes_best_config_and_plots(tmp_path, 
 def test_a_pruned_trial_stops_its_run_after_the_reported_epoch(tmp_path, base_yaml, monkeypatch):
     monkeypatch.setattr(search, "make_pruner", lambda name: optuna.pruners.ThresholdPruner(lower=1.01))
     space = write_space(tmp_path, base_yaml, LR, "{train.epochs: 3}")
-    r = run_search(space, trials=1, out=tmp_path / "p", quiet=True, log=lambda _: None)
+    r = run_search(SearchOptions(space, trials=1, out=tmp_path / "p"), quiet=True, log=lambda _: None)
     assert r["states"] == {"pruned": 1} and "best_trial" not in r
     history = (tmp_path / "p" / "trial-000" / "history.csv").read_text().splitlines()
     assert len(history) == 2  # header + epoch 1 of 3
     with pytest.raises(UsageError, match="does not know"):  # another study must not adopt these trial folders
-        run_search(space, trials=1, study="other", out=tmp_path / "p", log=lambda _: None)
+        run_search(SearchOptions(space, trials=1, study="other", out=tmp_path / "p"), log=lambda _: None)
 
 
 def test_a_trial_that_raises_is_marked_failed_and_the_study_goes_on(tmp_path, base_yaml):
     space = write_space(tmp_path, base_yaml, "  model.pretrained: {type: categorical, choices: ['', /missing.pt]}\n",
                         "{train.epochs: 1}")
-    r = run_search(space, trials=4, seed=0, out=tmp_path / "f", quiet=True, log=lambda _: None)
+    r = run_search(SearchOptions(space, trials=4, seed=0, out=tmp_path / "f"), quiet=True, log=lambda _: None)
     assert r["trials"] == 4 and r["states"].get("fail", 0) >= 1 and r["states"].get("complete", 0) >= 1
     table = (tmp_path / "f" / "trials.md").read_text()
     assert "| fail |" in table and "missing.pt" in table  # the reason is kept
@@ -77,8 +78,8 @@ def test_space_errors_name_the_problem(tmp_path, base_yaml):
     with pytest.raises(UsageError, match="needs `type:`"):
         search.load_space(write_space(tmp_path, base_yaml, "  optim.lr: {low: 0.1, high: 1}\n"))
     with pytest.raises(UsageError, match="unknown config key 'optim.lrr'"):
-        run_search(write_space(tmp_path, base_yaml, "  optim.lrr: {type: float, low: 0.1, high: 1}\n"),
-                          trials=1, out=tmp_path / "x", log=lambda _: None)
+        run_search(SearchOptions(write_space(tmp_path, base_yaml, "  optim.lrr: {type: float, low: 0.1, high: 1}\n"),
+                                 trials=1, out=tmp_path / "x"), log=lambda _: None)
 
 
 def test_a_shared_study_holds_exactly_its_planned_trials(tmp_path):
@@ -104,9 +105,9 @@ def test_jobs_need_a_database_server_and_name_the_choices(tmp_path, base_yaml):
 
     space = write_space(tmp_path, base_yaml, LR)
     with pytest.raises(UsageError, match="--jobs 2 needs a database server .*postgresql://"):
-        run_search(space, trials=4, jobs=2, out=tmp_path / "j", log=lambda _: None)
+        run_search(SearchOptions(space, trials=4, jobs=2, out=tmp_path / "j"), log=lambda _: None)
     with pytest.raises(UsageError, match="--jobs needs a number of worker processes of at least 1"):
-        run_search(space, trials=4, jobs=0, storage="postgresql://u@h/db", log=lambda _: None)
+        run_search(SearchOptions(space, trials=4, jobs=0, storage="postgresql://u@h/db"), log=lambda _: None)
     with pytest.raises(UsageError, match="needs INTERVAL,GRACE"):
         parse_heartbeat("30")
     assert not (tmp_path / "j").exists()  # refused before anything is written

@@ -28,7 +28,8 @@ def main(out: str) -> None:
     model = build_model("simplecnn", num_classes=3, in_channels=3, stem="cifar", width=8, img_size=32)
     torch.manual_seed(world.rank)  # different starting weights: DDP must make them rank 0's
     model.apply(lambda m: m.reset_parameters() if hasattr(m, "reset_parameters") else None)
-    parts = make_parts(cfg, model, len(loader), device, pick_precision("off", device), world=world)
+    parts = make_parts(cfg, model, steps_per_epoch=len(loader), device=device, precision=pick_precision("off", device),
+                       world=world)
     checks = []
 
     def compare(step: int, tally) -> None:
@@ -37,7 +38,7 @@ def main(out: str) -> None:
         checks.append(all(torch.equal(all_flat[0], other) for other in all_flat[1:]))
 
     loader.set_epoch(1)
-    stats = train_one_epoch(parts.forward_model, loader, parts.setup, on_step=compare,
+    stats = train_one_epoch(parts.forward_model, loader, parts.criterion, parts.step, on_step=compare,
                             reduce=distributed.all_sum)
     if world.is_main:
         json.dump({"steps": len(checks), "equal": checks, "ranks": world.size, "loss": stats["loss"],

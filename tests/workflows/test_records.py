@@ -7,7 +7,7 @@ import json
 from cnnmode import train
 from cnnmode.config import resolve_config
 from cnnmode.evaluation.card import model_card
-from cnnmode.experiments.run_table import list_runs
+from cnnmode.experiments.runs_table import list_runs
 from tests.conftest import fast_overrides, run_cli
 
 

@@ -1,13 +1,10 @@
 """Dataset tools behind `cnnmode data`: check (problems, duplicates, leakage), quarantine and restore, stats,
-split, preview and convert."""
-from cnnmode.data.tools.check import CheckOptions, check_data, imbalance
-from cnnmode.data.tools.convert import convert_coco, convert_idx, read_idx
-from cnnmode.data.tools.figures import class_counts_figure
-from cnnmode.data.tools.preview import preview_grid
-from cnnmode.data.tools.quarantine import quarantine, restore
-from cnnmode.data.tools.split import split_dataset, stratified_split
-from cnnmode.data.tools.stats import dataset_stats, stats_figure
+split, preview and convert. Names load their module on first use."""
+from cnnmode.registry import lazy_exports
 
-__all__ = ["CheckOptions", "check_data", "class_counts_figure", "convert_coco", "convert_idx", "dataset_stats",
-           "imbalance", "preview_grid", "quarantine", "read_idx", "restore", "split_dataset", "stats_figure",
-           "stratified_split"]
+_HOMES = {"CheckOptions": "check_options", "check_data": "check", "imbalance": "check", "convert_coco": "convert",
+          "convert_idx": "convert", "read_idx": "convert", "class_counts_figure": "dataset_figures",
+          "preview_grid": "preview", "quarantine": "quarantine", "restore": "quarantine",
+          "split_dataset": "split", "stratified_split": "split", "dataset_stats": "stats", "stats_figure": "stats"}
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -8,31 +8,22 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from cnnmode.data.archive import Limits
-from cnnmode.data.sources import SPLIT_NAMES
+from cnnmode.data.source_layout import SPLIT_NAMES
+from cnnmode.data.tools.check_options import CheckOptions
 from cnnmode.data.tools.dupes import exact_groups, group_pairs, near_pairs
-from cnnmode.data.tools.figures import duplicates_figure
+from cnnmode.data.tools.dataset_figures import duplicates_figure
 from cnnmode.data.tools.images import UNUSUAL_MODES, Looked, look, phash
 from cnnmode.data.tools.listing import Entry, Listing, list_dataset, read_entries, training_limits
 
 UNUSABLE = ("empty", "truncated", "not_image", "unreadable")  # kinds whose files training skips
 KEEP_ORDER = {"test": 0, "val": 1, "train": 2}  # a leaked copy is kept in the first of these, moved elsewhere
 HASH_BATCH = 4096
-
-
-@dataclass
-class CheckOptions:
-    """Thresholds: images smaller than `min_size` px on a side; near-duplicates within `near` bits of 64 (-1:
-    exact duplicates only); a train imbalance ratio (largest / smallest class) from `max_imbalance` up."""
-    min_size: int = 16
-    near: int = 4
-    max_imbalance: float = 10.0
 
 
 def _look_all(listing: Listing, limits: Limits, tick: Callable[[int], None]) -> tuple[list[Looked], np.ndarray]:

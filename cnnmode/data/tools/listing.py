@@ -1,6 +1,6 @@
 """A data path listed for checking: every file with its split and class, and what is wrong with the layout.
 
-Training reads the same tree through `sources.find_layout`, which quietly ignores what it cannot place (a
+Training reads the same tree through `source_layout.find_layout`, which quietly ignores what it cannot place (a
 `validation/` folder, files beside the class folders); here each such thing becomes a layout finding with its fix.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from PIL import Image
 from cnnmode.config import DataConfig
 from cnnmode.data.archive import Archive, Limits
 from cnnmode.data.csvlist import is_list, read_rows
-from cnnmode.data.sources import IMAGE_SUFFIXES, NAMED, SPLIT_NAMES, open_source, read_regular, strip_top
+from cnnmode.data.source_layout import IMAGE_SUFFIXES, NAMED, SPLIT_NAMES, open_source, read_regular, strip_top
 
 # folder names people give their splits → the name cnnmode reads
 SPLIT_ALIASES = {"validation": "val", "valid": "val", "validate": "val", "dev": "val", "eval": "val",
@@ -65,7 +65,7 @@ def _split_of(top: str, tops: set[str]) -> str | None:
 
 def _named(name: str, root: str) -> Listing:
     """A torchvision dataset (from `root`, downloaded when online) with each image served as PNG bytes."""
-    from cnnmode.data.read import load_named
+    from cnnmode.data.read_splits import load_named
 
     found = load_named(name, root, 0)
     entries, images = [], {}

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnnmode.data.archive import Limits
 from cnnmode.data.decode import DECODE_ERRORS, pil_to_mode
-from cnnmode.data.tools.figures import plt, save_png
+from cnnmode.data.tools.dataset_figures import plt, save_fig
 from cnnmode.data.tools.listing import list_dataset, read_entries, training_limits
 from cnnmode.errors import UsageError
 
@@ -48,5 +48,5 @@ def preview_grid(path_text: str, out: Path, n: int = 25, seed: int = 0, limits: 
                 if img is not None:
                     ax.imshow(img)
                 ax.set_title(picks[i].label if img is not None else f"{picks[i].label} (unreadable)", fontsize=9)
-    save_png(fig, Path(out))
+    save_fig(fig, Path(out))
     return {s: sum(1 for e in chosen if e.split == s) for s in splits}

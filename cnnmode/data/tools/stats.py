@@ -13,7 +13,7 @@ from PIL import Image
 
 from cnnmode.data.archive import Limits
 from cnnmode.data.decode import DECODE_ERRORS, pil_to_mode
-from cnnmode.data.tools.figures import plt, save_png
+from cnnmode.data.tools.dataset_figures import plt, save_fig
 from cnnmode.data.tools.listing import list_dataset, read_entries, training_limits
 
 
@@ -118,4 +118,4 @@ def stats_figure(stats: dict, sizes: list[tuple[int, int]], path: Path) -> None:
     axes[1, 1].legend()
     fig.suptitle(stats["source"])
     fig.tight_layout()
-    save_png(fig, path)
+    save_fig(fig, path)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnmode.data.preprocess import normalise, resize_crop, transform_for
+from cnnmode.data.inference_inputs import normalise, resize_crop, transform_for
 from cnnmode.deploy.predict import Ranked
 from cnnmode.deploy.runtime import Runner, load_runner
 from cnnmode.deploy.video.sources import Frame

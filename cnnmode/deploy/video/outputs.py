@@ -10,22 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cnnmode.errors import RunError, UsageError
-
-CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
-
-
-def check_output(path: str | None, suffixes: dict | tuple, what: str) -> Path | None:
-    """Refuse an output whose folder does not exist or whose extension is not one of `suffixes`."""
-    if path is None:
-        return None
-    out = Path(path)
-    if out.suffix.lower() not in suffixes:
-        raise UsageError(f"{what} {path}: unsupported extension; use one of {', '.join(suffixes)}")
-    if not out.parent.is_dir():
-        raise UsageError(f"{what} {path}: the folder {out.parent} does not exist")
-    return out
-
+from cnnmode.deploy.video.options import CODECS
+from cnnmode.errors import RunError
 
 class VideoOutput:
     """The annotated video: MJPG in .avi, mp4v in .mp4, at the source's FPS; written to a temporary name and moved

@@ -3,49 +3,17 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from cnnmode.deploy.runtime import open_runner
 from cnnmode.deploy.video.classify import classify_frames
 from cnnmode.deploy.video.mjpeg import MjpegServer
-from cnnmode.deploy.video.outputs import CODECS, CsvOutput, VideoOutput, Window, check_output, window_problem
+from cnnmode.deploy.video.options import VideoOptions
+from cnnmode.deploy.video.outputs import CsvOutput, VideoOutput, Window, window_problem
 from cnnmode.deploy.video.overlay import draw
 from cnnmode.deploy.video.sources import open_source
-from cnnmode.errors import UsageError
 from cnnmode.rundir import resolve_target
-
-
-@dataclass
-class VideoOptions:
-    """Everything `cnnmode video` takes besides the model."""
-    source: str = "0"
-    output: str | None = None
-    show: bool = False
-    stride: int = 1
-    threshold: float = 0.7
-    topk: int = 1
-    backend: str | None = "auto"  # auto: the fastest that passes the parity gate on this CPU kind
-    device: str = "cpu"
-    batch_size: int = 8
-    csv: str | None = None
-    max_frames: int | None = None
-    http: int | None = None
-    host: str = "127.0.0.1"
-    calib_data: str | None = None  # images for the int8 backends' calibration (default: the run folder's own)
-
-    def check(self) -> VideoOptions:
-        """Refuse bad values and unusable outputs before any capture starts."""
-        if self.stride < 1 or self.batch_size < 1 or self.topk < 1 or not 0 <= self.threshold <= 1:
-            raise UsageError("--stride, --batch-size and --topk must be >= 1 and --threshold in [0, 1]")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise UsageError("--max-frames must be >= 1")
-        if self.http is not None and not 0 <= self.http < 65536:
-            raise UsageError(f"--http takes a port number (0-65535), got {self.http}")
-        check_output(self.output, CODECS, "--output")
-        check_output(self.csv, (".csv",), "--csv")
-        return self
 
 
 CALIB_IMAGES = 128  # int8 calibration images: enough for ResNet-style models, and a file starts in seconds

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from cnnmode.config import Config
-from cnnmode.data import csvlist, sources
+from cnnmode.data import csvlist, source_layout
 from cnnmode.data.archive import Limits
 from cnnmode.data.decode import GRAY_MODES, decode_many, probe, verify_file
 from cnnmode.errors import CnnModeError, RunError, UsageError
@@ -92,10 +92,10 @@ def _convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return (x.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
-def _decode_splits(path: Path, archive, layout: sources.Layout, size: int, channels: int, limits: Limits,
+def _decode_splits(path: Path, archive, layout: source_layout.Layout, size: int, channels: int, limits: Limits,
                    ) -> tuple[dict[str, Split], list[tuple[str, str]]]:
     names = [n for items in layout.splits.values() for n, _ in items]
-    blobs, unread = sources.read_files(path, archive, names, limits)
+    blobs, unread = source_layout.read_files(path, archive, names, limits)
     splits, skipped = {}, list(layout.skipped)
     for split, items in layout.splits.items():
         images, kept, reasons = decode_many([blobs.get(n, b"") for n, _ in items], size, channels)
@@ -133,12 +133,12 @@ def load_files(cfg: Config, cache_root: Path) -> Found:
         path, layout = csvlist.list_layout(cfg.data.path)
         archive, source_key = None, csvlist.content_key(cfg.data.path, path, layout)
     else:
-        path, files, dirs, archive = sources.open_source(cfg.data.path, limits)
-        layout = sources.find_layout(files, dirs, cfg.data.path)
-        source_key = sources.content_key(path)
+        path, files, dirs, archive = source_layout.open_source(cfg.data.path, limits)
+        layout = source_layout.find_layout(files, dirs, cfg.data.path)
+        source_key = source_layout.content_key(path)
     if "train" not in layout.splits:
         raise UsageError(f"{cfg.data.path}: no training images")
-    sample, _ = sources.read_files(path, archive, [n for n, _ in layout.splits["train"]], limits, first=32)
+    sample, _ = source_layout.read_files(path, archive, [n for n, _ in layout.splits["train"]], limits, first=32)
     probes = []
     for blob in sample.values():
         try:
@@ -175,7 +175,7 @@ def load_files(cfg: Config, cache_root: Path) -> Found:
     for split, items in layout.splits.items():
         good = []
         for name, label in items:
-            reason = (unread.get(name) or sources.file_problem(folder / name, limits)
+            reason = (unread.get(name) or source_layout.file_problem(folder / name, limits)
                       or verify_file(folder / name))
             (skipped.append((name, reason)) if reason else good.append((folder / name, label)))
         splits[split] = Split(torch.tensor([y for _, y in good], dtype=torch.long), files=[p for p, _ in good],

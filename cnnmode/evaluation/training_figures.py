@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from cnnmode.evaluation.plotting import plt, save_fig, to_display
+from cnnmode.figures import plt, save_fig, to_display
 
 
 def _curves(ax_loss, ax_acc, history: list[dict]) -> None:

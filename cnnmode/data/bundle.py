@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 
 from cnnmode.config import Config
-from cnnmode.data import sources
+from cnnmode.data import source_layout
 from cnnmode.data.augment import stream_transforms
 from cnnmode.data.loaders import ImageFiles, StreamLoader, TensorLoader
-from cnnmode.data.read import Split, load_files, load_named
-from cnnmode.data.splits import stratified_fold, stratified_holdout, stratified_subset
+from cnnmode.data.read_splits import Split, load_files, load_named
+from cnnmode.data.holdouts import stratified_fold, stratified_holdout, stratified_subset
 from cnnmode.errors import UsageError
 
 TEST_SEED = 20_260_101  # the carved test split must not move with train.seed
@@ -108,7 +108,7 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
     """
     name = str(cfg.data.path).lower()
     cache_root = Path(cfg.data.root) / "cache"
-    found = (load_named(name, cfg.data.root, cfg.data.channels) if name in sources.NAMED
+    found = (load_named(name, cfg.data.root, cfg.data.channels) if name in source_layout.NAMED
              else load_files(cfg, cache_root))
     classes, channels = found.classes, found.channels
     train, val, test, val_is_test = _assign_splits(found.splits, cfg)

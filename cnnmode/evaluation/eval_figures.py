@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnmode.evaluation.plotting import plt, save_fig
+from cnnmode.figures import plt, save_fig
 
 
 def confusion_matrix(cm: np.ndarray, classes: list[str], path: Path, normalized: bool = False) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from cnnmode.config import Config, config_from_dict, read_yaml
-from cnnmode.data.build import DataBundle, build_data
+from cnnmode.data.bundle import DataBundle, build_data
 from cnnmode.errors import UsageError
 from cnnmode.rundir import Target
 

@@ -9,7 +9,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from cnnmode.data.decode import DECODE_ERRORS, pil_to_mode
-from cnnmode.data.sources import IMAGE_SUFFIXES
+from cnnmode.data.source_layout import IMAGE_SUFFIXES
 from cnnmode.errors import UsageError
 
 

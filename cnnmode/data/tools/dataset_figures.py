@@ -1,23 +1,11 @@
-"""Pictures of a dataset (matplotlib's Agg backend: no display needed), written atomically."""
+"""Pictures of a dataset: images per class and split, and the duplicate groups `data check` finds."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from cnnmode.figures import plt, save_fig
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-__all__ = ["class_counts_figure", "plt", "save_png"]
-
-from cnnmode.files import atomic_write  # noqa: E402
-
-
-def save_png(fig, path: Path) -> Path:
-    """Write the figure as a PNG (atomically) and close it."""
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
-    return Path(path)
+__all__ = ["class_counts_figure", "duplicates_figure", "plt", "save_fig"]
 
 
 def class_counts_figure(counts: dict[str, dict[str, int]], classes: list[str], path: Path, title: str) -> Path:
@@ -36,7 +24,7 @@ def class_counts_figure(counts: dict[str, dict[str, int]], classes: list[str], p
     ax.set_xlabel("images")
     ax.set_title(title)
     ax.legend()
-    return save_png(fig, path)
+    return save_fig(fig, path)
 
 
 def duplicates_figure(listing, findings: list[dict], path: Path, limits, rows: int = 8) -> Path | None:
@@ -73,4 +61,4 @@ def duplicates_figure(listing, findings: list[dict], path: Path, limits, rows: i
                     ha="right", va="center", fontsize=8)
     fig.suptitle("leaks between splits, then duplicates within a split")
     fig.tight_layout()
-    return save_png(fig, path)
+    return save_fig(fig, path)

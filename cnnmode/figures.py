@@ -1,4 +1,5 @@
-"""Matplotlib set up once for files (the Agg backend: no display needed), and the helpers every figure uses."""
+"""Matplotlib set up once for files (the Agg backend: no display needed), and what every figure uses: saving a
+PNG atomically and turning normalised images back into pixels."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,13 +10,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from cnnmode.files import atomic_write  # noqa: E402
+
 __all__ = ["plt", "save_fig", "to_display"]
 
 
 def save_fig(fig, path: Path) -> Path:
-    """Save and close a figure (PNG), creating the folder."""
+    """Write the figure as a PNG (atomically, creating the folder) and close it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
     return path
 

@@ -1,0 +1,16 @@
+"""The thresholds of `cnnmode data check`: each a flag of the verb, its default and help text written once here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnnmode.config import opt
+
+
+@dataclass
+class CheckOptions:
+    """What `data check` flags: images smaller than `min_size` px on a side; near-duplicates within `near` bits of
+    64 (-1: exact duplicates only); a train imbalance ratio (largest / smallest class) from `max_imbalance` up."""
+    min_size: int = opt(16, "flag images smaller than this on a side", metavar="PX")
+    near: int = opt(4, "near-duplicates: perceptual hashes at most this many bits apart of 64 (-1: exact "
+                    "duplicates only)", metavar="BITS")
+    max_imbalance: float = opt(10.0, "flag a largest/smallest train class ratio from this up", metavar="RATIO")
