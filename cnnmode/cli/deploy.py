@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from cnnmode.cli.common import add_option_flags, options_from_args, print_table
+from cnnmode.deploy.options import BenchOptions, PredictOptions
 from cnnmode.deploy.video.options import VideoOptions
 from cnnmode.errors import UsageError
 
@@ -13,17 +14,18 @@ from cnnmode.errors import UsageError
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnmode.deploy.predict import Predictor, write_results
 
-    predictor = Predictor(args.artifact, backend=args.backend, calib_data=args.calib_data)
-    if args.backend not in (None, "eager"):
+    o = options_from_args(PredictOptions, args)
+    predictor = Predictor(args.artifact, backend=o.backend, calib_data=o.calib_data)
+    if o.backend not in (None, "eager"):
         print(predictor.runner.describe())
-    results = predictor.predict(args.inputs, args.topk, args.threshold, args.batch_size)
-    print_table(None, ["file", f"top-{args.topk}"],
+    results = predictor.predict(args.inputs, o.topk, o.threshold, o.batch_size)
+    print_table(None, ["file", f"top-{o.topk}"],
                 [[p.file, ("uncertain " if p.uncertain else "") + ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)]
                  for p in results.predictions], left=2, width=None)
     for f, reason in results.failed:
         print(f"failed {f}: {reason}", file=sys.stderr)
-    if args.out:
-        print(f"wrote {write_results(results, Path(args.out))}")
+    if o.out:
+        print(f"wrote {write_results(results, Path(o.out))}")
     print(f"{len(results.predictions)} predicted, {len(results.failed)} failed")
     return 1 if results.failed and not results.predictions else 0
 
@@ -55,13 +57,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from cnnmode.deploy.bench import bench
     from cnnmode.deploy.runtime import MIN_AGREEMENT
 
+    o = options_from_args(BenchOptions, args)
     try:
-        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        sizes = [int(b) for b in o.batch_sizes.split(",")]
     except ValueError:
         raise UsageError(f"--batch-sizes takes whole numbers separated by commas (e.g. 1,8,64), got "
-                         f"{args.batch_sizes!r}") from None
-    r = bench(args.artifact, sizes, args.backends.split(","), args.device, args.data, profile=args.profile,
-              out=args.out, say=print)
+                         f"{o.batch_sizes!r}") from None
+    r = bench(args.artifact, sizes, o.backends.split(","), o.device, o.data, profile=o.profile,
+              out=o.out, say=print)
     eager = r["backends"].get("eager")
     rows, sections = [], []
     for name, row in r["backends"].items():
@@ -149,16 +152,7 @@ def add_parsers(verbs) -> None:
                          description="Predict with a model.pt artifact, a run folder, or an exported .onnx/.ts file.")
     p.add_argument("artifact", metavar="ARTIFACT")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR_OR_GLOB")
-    p.add_argument("--topk", type=int, default=3)
-    p.add_argument("--threshold", type=float, default=0.0, help="mark predictions below this confidence uncertain")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out", metavar="FILE.csv|.json")
-    p.add_argument("--backend",
-                   help="runtime backend for a model.pt: eager (default, fp32 as trained), auto (the fastest that "
-                        "passes the parity gate on this CPU kind), eager-bf16, compile, torchscript, onnxruntime, "
-                        "int8, int8-x86, openvino, openvino-int8")
-    p.add_argument("--calib-data", metavar="PATH", help="real images to calibrate the int8 backends on "
-                                                        "(default: the run folder's own validation split)")
+    add_option_flags(p, PredictOptions)
     p.set_defaults(func=cmd_predict)
 
     p = verbs.add_parser("video", help="classify a camera, a video file or a stream, frame by frame",
@@ -186,16 +180,7 @@ def add_parsers(verbs) -> None:
                          description="Benchmark an artifact or run folder. Agreement and accuracy are measured on "
                                      "the test split of --data (or the run's own data), else on generated images.")
     p.add_argument("artifact", metavar="ARTIFACT")
-    p.add_argument("--batch-sizes", default="1,8,64")
-    p.add_argument("--backends", default="auto,eager",
-                   help="comma-separated names from the runtime registry: auto (the fastest backend that passes the "
-                        "parity gate on this CPU kind), eager, eager-bf16, compile, torchscript, onnxruntime, int8 "
-                        "(ONNX Runtime static int8), int8-x86 (PyTorch PT2E int8 compiled to oneDNN kernels), "
-                        "openvino, openvino-int8 (NNCF int8, cached beside the artifact)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime backends run on the CPU)")
-    p.add_argument("--data", help="images with labels for agreement/accuracy and int8 calibration")
-    p.add_argument("--profile", action="store_true", help="write a torch.profiler Chrome trace of the eager model")
-    p.add_argument("--out", metavar="FILE.json")
+    add_option_flags(p, BenchOptions)
     p.set_defaults(func=cmd_bench)
 
     p = verbs.add_parser("prune", help="prune weights (global or channel-structured), optionally fine-tune",

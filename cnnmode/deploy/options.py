@@ -1,0 +1,36 @@
+"""What `cnnmode predict` and `cnnmode bench` are told besides the model and the images: every flag, its default
+and help text, written once here (the command line builds its flags from these dataclasses)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnnmode.config import opt
+
+BACKENDS = ("eager, eager-bf16, compile, torchscript, onnxruntime, int8 (ONNX Runtime static int8), int8-x86 "
+            "(PyTorch PT2E int8 compiled to oneDNN kernels), openvino, openvino-int8 (NNCF int8, cached beside the "
+            "artifact)")
+CALIB_HELP = "real images to calibrate the int8 backends on (default: the run folder's own validation split)"
+
+
+@dataclass
+class PredictOptions:
+    """Each field is the `cnnmode predict` flag of the same name."""
+    topk: int = opt(3, "classes per image")
+    threshold: float = opt(0.0, "mark predictions below this confidence uncertain")
+    batch_size: int = opt(64, "images per model call")
+    out: str | None = opt(None, "also write the predictions as CSV or JSON", metavar="FILE.csv|.json")
+    backend: str | None = opt(None, "runtime backend for a model.pt: eager (default, fp32 as trained), auto (the "
+                              "fastest that passes the parity gate on this CPU kind), " + BACKENDS)
+    calib_data: str | None = opt(None, CALIB_HELP, metavar="PATH")
+
+
+@dataclass
+class BenchOptions:
+    """Each field is the `cnnmode bench` flag of the same name."""
+    batch_sizes: str = opt("1,8,64", "batch sizes to time, comma-separated", metavar="N,N,...")
+    backends: str = opt("auto,eager", "comma-separated names from the runtime registry: auto (the fastest backend "
+                        "that passes the parity gate on this CPU kind), " + BACKENDS, metavar="NAME,NAME,...")
+    device: str = opt("cpu", "cpu or cuda (onnxruntime backends run on the CPU)")
+    data: str | None = opt(None, "images with labels for agreement/accuracy and int8 calibration")
+    profile: bool = opt(False, "write a torch.profiler Chrome trace of the eager model")
+    out: str | None = opt(None, "where bench.json goes", metavar="FILE.json")
