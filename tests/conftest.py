@@ -71,11 +71,47 @@ def tiny_tree(tmp_path_factory) -> Path:
     return write_tree(tmp_path_factory.mktemp("tiny") / "shapes", {"train": 30, "test": 10})
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the real `cnnmode` entry point in a subprocess."""
-    env = dict(os.environ, COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "cnnmode", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=env)
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300,
+            process: bool = False) -> subprocess.CompletedProcess:
+    """Run the `cnnmode` entry point (`cnnmode.cli.main`, what the console script calls) on `args` and return its
+    exit code, stdout and stderr. In this process by default: a new Python process costs seconds of imports, and
+    the suite runs many; `process=True` starts a real one (for exit by signal, environment or stdin)."""
+    if process:
+        env = dict(os.environ, COLUMNS="200")
+        return subprocess.run([sys.executable, "-m", "cnnmode", *args], capture_output=True, text=True,
+                              cwd=cwd, timeout=timeout, env=env)
+    return _run_in_process([str(a) for a in args], cwd)
+
+
+def _run_in_process(argv: list[str], cwd: Path | None) -> subprocess.CompletedProcess:
+    """`main(argv)` with stdout/stderr captured; the working folder, the environment and torch's global settings
+    are put back afterwards, as a process's end would."""
+    import contextlib
+    import io
+
+    import torch
+
+    from cnnmode.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_torch = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    os.environ["COLUMNS"] = "200"
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse: usage errors (2) and --help/--version (0)
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_torch[0])
+        torch.use_deterministic_algorithms(saved_torch[1])
+    return subprocess.CompletedProcess(["cnnmode", *argv], code, out.getvalue(), err.getvalue())
 
 
 def fast_overrides(tmp: Path, data: Path, **extra: object) -> list[str]:

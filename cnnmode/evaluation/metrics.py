@@ -35,7 +35,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
     with torch.enable_grad():
         opt.step(closure)
-    t = float(log_t.exp())
+    t = float(log_t.detach().exp())
     return round(t, 4) if np.isfinite(t) and 0.01 < t < 100 else 1.0
 
 

@@ -3,6 +3,7 @@ runs are nested under one MLflow parent run."""
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -88,6 +89,15 @@ def wandb_records(path: Path) -> Iterator:
             yield record
 
 
+def _appears(find, seconds: float = 20.0) -> list:
+    """What `find` returns once it is not empty: wandb's own process (wandb-core) writes the run's files, and on a
+    busy machine may finish after `wandb.finish` has returned."""
+    deadline = time.monotonic() + seconds
+    while not (found := find()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
 def test_wandb_writes_an_offline_run_without_a_key(tmp_path, tiny_tree, monkeypatch):
     pytest.importorskip("wandb")
     for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT"):
@@ -96,7 +106,7 @@ def test_wandb_writes_an_offline_run_without_a_key(tmp_path, tiny_tree, monkeypa
     cfg = resolve_config(overrides=fast_overrides(tmp_path, tiny_tree, **{
         "run.name": "wb", "train.epochs": 2, "run.trackers": "wandb"}))
     run = train(cfg, quiet=True)
-    [offline] = (run / "wandb").glob("offline-run-*")  # offline, in the run folder
+    [offline] = _appears(lambda: list((run / "wandb").glob("offline-run-*")))  # offline, in the run folder
     records = list(wandb_records(next(offline.glob("run-*.wandb"))))
     [started] = [r.run for r in records if r.HasField("run")]
     assert started.display_name == "wb" and "simplecnn" in started.tags
