@@ -19,20 +19,19 @@ if WORKERS > 1:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(max(1, (os.cpu_count() or 1) // WORKERS))
 
-# Tests that measure time or start many processes (the HTTP server, video, torchrun) run one after another on one
-# worker; tests sharing a package fixture (a trained run) stay on one worker so that it is made once.
-SERIAL = ("tests/serve/", "tests/deploy/video/", "tests/workflows/test_ddp.py")
-TOGETHER = ("tests/deploy/",)
+# Tests that measure time or start servers (the HTTP server, video) run one after another, and so do the torchrun
+# tests (each starts several processes); tests sharing a package fixture (a trained run) stay on one worker so
+# that it is made once. Every other module is a group of its own (its module fixtures are made once).
+GROUPS = {"tests/serve/": "timing", "tests/deploy/video/": "timing", "tests/test_pretrained.py": "timing",
+          "tests/workflows/test_ddp.py": "torchrun", "tests/deploy/": "deploy"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Put each test in an xdist group (used by `--dist loadgroup`): the timing-sensitive ones in one, the tests of
-    one package fixture in another, and every other module by itself (its module fixtures are made once)."""
+    """Put each test in its xdist group (used by `--dist loadgroup`, see GROUPS)."""
     root = Path(config.rootpath)
     for item in items:
         path = Path(item.fspath).relative_to(root).as_posix()
-        group = next((g for g in SERIAL if path.startswith(g)), None) and "serial"
-        group = group or next((g for g in TOGETHER if path.startswith(g)), None) or path
+        group = next((g for prefix, g in GROUPS.items() if path.startswith(prefix)), path)
         item.add_marker(pytest.mark.xdist_group(group))
 
 
@@ -69,6 +68,30 @@ def write_tree(root: Path, per_class: dict[str, int], size: int = 32, seed: int 
 def tiny_tree(tmp_path_factory) -> Path:
     """train/ (30 per class) and test/ (10 per class) of 32 px RGB PNGs, 3 classes."""
     return write_tree(tmp_path_factory.mktemp("tiny") / "shapes", {"train": 30, "test": 10})
+
+
+CIFAR = Path(os.environ.get("CNNMODE_CIFAR_JPEG") or
+             Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
+
+
+def cifar_slice(root: Path, per_class: dict[str, int]) -> Path:
+    """The first `per_class[split]` images of each class of each split of the shared CIFAR-10 JPEG copy, as a
+    `split/class/NNNN.jpg` tree (the JPEG bytes as they are): a real-data slice without decoding all 60,000."""
+    import tarfile
+
+    counts: dict[tuple[str, str], int] = {}
+    with tarfile.open(CIFAR) as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) < 3 or parts[-3] not in per_class:
+                continue
+            key = (parts[-3], parts[-2])
+            if counts.get(key, 0) < per_class[parts[-3]]:
+                counts[key] = counts.get(key, 0) + 1
+                target = root / parts[-3] / parts[-2] / parts[-1]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(member).read())
+    return root
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300,

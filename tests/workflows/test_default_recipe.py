@@ -2,15 +2,13 @@
 tests/models/test_more_models.py): a model other than the recipe's own gets settings
 that suit it (the recipe hands over to `generic`), never the FastNet learning rates that collapse a ResNet."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from cnnmode import train
 from cnnmode.config import resolve_config
 from cnnmode.models import list_models
-from tests.conftest import write_tree
+from tests.conftest import CIFAR, cifar_slice, write_tree
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +29,13 @@ def test_default_recipe_trains_every_model_beyond_chance(model, shapes16, tmp_pa
     assert metrics["test"]["accuracy"] >= 0.5, f"{model} with recipe {cfg.recipe}: {metrics['test']['accuracy']}"
 
 
-CIFAR = Path(os.environ.get("CNNMODE_CIFAR_JPEG") or
-             Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz")
-
-
 @pytest.mark.skipif(not CIFAR.exists(), reason="the shared CIFAR-10 JPEG copy is not on this machine")
 def test_default_recipe_trains_resnet18_on_a_cifar_slice(tmp_path):
     # with the speed recipe's FastNet settings (LR 0.375, 64x bias LR, label smoothing 0.3) ResNet-18 stays at
     # chance here (10.2% after 2 epochs on 1,000 images); the generic recipe it now hands over to reaches 25%
-    cfg = resolve_config("default", ["model.name=resnet18", f"data.path={CIFAR}", f"data.root={tmp_path}",
-                                     "data.subset=1000", "train.epochs=2", f"run.dir={tmp_path / 'runs'}"], cuda=False)
+    data = cifar_slice(tmp_path / "cifar", {"train": 110, "test": 50})
+    cfg = resolve_config("default", ["model.name=resnet18", f"data.path={data}", f"data.root={tmp_path}",
+                                     "train.epochs=2", f"run.dir={tmp_path / 'runs'}"], cuda=False)
     assert cfg.recipe == "generic"
     run = train(cfg, quiet=True)
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0.18
