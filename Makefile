@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# uv installs the pinned set in a fraction of pip's time (with pip's indexes and constraints); pip if it fails
 	$(BIN)/python -m pip install --quiet uv==0.13.9 && \
-	  $(BIN)/python -m uv pip install --quiet --python $(BIN)/python -r requirements.txt \
+	  $(BIN)/python -m uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt \
 	    $$($(BIN)/python scripts/uv_args.py) || \
 	  $(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
@@ -24,7 +24,7 @@ train: setup
 	$(BIN)/cnnmode train --recipe $(RECIPE) data.path=$(DATA) $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest -n auto --dist loadgroup  # one worker per core, each with its share of threads
+	$(BIN)/python -m pytest -n auto --dist loadfile  # one worker per core, each with its share of threads
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -10,10 +10,11 @@ import torch.nn as nn
 
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_torch_save, torch_load
-from cnnmode.models import build_model
+from cnnmode.models import build_model, head_module
 from cnnmode.rundir import Target, resolve_target
 
 FORMAT = "cnnmode-artifact"
+MIN_SIDE, MAX_SIDE = 8, 4096  # image sides an artifact may ask for (a larger one would exhaust memory at warm-up)
 
 
 @dataclass
@@ -60,6 +61,42 @@ def load_artifact(target: str | Path | Target, device: str | torch.device = "cpu
     except (KeyError, TypeError, RuntimeError) as e:
         raise UsageError(f"{path} is a damaged CNN Mode artifact ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:120] if str(e) else 'missing fields'})") from None
+    check_preprocess(blob.get("preprocess"), blob.get("classes"), path)
+    outputs = _outputs(model)
+    if outputs is not None and outputs != len(blob["classes"]):
+        raise UsageError(f"{path} is a damaged CNN Mode artifact: its model has {outputs} outputs but it names "
+                         f"{len(blob['classes'])} classes")
     model.to(device).eval()
     return Artifact(model, blob["model"]["name"], blob["model"]["args"], blob["classes"], blob["preprocess"],
                     blob.get("meta", {}), path)
+
+
+def _outputs(model: nn.Module) -> int | None:
+    """The classifier head's outputs (None for a model without a Linear head, such as SqueezeNet's conv head)."""
+    try:
+        return head_module(model).out_features
+    except IndexError:
+        return None
+
+
+def check_preprocess(preprocess: Any, classes: Any, path: Path) -> None:
+    """Refuse, in one line naming the file, preprocessing no model can run with (an image size outside 8-4096 px,
+    channels other than 1 or 3, a mean/std per channel missing or a std of 0) or a class list that is not one."""
+    def bad(why: str) -> UsageError:
+        return UsageError(f"{path} is a damaged CNN Mode artifact: {why}")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise bad("its class list is missing or not a list of names")
+    if not isinstance(preprocess, dict):
+        raise bad("its preprocessing is missing")
+    size, channels = preprocess.get("img_size"), preprocess.get("channels")
+    if not isinstance(size, int) or not MIN_SIDE <= size <= MAX_SIDE:
+        raise bad(f"img_size {size!r} is not a side length of {MIN_SIDE}-{MAX_SIDE} pixels")
+    if channels not in (1, 3):
+        raise bad(f"channels {channels!r} is not 1 or 3")
+    for key in ("mean", "std"):
+        values = preprocess.get(key)
+        if not isinstance(values, list) or len(values) != channels or not all(isinstance(v, (int, float))
+                                                                              for v in values):
+            raise bad(f"{key} {values!r} is not one number per channel")
+    if min(preprocess["std"]) <= 0:
+        raise bad(f"std {preprocess['std']} has a value of 0 or less")

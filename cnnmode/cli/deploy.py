@@ -110,6 +110,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from cnnmode.deploy.embed import embed_images, save_embeddings
 
     emb, failed = embed_images(args.artifact, args.data, args.layer, args.batch_size)
+    for path, reason in failed:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     save_embeddings(emb, Path(args.out))
     labelled = sum(1 for label in emb.labels if label)
     print(f"{args.out}: {len(emb.paths)} images x {emb.features.shape[1]} features ({labelled} labelled by their "

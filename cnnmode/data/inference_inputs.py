@@ -9,8 +9,12 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from cnnmode.data.decode import DECODE_ERRORS, pil_to_mode
-from cnnmode.data.source_layout import IMAGE_SUFFIXES
+from cnnmode.data.archive import Limits
+from cnnmode.data.source_layout import IMAGE_SUFFIXES, file_problem
 from cnnmode.errors import UsageError
+
+
+INPUT_LIMITS = Limits.from_mb_gb(100, 20)  # data.max_file_mb's default: a larger "image" is not read
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
@@ -52,6 +56,10 @@ def load_images(paths: list[Path], preprocess: dict) -> tuple[torch.Tensor, list
     tf = transform_for(preprocess)
     tensors, ok, failed = [], [], []
     for path in paths:
+        problem = file_problem(path, INPUT_LIMITS)  # a pipe or device would block the read forever
+        if problem:
+            failed.append((path, problem))
+            continue
         try:
             with Image.open(path) as img:
                 tensors.append(tf(pil_to_mode(img, preprocess["channels"])))

@@ -54,6 +54,8 @@ def embed_images(artifact: str | Path, inputs: list[str], layer: str | None = No
                  batch_size: int = 64) -> tuple[Embeddings, list[tuple[str, str]]]:
     """Features of every image under `inputs` (files, folders, globs) with the artifact's own preprocessing;
     returns them and the files that could not be read."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size}: give at least 1 image per batch")
     art = load_artifact(artifact)
     model = art.model.float().eval()
     paths = expand_inputs(inputs)
@@ -65,7 +67,8 @@ def embed_images(artifact: str | Path, inputs: list[str], layer: str | None = No
             feats.append(features_of(model, batch, layer).numpy())
             kept += ok
     if not kept:
-        raise UsageError(f"no readable images in {' '.join(inputs)}")
+        reasons = "; ".join(f"{path}: {reason}" for path, reason in failed[:3])
+        raise UsageError(f"no readable images in {' '.join(inputs)}" + (f" ({reasons})" if reasons else ""))
     labels = [p.parent.name if p.parent.name in art.classes else "" for p in kept]
     return Embeddings(np.concatenate(feats).astype(np.float32), [str(p) for p in kept], labels), failed
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from cnnmode.artifact import Artifact, load_artifact
+from cnnmode.artifact import Artifact, check_preprocess, load_artifact
 from cnnmode.deploy.formats import ExportOptions, example_batch, write_onnx, write_onnx_int8
 from cnnmode.deploy.quantize import quantize_x86
 from cnnmode.deploy.openvino_runtime import openvino_fp32, openvino_int8
@@ -203,7 +203,12 @@ def read_preprocess(model_path: Path) -> dict:
     meta = model_path.with_name("preprocess.json")
     if not meta.exists():
         raise UsageError(f"{model_path} has no preprocess.json beside it (written by `cnnmode export`)")
-    return json.loads(meta.read_text())
+    try:
+        found = json.loads(meta.read_text())
+    except ValueError as e:
+        raise UsageError(f"{meta} is not valid JSON ({e})") from None
+    check_preprocess(found, found.get("classes") if isinstance(found, dict) else None, meta)
+    return found
 
 
 def _exported(path: Path, backend: str | None, device: str | torch.device) -> Runner:

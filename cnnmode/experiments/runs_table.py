@@ -24,9 +24,9 @@ def _history_epochs(run: RunDir) -> int:
 def run_record(run_dir: Path, root: Path) -> dict:
     """One row for a run folder: from metrics.json when finished, else from config.yaml and history.csv."""
     run = RunDir(run_dir)
-    cfg = read_yaml(run.config)
-    m = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
-    test = m.get("test", {})
+    cfg, cfg_ok = _readable(lambda: read_yaml(run.config))
+    m, metrics_ok = _readable(lambda: json.loads(run.metrics.read_text()) if run.metrics.exists() else {})
+    test = m.get("test") if isinstance(m.get("test"), dict) else {}
     finished = bool(m) and run.model.exists()
     stamp = (run.metrics if m else run.config).stat().st_mtime
     return {"run": run.path.relative_to(root).as_posix() if run.path != root else run.path.name,
@@ -35,7 +35,19 @@ def run_record(run_dir: Path, root: Path) -> dict:
             "epochs": f"{m.get('epochs_run', _history_epochs(run))}/{cfg.get('train', {}).get('epochs', '?')}",
             "test_acc": test.get("accuracy"), "balanced_acc": test.get("balanced_accuracy"),
             "train_time_s": m.get("train_time_s"), "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)),
-            "status": "finished" if finished else ("running" if run.in_use() else "stopped")}
+            "status": ("damaged: " + ", ".join(n for n, ok in (("config.yaml", cfg_ok), ("metrics.json", metrics_ok))
+                                                if not ok)) if not (cfg_ok and metrics_ok)
+            else "finished" if finished else ("running" if run.in_use() else "stopped")}
+
+
+def _readable(read) -> tuple[dict, bool]:
+    """(what `read` returns, True) when it is a mapping; ({}, False) for a damaged or foreign file, so that one bad
+    run folder is marked in the table instead of hiding all the others."""
+    try:
+        value = read()
+    except (OSError, ValueError, UsageError):
+        return {}, False
+    return (value, True) if isinstance(value, dict) else ({}, False)
 
 
 def find_runs(root: Path, depth: int = 3) -> list[Path]:

@@ -49,7 +49,7 @@ class ServedModel:
     def info(self) -> dict:
         """What GET /v1/model answers."""
         p = self.runner.preprocess
-        return {"file": str(self.file), "name": self.runner.name, "backend": self.runner.backend,
+        return {"file": self.file.name, "name": self.runner.name, "backend": self.runner.backend,  # no server path
                 "classes": self.runner.classes, "checksum": f"sha256:{self.checksum}",
                 "preprocess": {k: p[k] for k in ("img_size", "mean", "std", "channels")}
                 | {"temperature": self.runner.temperature},

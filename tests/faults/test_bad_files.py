@@ -9,6 +9,7 @@ from cnnmode.config import resolve_config
 from cnnmode.errors import RunError, UsageError
 from cnnmode.files import torch_load
 from tests.conftest import fast_overrides, run_cli, write_tree
+from tests.faults.test_bad_values import small_run  # noqa: F401  (a shared fixture)
 
 
 class Payload:
@@ -102,3 +103,24 @@ def test_a_full_disk_is_named_in_one_line(tmp_path):
         gc.collect()  # a failed torch.save may still hold its file open
         if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"img_size": -5}, "img_size -5 is not a side length"), ({"img_size": 100000}, "img_size 100000 is not"),
+    ({"channels": 2}, "channels 2 is not 1 or 3"), ({"std": [0.2, 0.0, 0.2]}, "has a value of 0 or less"),
+    ({"classes": ["circle", "square"]}, "its model has 3 outputs but it names 2 classes")])
+def test_an_artifact_no_model_can_run_with_is_one_line_before_any_work(change, message, small_run, tiny_tree,
+                                                                        tmp_path):  # noqa: F811
+    blob = torch.load(small_run / "model.pt", weights_only=True)
+    if "classes" in change:
+        blob["classes"] = change["classes"]
+    else:
+        blob["preprocess"].update(change)
+    torch.save(blob, tmp_path / "model.pt")
+    image = next((tiny_tree / "test" / "circle").iterdir())
+    result = run_cli("predict", str(tmp_path / "model.pt"), str(image))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    if change == {"img_size": 100000}:  # the server refuses it before listening, not at warm-up
+        served = run_cli("serve", str(tmp_path / "model.pt"), "--port", "18765", "--threads", "1", process=True,
+                         timeout=120)
+        assert served.returncode == 2 and message in served.stderr and "serving" not in served.stdout, served

@@ -43,6 +43,11 @@ BAD_VERB_ARGS = [
     (["bench", "{run}", "--batch-sizes", "1,x"], "--batch-sizes takes whole numbers"),
     (["train", "--config", "{tmp}"], "is a folder; give a YAML file"),
     (["train", "--resume", ""], "--resume needs a run folder"),
+    (["data", "check", "{data}", "--near", "65"], "--near 65: give -1"),
+    (["data", "check", "{data}", "--min-size", "-1"], "--min-size -1: give a side length"),
+    (["data", "stats", "{data}", "--sample", "-1"], "--sample -1: give a number of images"),
+    (["data", "preview", "{data}", "--n", "5000", "--out", "{tmp}/p.png"], "--n 5000: show 1 to 400 images"),
+    (["embed", "{run}", "{img}", "--out", "{tmp}/e.npy", "--batch-size", "0"], "--batch-size 0: give at least 1"),
 ]
 
 
@@ -57,7 +62,7 @@ def small_run(tiny_tree, tmp_path_factory):
 @pytest.mark.parametrize("args, message", BAD_VERB_ARGS, ids=[" ".join(a[:1] + a[2:4]) for a, _ in BAD_VERB_ARGS])
 def test_bad_verb_argument_is_one_line_and_exit_2(args, message, small_run, tiny_tree, tmp_path):
     image = next((tiny_tree / "test" / "circle").iterdir())
-    filled = [a.format(run=small_run, img=image, tmp=tmp_path) for a in args]
+    filled = [a.format(run=small_run, img=image, tmp=tmp_path, data=tiny_tree) for a in args]
     result = run_cli(*filled, timeout=120)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr

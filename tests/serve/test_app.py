@@ -49,7 +49,7 @@ def test_health_model_and_metrics(api, served_run):
     info = api.get("/v1/model").json()
     assert info["classes"] == ["circle", "square", "stripes"]
     assert info["backend"] == auto_backend("cpu", can_calibrate=True)[0]  # the default: auto, as this CPU's row says
-    assert info["name"] == "simplecnn"
+    assert info["name"] == "simplecnn" and info["file"] == "model.pt"  # never the server's own path
     assert info["checksum"].startswith("sha256:") and info["preprocess"]["img_size"] == 32
     assert api.get("/readyz").json()["warmed_batch_sizes"] == [1, 2, 4, 8, 16, 32]
     assert "cnnmode_batch_size_bucket" in api.get("/metrics").text

@@ -175,7 +175,7 @@ def check_data(path_text: str, opts: CheckOptions | None = None, limits: Limits 
     """Check a class-folder tree or archive; returns the report (see the module docstring). `progress(done,
     total)` is called as files are read; `pairs_png` gets a picture of the first leaks and duplicates; `root` is
     where named (torchvision) datasets are kept."""
-    opts = opts or CheckOptions()
+    opts = (opts or CheckOptions()).check()
     limits = limits or training_limits()
     start = time.perf_counter()
     listing = list_dataset(path_text, limits, root)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cnnmode.config import opt
+from cnnmode.errors import UsageError
 
 
 @dataclass
@@ -14,3 +15,13 @@ class CheckOptions:
     near: int = opt(4, "near-duplicates: perceptual hashes at most this many bits apart of 64 (-1: exact "
                     "duplicates only)", metavar="BITS")
     max_imbalance: float = opt(10.0, "flag a largest/smallest train class ratio from this up", metavar="RATIO")
+
+    def check(self) -> "CheckOptions":
+        """Refuse thresholds that cannot mean anything, in one line."""
+        if self.min_size < 1:
+            raise UsageError(f"--min-size {self.min_size}: give a side length of at least 1 pixel")
+        if not -1 <= self.near <= 64:
+            raise UsageError(f"--near {self.near}: give -1 (exact duplicates only) to 64 bits of the 64-bit hash")
+        if not self.max_imbalance >= 1:
+            raise UsageError(f"--max-imbalance {self.max_imbalance}: a largest/smallest class ratio is at least 1")
+        return self

@@ -15,11 +15,14 @@ from cnnmode.data.tools.listing import list_dataset, read_entries, training_limi
 from cnnmode.errors import UsageError
 
 
+MAX_PER_SPLIT = 400  # a 20 x 20 grid per split: more tiles than that are too small to see
+
+
 def preview_grid(path_text: str, out: Path, n: int = 25, seed: int = 0, limits: Limits | None = None,
                  root: str = "./data") -> dict:
     """Draw `n` random images per split (seeded) into one picture at `out`; {split: images shown}."""
-    if n < 1:
-        raise UsageError(f"--n {n}: show at least 1 image per split")
+    if not 1 <= n <= MAX_PER_SPLIT:
+        raise UsageError(f"--n {n}: show 1 to {MAX_PER_SPLIT} images per split")
     limits = limits or training_limits()
     listing = list_dataset(path_text, limits, root)
     rng = np.random.default_rng(seed)
@@ -35,7 +38,7 @@ def preview_grid(path_text: str, out: Path, n: int = 25, seed: int = 0, limits: 
         except DECODE_ERRORS:
             continue  # shown as a blank tile labelled unreadable
     splits = [s for s in listing.splits() if any(e.split == s for e in chosen)]
-    side = math.ceil(math.sqrt(n))
+    side = math.ceil(math.sqrt(max(sum(e.split == s for e in chosen) for s in splits) if splits else 1))
     fig = plt.figure(figsize=(2.2 * side * len(splits), 2.3 * side + 0.4))
     for sub, split in zip(np.atleast_1d(fig.subfigures(1, len(splits))), splits):
         sub.suptitle(split, fontsize=14)

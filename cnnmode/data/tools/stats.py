@@ -15,6 +15,7 @@ from cnnmode.data.archive import Limits
 from cnnmode.data.decode import DECODE_ERRORS, pil_to_mode
 from cnnmode.data.tools.dataset_figures import plt, save_fig
 from cnnmode.data.tools.listing import list_dataset, read_entries, training_limits
+from cnnmode.errors import UsageError
 
 
 class _Moments:
@@ -45,6 +46,8 @@ def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Lim
                   plot: Path | None = None) -> dict:
     """Statistics of a class-folder tree or archive; mean/std from a seeded sample of up to `sample` training
     images (0 = all); with `plot`, their picture is drawn there too."""
+    if sample < 0:
+        raise UsageError(f"--sample {sample}: give a number of images (0 = all of them)")
     start = time.perf_counter()
     limits = limits or training_limits()
     listing = list_dataset(path_text, limits, root)
