@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from cnnmode.cli.common import add_option_flags, options_from_args, print_table
-from cnnmode.data.tools.check_options import CheckOptions
+from cnnmode.data.tools.options import CheckOptions, ConvertOptions
 
 SHOW = 8  # examples printed per kind of finding; the JSON has them all
 MEANING = {
@@ -152,15 +152,16 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from cnnmode.data.tools import convert_coco, convert_idx
 
-    if args.coco_images:
-        counts = {args.split or "all": convert_coco(Path(args.source), Path(args.coco_images), Path(args.out),
-                                                    args.min_size, args.pad, args.split)}
+    o = options_from_args(ConvertOptions, args)
+    if o.coco_images:
+        counts = {o.split or "all": convert_coco(Path(args.source), Path(o.coco_images), Path(o.out), o.min_size,
+                                                 o.pad, o.split)}
     else:
-        names = [n.strip() for n in args.names.split(",")] if args.names else None
-        counts = convert_idx(Path(args.source), Path(args.out), names)
+        names = [n.strip() for n in o.names.split(",")] if o.names else None
+        counts = convert_idx(Path(args.source), Path(o.out), names)
     for split, per in counts.items():
         print(f"{split}: {sum(per.values())} images in {len(per)} classes")
-    print(f"wrote {args.out}; train with: cnnmode train data.path={args.out}")
+    print(f"wrote {o.out}; train with: cnnmode train data.path={o.out}")
     return 0
 
 
@@ -218,12 +219,7 @@ def _add_tool_parsers(sub) -> None:
                               "  cnnmode data convert instances_val2017.json --coco-images val2017 --out coco-crops "
                               "--split test", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE")
-    p.add_argument("--out", required=True, metavar="DIR", help="a new folder")
-    p.add_argument("--names", help="IDX: class names by label number, comma-separated (default: the numbers)")
-    p.add_argument("--coco-images", metavar="DIR", help="COCO: the folder the annotation's file names are in")
-    p.add_argument("--min-size", type=int, default=8, help="COCO: leave out boxes smaller than this (px)")
-    p.add_argument("--pad", type=float, default=0.0, help="COCO: widen each box by this fraction per side")
-    p.add_argument("--split", choices=("train", "val", "test"), help="COCO: write into DIR/SPLIT/")
+    add_option_flags(p, ConvertOptions, required=("out",))
     p.set_defaults(func=cmd_convert)
 
 

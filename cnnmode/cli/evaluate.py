@@ -6,7 +6,7 @@ import json
 import sys
 
 from cnnmode.cli.common import add_option_flags, options_from_args, print_table
-from cnnmode.evaluation.explain_options import ExplainOptions
+from cnnmode.evaluation.options import ExplainOptions, SummaryOptions
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -37,9 +37,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnnmode.evaluation.complexity import load_for_summary, summarize
 
-    model, size, channels = load_for_summary(args.target, args.img_size, args.num_classes, args.in_channels)
-    s = summarize(model, size, channels, args.batch_size, args.optimizer, not args.fp32)
-    if args.json:
+    o = options_from_args(SummaryOptions, args)
+    model, size, channels = load_for_summary(args.target, o.img_size, o.num_classes, o.in_channels)
+    s = summarize(model, size, channels, o.batch_size, o.optimizer, not o.fp32)
+    if o.json:
         print(json.dumps(s, indent=2))
         return 0
     print_table(f"{args.target} at {size}px", ["layer", "type", "output", "params", "MFLOPs"],
@@ -49,16 +50,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
     print(f"parameters: {s['params']:,} ({s['trainable_params']:,} trainable)")
     print(f"forward FLOPs per image: {s['flops_per_image'] / 1e9:.3f} G "
           f"(training ~{s['train_flops_per_image'] / 1e9:.3f} G)")
-    print(f"training memory estimate at batch {args.batch_size} ({args.optimizer}, "
-          f"{'fp32' if args.fp32 else 'mixed precision'} activations): "
+    print(f"training memory estimate at batch {o.batch_size} ({o.optimizer}, "
+          f"{'fp32' if o.fp32 else 'mixed precision'} activations): "
           + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in mem.items()))
     return 0
 
 
 def add_parsers(verbs) -> None:
     """The eval, explain and summary verbs."""
-    from cnnmode.config import all_keys
-
     p = verbs.add_parser("eval", help="metrics, predictions.csv and plots for a run or artifact on a data split",
                          description="Evaluate a run folder or model.pt artifact. Writes metrics.json, "
                                      "predictions.csv, classification_report.txt and plots (default <run>/eval/); "
@@ -82,11 +81,5 @@ def add_parsers(verbs) -> None:
     p = verbs.add_parser("summary", help="parameters, FLOPs, per-layer table and training-memory estimate",
                          description="Summarise a registered model (by name) or an artifact.")
     p.add_argument("target", metavar="MODEL_OR_ARTIFACT")
-    p.add_argument("--img-size", type=int, help="input side (default: the artifact's, or 32)")
-    p.add_argument("--batch-size", type=int, default=128, help="batch for the memory estimate")
-    p.add_argument("--num-classes", type=int, default=10, help="classes, for a model given by name")
-    p.add_argument("--in-channels", type=int, default=3, help="input channels, for a model given by name")
-    p.add_argument("--optimizer", default="adamw", choices=all_keys()["optim.name"].metadata["choices"])
-    p.add_argument("--fp32", action="store_true", help="estimate activations in fp32 instead of bf16/fp16")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_option_flags(p, SummaryOptions)
     p.set_defaults(func=cmd_summary)

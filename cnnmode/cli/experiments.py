@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from cnnmode.cli.common import add_config_options, add_option_flags, config_base, options_from_args, print_table
-from cnnmode.experiments.search_options import SearchOptions
+from cnnmode.experiments.options import BaselineOptions, SearchOptions
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -35,11 +35,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from cnnmode.config import resolve_config
     from cnnmode.experiments.baseline import run_hog_svm
 
-    overrides = list(args.overrides) + ([f"data.path={args.data}"] if args.data else [])
-    run_dir = run_hog_svm(resolve_config(None, overrides), args.img_size, args.kernel, args.components, args.C,
-                          args.cell, args.thumbnail)
+    o = options_from_args(BaselineOptions, args)
+    overrides = list(args.overrides) + ([f"data.path={o.data}"] if o.data else [])
+    run_dir = run_hog_svm(resolve_config(None, overrides), o)
     m = json.loads((run_dir / "metrics.json").read_text())
-    print(f"hog-svm ({args.kernel}): test accuracy {100 * m['test']['accuracy']:.2f}%  F1 macro "
+    print(f"hog-svm ({o.kernel}): test accuracy {100 * m['test']['accuracy']:.2f}%  F1 macro "
           f"{100 * m['test']['f1_macro']:.2f}%  fit {m['train_time_s']:.0f} s on {m['baseline']['features']} "
           f"features per image")
     print(f"run: {run_dir}")
@@ -142,14 +142,7 @@ def add_parsers(verbs) -> None:
                                      "Nystroem), fitted on the train split and scored on the test split; writes a run "
                                      "folder with metrics.json and eval/ like `cnnmode train`.")
     p.add_argument("method", choices=["hog-svm"])
-    p.add_argument("--data", help="data.path (default: cifar10)")
-    p.add_argument("--img-size", type=int, default=0, help="resize images to this side first (0 = as they are)")
-    p.add_argument("--kernel", choices=["rbf", "linear"], default="rbf")
-    p.add_argument("--components", type=int, default=3000, help="Nystroem components for the RBF kernel map")
-    p.add_argument("--C", type=float, default=1.0, help="SVM regularisation (smaller = stronger)")
-    p.add_argument("--cell", type=int, default=4, help="HOG cell size in pixels (a second HOG uses twice this)")
-    p.add_argument("--thumbnail", type=int, default=8,
-                   help="also feed the image's colours averaged to this many pixels a side (0 = HOG only)")
+    add_option_flags(p, BaselineOptions)
     add_config_options(p, recipe=False, quiet=False, overrides_help="config keys (data.*, run.*, train.seed)")
     p.set_defaults(func=cmd_baseline)
 

@@ -12,7 +12,7 @@ from cnnmode.artifact import load_artifact
 from cnnmode.data.trained_model_data import data_for_model
 from cnnmode.data.inference_inputs import expand_inputs, load_images
 from cnnmode.errors import UsageError
-from cnnmode.evaluation.explain_options import ExplainOptions
+from cnnmode.evaluation.options import ExplainOptions
 from cnnmode.figures import plt, save_fig, to_display
 from cnnmode.files import printable
 from cnnmode.models import captured, head_inputs

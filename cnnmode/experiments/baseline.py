@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from cnnmode.config import Config, dump_yaml
 from cnnmode.data import build_data
 from cnnmode.data.loaders import TensorLoader
+from cnnmode.experiments.options import BaselineOptions
 from cnnmode.engine.device import pick_device
 from cnnmode.errors import UsageError
 from cnnmode.evaluation.evaluate import write_evaluation
@@ -75,9 +76,10 @@ def make_classifier(kernel: str, components: int, c: float, seed: int):
     return make_pipeline(*steps)
 
 
-def run_hog_svm(cfg: Config, img_size: int = 0, kernel: str = "rbf", components: int = 3000, c: float = 1.0,
-                cell: int = 4, thumbnail: int = 8) -> Path:
+def run_hog_svm(cfg: Config, options: BaselineOptions | None = None) -> Path:
     """Fit on the train split, score the test split; writes a run folder like a CNN run's (metrics, eval/, plots)."""
+    o = options or BaselineOptions()
+    img_size, kernel, components, c, cell, thumbnail = o.img_size, o.kernel, o.components, o.C, o.cell, o.thumbnail
     data = build_data(cfg, pick_device("cpu"))
     if not isinstance(data.train, TensorLoader):
         raise UsageError("hog-svm needs small images held in memory (the CIFAR/MNIST kind); "

@@ -24,7 +24,7 @@ import optuna
 from cnnmode.engine.cpu import usable_cores
 from cnnmode.errors import CnnModeError, UsageError
 from cnnmode.experiments import search
-from cnnmode.experiments.search_options import SearchOptions
+from cnnmode.experiments.options import SearchOptions
 
 PLAN_ATTR = "planned_trials"
 PLAN_WAIT_S = 60.0  # how long a joining process waits for the creator to finish enqueuing

@@ -9,7 +9,7 @@ from cnnmode.config import resolve_config
 from cnnmode.data.inference_inputs import load_images
 from cnnmode.errors import UsageError
 from cnnmode.evaluation.explain import cam_maps, find_layer, run_explain
-from cnnmode.evaluation.explain_options import ExplainOptions
+from cnnmode.evaluation.options import ExplainOptions
 from tests.conftest import fast_overrides, run_cli
 
 

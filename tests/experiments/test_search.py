@@ -8,7 +8,7 @@ import pytest
 
 from cnnmode.errors import UsageError
 from cnnmode.experiments import search
-from cnnmode.experiments.search_options import SearchOptions
+from cnnmode.experiments.options import SearchOptions
 from cnnmode.experiments.search_workers import run_search
 from tests.conftest import run_cli
 

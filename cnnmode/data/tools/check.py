@@ -15,7 +15,7 @@ import numpy as np
 
 from cnnmode.data.archive import Limits
 from cnnmode.data.source_layout import SPLIT_NAMES
-from cnnmode.data.tools.check_options import CheckOptions
+from cnnmode.data.tools.options import CheckOptions
 from cnnmode.data.tools.dupes import exact_groups, group_pairs, near_pairs
 from cnnmode.data.tools.dataset_figures import duplicates_figure
 from cnnmode.data.tools.images import UNUSUAL_MODES, Looked, look, phash

@@ -1,4 +1,5 @@
-"""The thresholds of `cnnmode data check`: each a flag of the verb, its default and help text written once here."""
+"""What `cnnmode data check` and `data convert` are told: each field a flag of the verb, its default and help
+text written once here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,3 +26,14 @@ class CheckOptions:
         if not self.max_imbalance >= 1:
             raise UsageError(f"--max-imbalance {self.max_imbalance}: a largest/smallest class ratio is at least 1")
         return self
+
+
+@dataclass
+class ConvertOptions:
+    """Each field is the `cnnmode data convert` flag of the same name."""
+    out: str = opt(None, "a new folder", metavar="DIR")
+    names: str | None = opt(None, "IDX: class names by label number, comma-separated (default: the numbers)")
+    coco_images: str | None = opt(None, "COCO: the folder the annotation's file names are in", metavar="DIR")
+    min_size: int = opt(8, "COCO: leave out boxes smaller than this (px)")
+    pad: float = opt(0.0, "COCO: widen each box by this fraction per side")
+    split: str | None = opt(None, "COCO: write into DIR/SPLIT/", ("train", "val", "test"))

@@ -1,12 +1,14 @@
-"""What `cnnmode explain` is told besides the model and the images: every flag, its default and help text."""
+"""What `cnnmode explain` and `cnnmode summary` are told besides the model (and images): every flag, its default
+and help text, written once here (the command line builds its flags from these dataclasses)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cnnmode.config import opt
+from cnnmode.config import all_keys, opt
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 SPLITS = ("test", "val")
+OPTIMIZERS = all_keys()["optim.name"].metadata["choices"]
 
 
 @dataclass
@@ -22,3 +24,15 @@ class ExplainOptions:
     split: str = opt("test", "the split --embedding draws", SPLITS)
     out: str | None = opt(None, "output folder (default: <run>/explain)", metavar="DIR")
     per_figure: int = opt(8, "images per CAM figure")
+
+
+@dataclass
+class SummaryOptions:
+    """Each field is the `cnnmode summary` flag of the same name."""
+    img_size: int | None = opt(None, "input side (default: the artifact's, or 32)")
+    batch_size: int = opt(128, "batch for the memory estimate")
+    num_classes: int = opt(10, "classes, for a model given by name")
+    in_channels: int = opt(3, "input channels, for a model given by name")
+    optimizer: str = opt("adamw", "the optimizer whose state the memory estimate counts", OPTIMIZERS)
+    fp32: bool = opt(False, "estimate activations in fp32 instead of bf16/fp16")
+    json: bool = opt(False, "machine-readable output")

@@ -1,4 +1,5 @@
-"""What `cnnmode search` is told besides the config overrides: every flag, its default and help text."""
+"""What `cnnmode search` and `cnnmode baseline` are told besides config overrides: every flag, its default and
+help text, written once here (the command line builds its flags from these dataclasses)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,3 +24,15 @@ class SearchOptions:
     pruner: str = opt("median", "prune trials on per-epoch validation accuracy", PRUNERS)
     seed: int | None = opt(None, "sampler seed")
     out: str | None = opt(None, "study folder (default <run.dir>/search/<study>)", metavar="DIR")
+
+
+@dataclass
+class BaselineOptions:
+    """Each field is the `cnnmode baseline` flag of the same name."""
+    data: str | None = opt(None, "data.path (default: cifar10)")
+    img_size: int = opt(0, "resize images to this side first (0 = as they are)")
+    kernel: str = opt("rbf", "the SVM's kernel: an RBF kernel map (Nystroem) or none", ("rbf", "linear"))
+    components: int = opt(3000, "Nystroem components for the RBF kernel map")
+    C: float = opt(1.0, "SVM regularisation (smaller = stronger)")
+    cell: int = opt(4, "HOG cell size in pixels (a second HOG uses twice this)")
+    thumbnail: int = opt(8, "also feed the image's colours averaged to this many pixels a side (0 = HOG only)")
