@@ -1,11 +1,17 @@
 """The data path: decoding and caching the CIFAR-10 JPEGs, and the loader's share of training step time.
 
     python benchmarks/data_path.py --data ../shared/datasets/cifar10-jpeg.tar.gz [--recipes speed cnnmode-resnet50]
+    python benchmarks/data_path.py --data ../shared/datasets/cifar10-jpeg.tar.gz --augment-only \
+        --recipe cnnmode-resnet50 --size 80
 
 1. Decodes every image of `--data` into a fresh uint8 cache in a temporary folder (what the first run of a
    recipe pays once), then loads the cache again (what every later run pays).
 2. For each recipe (at 32 px, its own batch size and augmentation), times `--steps` batches of the training
    loader alone, and `--steps` full training steps that include the loader; the loader's share is their ratio.
+
+With `--augment-only`: the recipe's training loader alone (indexing, per-image policies, resize to `--size`,
+colour, flips, crops, normalisation) with its per-image policies run one image at a time (`aug.batched=false`,
+torchvision's transforms) and batched, in alternated rounds; prints the medians and their ratio.
 """
 from __future__ import annotations
 
@@ -52,14 +58,44 @@ def loader_share(data: str, recipe: str, steps: int, rounds: int) -> tuple[float
     return load, step, load / step
 
 
+def augment_throughput(data: str, recipe: str, size: int, steps: int, rounds: int) -> tuple[float, float]:
+    """(per-image, batched) median images per second of the recipe's training loader at `size` px."""
+    loaders = {}
+    for batched in (False, True):
+        cfg = resolve_config(recipe, overrides=[f"data.path={data}", f"data.img_size={size}",
+                                                f"aug.batched={str(batched).lower()}"])
+        loaders[batched] = build_data(cfg, pick_device("cpu")).train
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for round_ in range(rounds + 1):  # round 0 warms up
+        for batched, loader in loaders.items():
+            loader.set_epoch(round_ + 1)
+            start = time.perf_counter()
+            n = sum(len(x) for x, _ in itertools.islice(iter(loader), steps))
+            if round_:
+                rates[batched].append(n / (time.perf_counter() - start))
+    return statistics.median(rates[False]), statistics.median(rates[True])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
     ap.add_argument("--recipes", nargs="+", default=["speed", "cnnmode-resnet50"])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--augment-only", action="store_true",
+                    help="time the training loader's augmentation per-image vs batched (see above)")
+    ap.add_argument("--recipe", help="with --augment-only: the recipe (default: each of --recipes)")
+    ap.add_argument("--size", type=int, default=0, help="with --augment-only: image size (default: the recipe's)")
     args = ap.parse_args()
     print(f"probe before: {probe()} img/s", flush=True)
+    if args.augment_only:
+        for recipe in [args.recipe] if args.recipe else args.recipes:
+            size = args.size or resolve_config(recipe).data.img_size or 32
+            one, batched = augment_throughput(args.data, recipe, size, args.steps, args.rounds)
+            print(f"augment {recipe} {size}px: per-image {one:.0f} img/s, batched {batched:.0f} img/s "
+                  f"(x{batched / one:.1f})", flush=True)
+        print(f"probe after: {probe()} img/s")
+        return
     with tempfile.TemporaryDirectory() as root:
         first = timed_build(args.data, root)
         again = timed_build(args.data, root)

@@ -93,6 +93,9 @@ class AugConfig:
     rotation: float = opt(0.0, "random rotation within +/- this many degrees (0 = off)")
     affine: float = opt(0.0, "random affine: shift up to this fraction of the size, scale by 1 +/- it (0 = off)")
     blur: float = opt(0.0, "probability of a 3x3 Gaussian blur with sigma in [0.1, 2] (0 = off)")
+    batched: bool = opt(True, "run the per-image policies (autoaugment, randaugment, trivialaugment, rotation, "
+                        "affine, blur, random_erasing) on whole batches on the training device: each image still "
+                        "draws its own op and magnitude; false = torchvision's one-image-at-a-time reference path")
 
 
 @dataclass

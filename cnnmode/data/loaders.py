@@ -11,6 +11,7 @@ from PIL import Image
 
 from cnnmode.config import AugConfig
 from cnnmode.data import augment
+from cnnmode.data.batch_policies import BatchPolicy, random_erasing
 from cnnmode.data.decode import pil_to_mode
 
 
@@ -110,7 +111,8 @@ class TensorLoader(EpochLoader):
         self.img_size, self.device, self.channels_last, self.seed = img_size, device, channels_last, seed
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
-        self.policy = augment.sample_policy(aug) if train else None
+        self.batch_policy = BatchPolicy(aug) if train and aug.batched else None
+        self.policy = augment.sample_policy(aug) if train and not aug.batched else None
         self.mix = augment.batch_mix(aug, num_classes) if train else None
 
     def __iter__(self):
@@ -134,7 +136,9 @@ class TensorLoader(EpochLoader):
     def prepare(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
                 flips: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 batch → augmented, resized, normalised float batch (`flips`: which to mirror, else random)."""
-        if self.train and self.policy is not None:
+        if self.batch_policy:
+            x = self.batch_policy(x, gen)
+        elif self.policy is not None:
             x = augment.apply_per_image(x, self.policy)
         x = x.float()
         if self.img_size and x.shape[-1] != self.img_size:
@@ -148,7 +152,9 @@ class TensorLoader(EpochLoader):
         x = (x - self.mean) / self.std
         if self.train:
             x = augment.batch_cutout(x, self.aug.cutout, gen)
-            if self.aug.random_erasing > 0:
+            if self.aug.random_erasing > 0 and self.aug.batched:
+                x = random_erasing(x, self.aug.random_erasing, gen)
+            elif self.aug.random_erasing > 0:
                 from torchvision.transforms import v2
                 x = augment.apply_per_image(x, v2.RandomErasing(p=self.aug.random_erasing))
             if self.mix is not None:
