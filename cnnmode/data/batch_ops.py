@@ -14,9 +14,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
-Op = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, params (k, 3)) → images
+Op = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (images, params (k, 3), float32) → images
 
 
 def inverse_affine(angle: np.ndarray, tx: np.ndarray, ty: np.ndarray, scale: np.ndarray, shear_x: np.ndarray,
@@ -57,12 +56,12 @@ def warp(x: torch.Tensor, matrices: np.ndarray) -> torch.Tensor:
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Affine")
 
 
-def geometric(x: torch.Tensor, kinds: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+def geometric(x: torch.Tensor, kinds: np.ndarray, p: np.ndarray) -> torch.Tensor:
     """Warp each image by its own geometric op (`kinds`: indices into GEOMETRIC), all in one resampling: shears
     about the top-left corner by atan(m) (AutoAugment's convention), shifts by int(m) pixels, rotations by m
     degrees counter-clockwise, and Affine's (shift x, shift y, scale)."""
     h, w = x.shape[-2:]
-    kinds, p = kinds.cpu().numpy(), p.cpu().double().numpy()
+    kinds, p = np.asarray(kinds), np.asarray(p, dtype=np.float32).astype(np.float64)
     m, zero = p[:, 0], np.zeros(len(p))
     is_ = {name: kinds == i for i, name in enumerate(GEOMETRIC)}
     shear_deg = np.degrees(np.arctan(m))
@@ -77,22 +76,17 @@ def geometric(x: torch.Tensor, kinds: torch.Tensor, p: torch.Tensor) -> torch.Te
 
 def _geometric_op(name: str) -> Op:
     kind = GEOMETRIC.index(name)
-    return lambda x, p: geometric(x, torch.full((len(p),), kind), p)
+    return lambda x, p: geometric(x, np.full(len(p), kind), p)
 
 
-def _per_image(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return p.to(x.device, torch.float32).view(-1, 1, 1, 1)
+def _factors(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(1 + magnitude, -magnitude) per image as float32, worked out in double as torchvision does with floats."""
+    ratio = 1.0 + np.asarray(p, dtype=np.float32)[:, 0].astype(np.float64)
+    return ratio.astype(np.float32), (1.0 - ratio).astype(np.float32)
 
 
-def _factors(p: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1 + magnitude, -magnitude) per image, worked out in double precision as torchvision does with floats."""
-    ratio = 1 + p[:, 0].double()
-    return _per_image(ratio, x), _per_image(1.0 - ratio, x)
-
-
-def _blend(x: torch.Tensor, other: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    ratio, rest = _factors(p, x)
-    return (x * ratio).addcmul_(other, rest).clamp_(0, 255).to(x.dtype)
+def _on(x: torch.Tensor, values: np.ndarray, *shape: int) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values)).to(x.device).view(*shape)
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -100,72 +94,144 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return (r * 0.2989 + g * 0.587 + b * 0.114).unsqueeze(1).floor_()
 
 
-def brightness(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Scale each image's brightness by 1 + p[:, 0]."""
-    return (x * _factors(p, x)[0]).clamp_(0, 255).to(x.dtype)
+def _blend(x: torch.Tensor, other: torch.Tensor, p: np.ndarray) -> torch.Tensor:
+    ratio, rest = _factors(p)
+    return (x * _on(x, ratio, -1, 1, 1, 1)).addcmul_(other, _on(x, rest, -1, 1, 1, 1)).clamp_(0, 255).to(x.dtype)
 
 
-def saturation(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+# Ops whose output pixel depends only on the input pixel's value (and on per-image, per-channel statistics) are
+# lookup tables per image and channel, (k, C, 256), made with the kernel's own arithmetic applied to the 256
+# values, so every table op of a policy step costs one gather over the batch. Tables that depend on the
+# parameters only are made in NumPy (float32 arithmetic is IEEE there too): (k, 256), shared by the channels.
+_LEVELS = np.arange(256, dtype=np.float32)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.clip(values, 0, 255).astype(np.uint8)  # torch's float → uint8 conversion truncates as well
+
+
+def brightness_table(p: np.ndarray) -> np.ndarray:
+    """Scale brightness by 1 + p[:, 0]."""
+    return _to_uint8(_LEVELS * _factors(p)[0][:, None])
+
+
+def posterize_table(p: np.ndarray) -> np.ndarray:
+    """Keep the top p[:, 0] bits of each value (torchvision passes int(magnitude))."""
+    bits = np.clip(np.trunc(np.asarray(p)[:, 0]).astype(np.int64), 0, 8)
+    return (_LEVELS.astype(np.uint8) & ((255 << (8 - bits)) & 255).astype(np.uint8)[:, None])
+
+
+def solarize_table(p: np.ndarray) -> np.ndarray:
+    """Invert the values at or above 255 · p[:, 0]."""
+    threshold = (255.0 * np.asarray(p, dtype=np.float32)[:, 0]).astype(np.float32)[:, None]
+    return np.where(_LEVELS >= threshold, 255 - _LEVELS, _LEVELS).astype(np.uint8)
+
+
+def invert_table(p: np.ndarray) -> np.ndarray:
+    """255 - value."""
+    return np.broadcast_to((255 - _LEVELS).astype(np.uint8), (len(p), 256))
+
+
+TABLES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "Brightness": brightness_table, "Posterize": posterize_table, "Solarize": solarize_table,
+    "Invert": invert_table,
+}
+
+
+@functools.lru_cache(maxsize=8)
+def _levels(device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(_LEVELS).to(device).view(1, 1, 256)
+
+
+def contrast_lut(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
+    """Blend with the image's mean grey level by 1 + p[:, 0]."""
+    grey = _grey(x) if x.shape[1] == 3 else x.float()
+    ratio, rest = _factors(p)
+    mean = grey.mean((1, 2, 3)).view(-1, 1, 1).expand(-1, 1, 256)
+    table = (_levels(x.device) * _on(x, ratio, -1, 1, 1)).addcmul_(mean, _on(x, rest, -1, 1, 1))
+    return table.clamp_(0, 255).to(torch.uint8).expand(-1, x.shape[1], -1)
+
+
+def autocontrast_lut(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
+    """Stretch each channel's range to 0-255 (a flat channel is left alone)."""
+    flat = x.flatten(2)
+    low, high = flat.amin(2, keepdim=True).float(), flat.amax(2, keepdim=True).float()
+    flat_channel = high == low
+    inv_scale = torch.where(flat_channel, 1.0, (high - low) * (1.0 / 255))
+    low = torch.where(flat_channel, 0.0, low)
+    return (_levels(x.device) - low).div_(inv_scale).clamp_(0, 255).to(torch.uint8)
+
+
+def equalize_lut(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
+    """PIL's histogram equalisation per channel (a channel with one dominant value is left alone)."""
+    flat = x.flatten(2).long()
+    hist = torch.zeros(*flat.shape[:2], 256, dtype=torch.int32, device=x.device)
+    hist.scatter_add_(2, flat, torch.ones(1, dtype=torch.int32, device=x.device).expand_as(flat))
+    cum = hist.cumsum(2)
+    top = hist.gather(2, cum.argmax(2, keepdim=True))  # how many pixels hold the largest value present
+    step = (flat.shape[2] - top).div_(255, rounding_mode="floor")
+    lut = F.pad(cum[..., :-1], (1, 0)).add_(step // 2).div_(step.clamp(min=1), rounding_mode="floor")
+    lut[..., 0] = 0
+    return torch.where(step > 0, lut.clamp_(0, 255), _levels(x.device)).to(torch.uint8)
+
+
+LUTS: dict[str, Callable[[torch.Tensor, np.ndarray], torch.Tensor]] = {
+    "Contrast": contrast_lut, "AutoContrast": autocontrast_lut, "Equalize": equalize_lut,
+}
+TABLE_OPS = (*TABLES, *LUTS)
+
+
+def look_up(x: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
+    """Map every pixel through its image's and channel's table ((k, C, 256) uint8)."""
+    return luts.gather(2, x.flatten(2).long()).view_as(x)
+
+
+def _table_op(name: str) -> Op:
+    def op(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
+        if name in LUTS:
+            return look_up(x, LUTS[name](x, p))
+        return look_up(x, _on(x, TABLES[name](np.asarray(p)), len(x), 1, 256).expand(-1, x.shape[1], -1))
+    return op
+
+
+def saturation(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
     """Blend each RGB image with its grey version by 1 + p[:, 0] (grey images are left alone)."""
     if x.shape[1] == 1:
         return x
     return _blend(x, _grey(x), p)
 
 
-def contrast(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Blend each image with its mean grey level by 1 + p[:, 0]."""
-    grey = _grey(x) if x.shape[1] == 3 else x.float()
-    return _blend(x, grey.mean((1, 2, 3), keepdim=True), p)
+def sharpness(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
+    """Blend each image's interior with a smoothed copy by 1 + p[:, 0] (border pixels kept).
 
-
-SHARPEN = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
-
-
-def sharpness(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Blend each image's interior with a smoothed copy by 1 + p[:, 0] (border pixels kept)."""
+    The smoothed copy is torchvision's 3×3 kernel (1s around a 5, over 13), rounded: the exact sum S of nine
+    neighbours plus four times the centre is an integer, and S / 13 is never within 1/26 of a half, so rounding it
+    gives what the float convolution gives."""
     k, c, h, w = x.shape
     if h <= 2 or w <= 2:
         return x
     out = x.float()
-    smooth = F.conv2d(out, SHARPEN.to(x.device).expand(c, 1, 3, 3), groups=c).round_()
     inner = out[..., 1:-1, 1:-1]
-    inner.addcmul_(smooth - inner, _factors(p, x)[1])
+    box = F.avg_pool2d(out, 3, stride=1, divisor_override=1)
+    smooth = box.add_(inner, alpha=4.0).div_(13.0).round_()
+    inner.addcmul_(smooth.sub_(inner), _on(x, _factors(p)[1], -1, 1, 1, 1))
     return out.clamp_(0, 255).to(x.dtype)
 
 
-def posterize(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Keep the top p[:, 0] bits of each pixel."""
-    bits = p[:, 0].trunc().long().clamp(0, 8)  # torchvision passes int(magnitude)
-    masks = ((255 << (8 - bits)) & 255).to(x.device, torch.uint8).view(-1, 1, 1, 1)
-    return x & masks
-
-
-def solarize(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Invert the pixels at or above 255 · p[:, 0]."""
-    return torch.where(x >= _per_image(255.0 * p[:, 0], x), 255 - x, x)
-
-
-def blur(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+def blur(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
     """3×3 Gaussian blur with sigma p[:, 0] per image (reflect padding), as torchvision's `gaussian_blur`."""
     k, c, h, w = x.shape
     lim = 1.0 / math.sqrt(2.0)
     taps = torch.tensor([-lim, 0.0, lim], device=x.device)
-    kernel1d = torch.softmax(-(taps / p[:, :1].to(x.device, torch.float32)) ** 2, dim=1)
+    kernel1d = torch.softmax(-(taps / _on(x, np.asarray(p, dtype=np.float32)[:, :1], -1, 1)) ** 2, dim=1)
     kernels = (kernel1d[:, :, None] * kernel1d[:, None, :]).repeat_interleave(c, 0)[:, None]
     padded = F.pad(x.float().view(1, k * c, h, w), (1, 1, 1, 1), mode="reflect")
     return F.conv2d(padded, kernels, groups=k * c).view(k, c, h, w).round_().to(x.dtype)
 
 
-def _whole(fn: Callable[[torch.Tensor], torch.Tensor]) -> Op:
-    return lambda x, p: fn(x)
-
-
 OPS: dict[str, Op] = {
     "Identity": lambda x, p: x, **{name: _geometric_op(name) for name in GEOMETRIC},
-    "Brightness": brightness, "Color": saturation,
-    "Contrast": contrast, "Sharpness": sharpness, "Posterize": posterize, "Solarize": solarize,
-    "AutoContrast": _whole(TF.autocontrast), "Equalize": _whole(TF.equalize), "Invert": _whole(TF.invert),
-    "Blur": blur,
+    **{name: _table_op(name) for name in TABLE_OPS}, "Color": saturation, "Sharpness": sharpness, "Blur": blur,
 }
 OP_NAMES = tuple(OPS)
 

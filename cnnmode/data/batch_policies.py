@@ -12,42 +12,55 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
 from cnnmode.config import AugConfig
-from cnnmode.data.batch_ops import GEOMETRIC, OP_NAMES, OPS, erase, geometric
+from cnnmode.data.batch_ops import GEOMETRIC, LUTS, OP_NAMES, OPS, TABLE_OPS, TABLES, erase, geometric, look_up
 
 IDENTITY = OP_NAMES.index("Identity")
 # an op's index in OP_NAMES → its index in GEOMETRIC, or -1
-_GEOMETRY_KIND = torch.tensor([GEOMETRIC.index(n) if n in GEOMETRIC else -1 for n in OP_NAMES])
+_GEOMETRY_KIND = np.array([GEOMETRIC.index(n) if n in GEOMETRIC else -1 for n in OP_NAMES])
+_GEOMETRIC_OPS = {OP_NAMES.index(n) for n in GEOMETRIC}
+_TABLE_OPS = {OP_NAMES.index(n) for n in TABLE_OPS}
 
 
 @dataclass
 class Slot:
-    """One step of a policy for a batch: the op each image drew (an index into OP_NAMES) and its parameters
-    (n, 3): the magnitude first; Affine uses (shift x, shift y, scale)."""
-    op: torch.Tensor
-    params: torch.Tensor
+    """One step of a policy for a batch: the op each image drew (n,: an index into OP_NAMES) and its parameters
+    (n, 3) float32: the magnitude first; Affine uses (shift x, shift y, scale)."""
+    op: np.ndarray
+    params: np.ndarray
 
     def names(self) -> list[str]:
         """The op name each image drew."""
-        return [OP_NAMES[i] for i in self.op.tolist()]
+        return [OP_NAMES[i] for i in np.asarray(self.op).tolist()]
 
 
-def _slot(op: torch.Tensor, first: torch.Tensor, *rest: torch.Tensor) -> Slot:
-    cols = [first, *rest] + [torch.zeros_like(first)] * (2 - len(rest))
-    return Slot(op.long(), torch.stack(cols, 1).float())
+def _slot(op: np.ndarray, first: np.ndarray, *rest: np.ndarray) -> Slot:
+    cols = [first, *rest] + [np.zeros_like(first)] * (2 - len(rest))
+    return Slot(np.asarray(op, dtype=np.int64), np.stack(cols, 1).astype(np.float32))
 
 
-def _signed(mag: torch.Tensor, signed: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    flip = signed & (torch.rand(len(mag), generator=gen) <= 0.5)
-    return torch.where(flip, -mag, mag)
+def _uniforms(n: int, k: int, gen: torch.Generator) -> np.ndarray:
+    """(k, n) uniforms in [0, 1) from the loader's generator: every draw of a batch in one call (the rest of the
+    drawing is NumPy arithmetic on them, far cheaper than a tensor call per draw)."""
+    return torch.rand(k, n, generator=gen, dtype=torch.float64).numpy()
+
+
+def _pick(u: np.ndarray, count: int) -> np.ndarray:
+    """Uniform integers in [0, count) from uniforms."""
+    return np.minimum((u * count).astype(np.int64), count - 1)
+
+
+def _signed(mag: np.ndarray, signed: np.ndarray, u: np.ndarray) -> np.ndarray:
+    return np.where(signed & (u <= 0.5), -mag, mag)
 
 
 @functools.lru_cache(maxsize=32)
-def _space(kind: str, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """torchvision's augmentation space for `kind` as tensors: op index, magnitudes (ops × bins; 0 where an op
+def _space(kind: str, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torchvision's augmentation space for `kind` as arrays: op index, magnitudes (ops × bins; 0 where an op
     has none), signed."""
     tv = _TORCHVISION[kind]()
     bins = getattr(tv, "num_magnitude_bins", 10)
@@ -55,9 +68,9 @@ def _space(kind: str, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch
     for name, (magnitudes, is_signed) in tv._AUGMENTATION_SPACE.items():
         values = magnitudes(bins, h, w)
         ops.append(OP_NAMES.index(name))
-        mags.append(torch.zeros(bins) if values is None else values.float())
+        mags.append(np.zeros(bins, np.float32) if values is None else values.float().numpy())
         signed.append(bool(is_signed))
-    return torch.tensor(ops), torch.stack(mags), torch.tensor(signed)
+    return np.array(ops), np.stack(mags), np.array(signed)
 
 
 _TORCHVISION = {"autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10), "randaugment": v2.RandAugment,
@@ -65,14 +78,15 @@ _TORCHVISION = {"autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR
 
 
 @functools.lru_cache(maxsize=32)
-def _subpolicies(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """AutoAugment's CIFAR10 sub-policies as (sub-policies × 2) tensors: op, probability, magnitude, signed."""
+def _subpolicies(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """AutoAugment's CIFAR10 sub-policies as (sub-policies × 2) arrays: op, probability, magnitude, signed."""
     ops, mags, signed = _space("autoaugment", h, w)
     row = {OP_NAMES[int(o)]: i for i, o in enumerate(ops)}
     steps = [[(row[name], p, idx) for name, p, idx in pair] for pair in _TORCHVISION["autoaugment"]()._policies]
-    r = torch.tensor([[s[0] for s in pair] for pair in steps])
-    prob = torch.tensor([[s[1] for s in pair] for pair in steps])
-    mag = torch.tensor([[0.0 if s[2] is None else float(mags[s[0], s[2]]) for s in pair] for pair in steps])
+    r = np.array([[s[0] for s in pair] for pair in steps])
+    prob = np.array([[s[1] for s in pair] for pair in steps])
+    mag = np.array([[0.0 if s[2] is None else float(mags[s[0], s[2]]) for s in pair] for pair in steps],
+                   dtype=np.float32)
     return ops[r], prob, mag, signed[r]
 
 
@@ -80,12 +94,13 @@ def autoaugment(n: int, h: int, w: int, gen: torch.Generator) -> list[Slot]:
     """AutoAugment (CIFAR10 policy): each image picks one of the sub-policies; each of its two ops applies with
     its probability, at its fixed magnitude, with a random sign where the op is signed."""
     ops, prob, mag, signed = _subpolicies(h, w)
-    pick = torch.randint(len(ops), (n,), generator=gen)
+    u = _uniforms(n, 5, gen)
+    pick = _pick(u[0], len(ops))
     slots = []
     for step in range(2):
-        applies = torch.rand(n, generator=gen) <= prob[pick, step]
-        m = torch.where(applies, _signed(mag[pick, step], signed[pick, step], gen), 0.0)
-        slots.append(_slot(torch.where(applies, ops[pick, step], IDENTITY), m))
+        applies = u[1 + 2 * step] <= prob[pick, step]
+        m = np.where(applies, _signed(mag[pick, step], signed[pick, step], u[2 + 2 * step]), 0.0)
+        slots.append(_slot(np.where(applies, ops[pick, step], IDENTITY), m))
     return slots
 
 
@@ -93,48 +108,51 @@ def randaugment(n: int, h: int, w: int, gen: torch.Generator) -> list[Slot]:
     """RandAugment (torchvision's defaults: 2 ops, magnitude 9 of 31): each image draws its ops uniformly."""
     tv = v2.RandAugment()
     ops, mags, signed = _space("randaugment", h, w)
+    u = _uniforms(n, 2 * tv.num_ops, gen)
     slots = []
-    for _ in range(tv.num_ops):
-        r = torch.randint(len(ops), (n,), generator=gen)
-        slots.append(_slot(ops[r], _signed(mags[r, tv.magnitude], signed[r], gen)))
+    for i in range(tv.num_ops):
+        r = _pick(u[2 * i], len(ops))
+        slots.append(_slot(ops[r], _signed(mags[r, tv.magnitude], signed[r], u[2 * i + 1])))
     return slots
 
 
 def trivialaugment(n: int, h: int, w: int, gen: torch.Generator) -> list[Slot]:
     """TrivialAugmentWide: one op per image, uniformly, at a uniformly drawn magnitude bin."""
     ops, mags, signed = _space("trivialaugment", h, w)
-    r = torch.randint(len(ops), (n,), generator=gen)
-    level = torch.randint(mags.shape[1], (n,), generator=gen)
-    return [_slot(ops[r], _signed(mags[r, level], signed[r], gen))]
+    u = _uniforms(n, 3, gen)
+    r, level = _pick(u[0], len(ops)), _pick(u[1], mags.shape[1])
+    return [_slot(ops[r], _signed(mags[r, level], signed[r], u[2]))]
 
 
-def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=gen, dtype=torch.float64)
+def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> np.ndarray:
+    return low + (high - low) * _uniforms(n, 1, gen)[0]
 
 
 def rotation(degrees: float) -> callable:
     """RandomRotation(degrees): an angle uniform in ±degrees per image."""
     def draw(n: int, h: int, w: int, gen: torch.Generator) -> list[Slot]:
-        return [_slot(torch.full((n,), OP_NAMES.index("Rotate")), _uniform(n, -degrees, degrees, gen))]
+        return [_slot(np.full(n, OP_NAMES.index("Rotate")), _uniform(n, -degrees, degrees, gen))]
     return draw
 
 
 def affine(fraction: float) -> callable:
     """RandomAffine(0, translate=(f, f), scale=(1 - f, 1 + f)): whole-pixel shifts and a scale per image."""
     def draw(n: int, h: int, w: int, gen: torch.Generator) -> list[Slot]:
-        tx = _uniform(n, -fraction * w, fraction * w, gen).round()
-        ty = _uniform(n, -fraction * h, fraction * h, gen).round()
-        scale = _uniform(n, 1 - fraction, 1 + fraction, gen)
-        return [_slot(torch.full((n,), OP_NAMES.index("Affine")), tx, ty, scale)]
+        u = _uniforms(n, 3, gen)
+        tx = np.round(fraction * w * (2 * u[0] - 1))
+        ty = np.round(fraction * h * (2 * u[1] - 1))
+        scale = 1 - fraction + 2 * fraction * u[2]
+        return [_slot(np.full(n, OP_NAMES.index("Affine")), tx, ty, scale)]
     return draw
 
 
 def blur(probability: float) -> callable:
     """RandomApply(GaussianBlur(3, (0.1, 2.0)), p): a sigma per image, applied to a `probability` share."""
     def draw(n: int, h: int, w: int, gen: torch.Generator) -> list[Slot]:
-        applies = torch.rand(n, generator=gen) < probability
-        sigma = _uniform(n, 0.1, 2.0, gen)
-        return [_slot(torch.where(applies, OP_NAMES.index("Blur"), IDENTITY), torch.where(applies, sigma, 0.0))]
+        u = _uniforms(n, 2, gen)
+        applies = u[0] < probability
+        sigma = 0.1 + 1.9 * u[1]
+        return [_slot(np.where(applies, OP_NAMES.index("Blur"), IDENTITY), np.where(applies, sigma, 0.0))]
     return draw
 
 
@@ -142,16 +160,16 @@ def erasing_boxes(n: int, h: int, w: int, probability: float, gen: torch.Generat
     """RandomErasing(p) boxes (top, left, height, width) per image: an area share in [0.02, 0.33] and an aspect
     ratio log-uniform in [0.3, 3.3], the first of 10 tries that fits; height 0 where nothing is erased."""
     tries = 10
-    area = h * w * _uniform(n * tries, 0.02, 0.33, gen).view(n, tries)
-    aspect = torch.exp(_uniform(n * tries, math.log(0.3), math.log(3.3), gen)).view(n, tries)
-    hh, ww = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
+    u = _uniforms(n, 2 * tries + 3, gen)
+    area = h * w * (0.02 + 0.31 * u[:tries].T)
+    aspect = np.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * u[tries:2 * tries].T)
+    hh, ww = np.round(np.sqrt(area * aspect)), np.round(np.sqrt(area / aspect))
     fits = (hh < h) & (ww < w)
-    first = fits.float().argmax(1, keepdim=True)
-    hh, ww = hh.gather(1, first)[:, 0], ww.gather(1, first)[:, 0]
-    applies = (torch.rand(n, generator=gen) < probability) & fits.any(1)
-    top = (torch.rand(n, generator=gen, dtype=torch.float64) * (h - hh + 1)).floor()
-    left = (torch.rand(n, generator=gen, dtype=torch.float64) * (w - ww + 1)).floor()
-    return torch.stack([top, left, torch.where(applies, hh, 0.0), ww], 1).long()
+    first = fits.argmax(1)[:, None]
+    hh, ww = np.take_along_axis(hh, first, 1)[:, 0], np.take_along_axis(ww, first, 1)[:, 0]
+    applies = (u[-3] < probability) & fits.any(1)
+    top, left = np.floor(u[-2] * (h - hh + 1)), np.floor(u[-1] * (w - ww + 1))
+    return torch.from_numpy(np.stack([top, left, np.where(applies, hh, 0.0), ww], 1).astype(np.int64))
 
 
 class BatchPolicy:
@@ -184,21 +202,42 @@ class BatchPolicy:
 
 
 def apply_plan(x: torch.Tensor, slots: list[Slot]) -> torch.Tensor:
-    """Run the slots in order; within a slot, the images that drew the same op go through it together."""
+    """Run the slots in order. Within a slot every image does one op, so the ops' groups are independent: the
+    lookup-table ops map the whole batch in one gather (an identity table for the other images), the geometric
+    ops warp their images in one resampling, and the rest go op by op, each op's images together."""
     x = x.clone()
     for slot in slots:
-        kinds = _GEOMETRY_KIND[slot.op]
-        if (kinds >= 0).any():  # every geometric op of the slot in one resampling
-            rows = (kinds >= 0).nonzero()[:, 0]
-            picked = rows.to(x.device)
-            x[picked] = geometric(x[picked], kinds[rows], slot.params[rows])
-        for op in slot.op[kinds < 0].unique().tolist():
-            if op == IDENTITY:
-                continue
-            rows = (slot.op == op).nonzero()[:, 0]
-            picked = rows.to(x.device)
-            x[picked] = OPS[OP_NAMES[op]](x[picked], slot.params[rows])
+        ops, params = np.asarray(slot.op), np.asarray(slot.params, dtype=np.float32)
+        present = set(np.unique(ops).tolist()) - {IDENTITY}
+        if present & _TABLE_OPS:
+            x = look_up(x, _tables(x, ops, params, present & _TABLE_OPS))
+        kinds = _GEOMETRY_KIND[ops]
+        if (kinds >= 0).any():
+            rows = np.flatnonzero(kinds >= 0)
+            picked = torch.from_numpy(rows).to(x.device)
+            x[picked] = geometric(x[picked], kinds[rows], params[rows])
+        for op in present - _TABLE_OPS - _GEOMETRIC_OPS:
+            rows = np.flatnonzero(ops == op)
+            picked = torch.from_numpy(rows).to(x.device)
+            x[picked] = OPS[OP_NAMES[op]](x[picked], params[rows])
     return x
+
+
+def _tables(x: torch.Tensor, ops: np.ndarray, params: np.ndarray, present: set[int]) -> torch.Tensor:
+    """(N, C, 256): each image's lookup tables for the table op it drew, the identity for the other images."""
+    shared = np.broadcast_to(np.arange(256, dtype=np.uint8), (len(ops), 256)).copy()
+    for op in present:
+        if OP_NAMES[op] in TABLES:
+            rows = ops == op
+            shared[rows] = TABLES[OP_NAMES[op]](params[rows])
+    luts = torch.from_numpy(shared).to(x.device)[:, None].expand(-1, x.shape[1], -1)
+    for op in present:
+        if OP_NAMES[op] in LUTS:
+            luts = luts.contiguous() if luts.stride(1) == 0 else luts
+            rows = np.flatnonzero(ops == op)
+            picked = torch.from_numpy(rows).to(x.device)
+            luts[picked] = LUTS[OP_NAMES[op]](x[picked], params[rows])
+    return luts
 
 
 def random_erasing(x: torch.Tensor, probability: float, gen: torch.Generator) -> torch.Tensor:

@@ -3,6 +3,8 @@
 test per op on magnitudes, which are shown to fail when an op is dropped or its magnitude changed)."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from scipy import stats
@@ -15,6 +17,7 @@ from cnnmode.data.batch_policies import BatchPolicy, Slot, apply_plan, erasing_b
 from cnnmode.data.loaders import TensorLoader
 
 N = 2500
+SAMPLES = {"trivialaugment": 20_000}  # 26 op-and-sign groups of uniform bins: a 15% change needs ~700 each
 H = W = 32
 
 
@@ -40,6 +43,20 @@ def test_each_batched_op_gives_torchvisions_pixels(name, magnitude, channels):
     want = torch.stack([tv._apply_image_or_video_transform(img, name, magnitude, "nearest", tv._fill) for img in x])
     got = OPS[name](x, torch.tensor([[magnitude, 0.0, 0.0]] * len(x)))
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_plan_of_mixed_ops_gives_each_image_torchvisions_pixels(channels):
+    """Geometric ops share one resampling and table ops one gather: every image must still get its own op."""
+    cases = AA_CASES + [("Identity", 0.0)]
+    x, tv = _images(2 * len(cases), channels), v2.AutoAugment()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1)) % len(cases)
+    names, mags = [cases[i][0] for i in order], [cases[i][1] for i in order]
+    want = torch.stack([tv._apply_image_or_video_transform(img, n, m, "nearest", tv._fill)
+                        for img, n, m in zip(x, names, mags)])
+    slot = Slot(torch.tensor([list(OPS).index(n) for n in names]),
+                torch.tensor([[m, 0.0, 0.0] for m in mags]))
+    assert torch.equal(apply_plan(x, [slot]), want)
 
 
 def test_blur_affine_and_erase_give_torchvisions_pixels_with_a_parameter_per_image():
@@ -81,6 +98,7 @@ def _record_params(tv, as_event) -> tuple[v2.Transform, list]:
     return tv, events
 
 
+@functools.lru_cache(maxsize=None)  # each sample is read by two tests
 def _reference(kind: str) -> list[list[tuple[str, float]]]:
     torch.manual_seed(1)
     if kind in ("autoaugment", "randaugment", "trivialaugment"):
@@ -100,21 +118,22 @@ def _reference(kind: str) -> list[list[tuple[str, float]]]:
         tv, events = _record_params(v2.RandomErasing(p=0.6),
                                     lambda p: [("Erase", float(p["h"] * p["w"]))] if p["v"] is not None else [])
     image = torch.zeros(3, H, W, dtype=torch.uint8)
-    for _ in range(N):
+    for _ in range(SAMPLES.get(kind, N)):
         events.append([])
         tv(image)
     return events
 
 
+@functools.lru_cache(maxsize=None)
 def _batched(kind: str) -> list[list[tuple[str, float]]]:
     gen = torch.Generator().manual_seed(2)
     if kind == "erasing":
-        boxes = erasing_boxes(N, H, W, 0.6, gen)
+        boxes = erasing_boxes(SAMPLES.get(kind, N), H, W, 0.6, gen)
         return [[("Erase", float(h * w))] if h else [] for _, _, h, w in boxes.tolist()]
     aug = AugConfig(**{"autoaugment": {"autoaugment": True}, "randaugment": {"randaugment": True},
                        "trivialaugment": {"trivialaugment": True}, "rotation": {"rotation": 20.0},
                        "affine": {"affine": 0.2}, "blur": {"blur": 0.4}}[kind])
-    return _events(BatchPolicy(aug).plan(N, H, W, gen))
+    return _events(BatchPolicy(aug).plan(SAMPLES.get(kind, N), H, W, gen))
 
 
 def _events(slots: list[Slot]) -> list[list[tuple[str, float]]]:
@@ -128,9 +147,16 @@ def _events(slots: list[Slot]) -> list[list[tuple[str, float]]]:
     return out
 
 
+def _by_sign(sample: list[list]) -> list[list]:
+    return [[(name + "-" if m < 0 else name, abs(m)) for name, m in evs] for evs in sample]
+
+
 def same_distributions(ref: list[list], got: list[list], alpha: float = 1e-3) -> tuple[bool, str]:
     """(True, "") when the two samples of per-image events could come from one distribution: the same op
-    frequencies (chi-square) and, for every op, the same magnitudes (two-sample Kolmogorov-Smirnov)."""
+    frequencies (chi-square, an op's negative draws counted apart) and, for every op and sign, the same
+    magnitudes (two-sample Kolmogorov-Smirnov on their sizes: a symmetric, signed range compared as one sample
+    hides a change of scale)."""
+    ref, got = _by_sign(ref), _by_sign(got)
     names = sorted({n for evs in ref + got for n, _ in evs})
     counts = [[sum(n == name for evs in side for n, _ in evs) for name in names] + [sum(not evs for evs in side)]
               for side in (ref, got)]
@@ -155,18 +181,14 @@ def test_batched_draws_follow_torchvisions_distributions(kind):
     assert ok, why
 
 
-@pytest.mark.parametrize("kind", ["autoaugment", "trivialaugment", "blur"])
+@pytest.mark.parametrize("kind", ["autoaugment", "randaugment", "trivialaugment", "blur"])
 def test_the_distribution_test_fails_when_an_op_is_dropped_or_weakened(kind):
     ref, got = _reference(kind), _batched(kind)
-    def most_frequent(events: list) -> str:
-        names = [n for evs in events for n, _ in evs]
-        return max(set(names), key=names.count)
-    dropped_op = most_frequent(got)
-    scaled_op = most_frequent([[(n, m) for n, m in evs if m != 0] for evs in got])  # one with magnitudes
-    dropped = [[e for e in evs if e[0] != dropped_op] for evs in got]
-    weakened = [[(n, m * 1.15 if n == scaled_op else m) for n, m in evs] for evs in got]
-    assert not same_distributions(ref, dropped)[0]
-    assert not same_distributions(ref, weakened)[0]
+    for op in sorted({n for evs in got for n, m in evs if m != 0}):  # every op that has magnitudes
+        dropped = [[e for e in evs if e[0] != op] for evs in got]
+        weakened = [[(n, m * 1.15 if n == op else m) for n, m in evs] for evs in got]
+        assert not same_distributions(ref, dropped)[0], f"dropping {op} went unnoticed"
+        assert not same_distributions(ref, weakened)[0], f"{op}'s magnitudes x1.15 went unnoticed"
 
 
 def test_grey_images_and_every_op_keep_shape_and_dtype_through_a_plan():
