@@ -9,9 +9,12 @@
 2. For each recipe (at 32 px, its own batch size and augmentation), times `--steps` batches of the training
    loader alone, and `--steps` full training steps that include the loader; the loader's share is their ratio.
 
-With `--augment-only`: the recipe's training loader alone (indexing, per-image policies, resize to `--size`,
-colour, flips, crops, normalisation) with its per-image policies run one image at a time (`aug.batched=false`,
-torchvision's transforms) and batched, in alternated rounds; prints the medians and their ratio.
+With `--augment-only`: the recipe's per-image policies (AutoAugment, ..., the stage `aug.batched` switches: one
+image at a time through torchvision's transforms, or batched) on batches of its stored images, then its whole
+training loader (indexing, policies, resize to `--size`, colour, flips, crops, normalisation), each both ways in
+alternated rounds. Prints the median images per second and the median of the rounds' ratios:
+    augment cnnmode-resnet50 80px: per-image N img/s, batched M img/s (xR)
+    loader cnnmode-resnet50 80px: per-image N img/s, batched M img/s (xR)
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import FirstBatches, engine_parts, probe  # noqa: E402
@@ -58,22 +63,44 @@ def loader_share(data: str, recipe: str, steps: int, rounds: int) -> tuple[float
     return load, step, load / step
 
 
-def augment_throughput(data: str, recipe: str, size: int, steps: int, rounds: int) -> tuple[float, float]:
-    """(per-image, batched) median images per second of the recipe's training loader at `size` px."""
+def augment_throughput(data: str, recipe: str, size: int, steps: int, rounds: int) -> dict[str, tuple]:
+    """Images per second of the recipe's per-image policies (the stage `aug.batched` switches) and of its whole
+    training loader at `size` px, one image at a time vs batched, in alternated rounds:
+    {"augment": (per-image, batched, median ratio), "loader": (...)}."""
     loaders = {}
     for batched in (False, True):
         cfg = resolve_config(recipe, overrides=[f"data.path={data}", f"data.img_size={size}",
                                                 f"aug.batched={str(batched).lower()}"])
         loaders[batched] = build_data(cfg, pick_device("cpu")).train
-    rates: dict[bool, list[float]] = {False: [], True: []}
+    gen = torch.Generator().manual_seed(0)
+    batches = [loaders[True].images[torch.randint(len(loaders[True].images), (loaders[True].batch_size,),
+                                                  generator=gen)] for _ in range(steps)]
+
+    def policies(loader) -> float:
+        start = time.perf_counter()
+        for x in batches:
+            loader.per_sample(x, gen)
+        return len(batches) * len(batches[0]) / (time.perf_counter() - start)
+
+    def whole(loader, epoch: int) -> float:
+        loader.set_epoch(epoch)
+        start = time.perf_counter()
+        n = sum(len(x) for x, _ in itertools.islice(iter(loader), steps))
+        return n / (time.perf_counter() - start)
+
+    rates = {(stage, batched): [] for stage in ("augment", "loader") for batched in (False, True)}
     for round_ in range(rounds + 1):  # round 0 warms up
         for batched, loader in loaders.items():
-            loader.set_epoch(round_ + 1)
-            start = time.perf_counter()
-            n = sum(len(x) for x, _ in itertools.islice(iter(loader), steps))
-            if round_:
-                rates[batched].append(n / (time.perf_counter() - start))
-    return statistics.median(rates[False]), statistics.median(rates[True])
+            got = {"augment": policies(loader), "loader": whole(loader, round_ + 1)}
+            for stage, rate in got.items():
+                if round_:
+                    rates[stage, batched].append(rate)
+    out = {}
+    for stage in ("augment", "loader"):
+        one, many = rates[stage, False], rates[stage, True]
+        out[stage] = (statistics.median(one), statistics.median(many),
+                      statistics.median(b / a for a, b in zip(one, many)))
+    return out
 
 
 def main() -> None:
@@ -91,9 +118,10 @@ def main() -> None:
     if args.augment_only:
         for recipe in [args.recipe] if args.recipe else args.recipes:
             size = args.size or resolve_config(recipe).data.img_size or 32
-            one, batched = augment_throughput(args.data, recipe, size, args.steps, args.rounds)
-            print(f"augment {recipe} {size}px: per-image {one:.0f} img/s, batched {batched:.0f} img/s "
-                  f"(x{batched / one:.1f})", flush=True)
+            for stage, (one, many, ratio) in augment_throughput(args.data, recipe, size, args.steps,
+                                                                args.rounds).items():
+                print(f"{stage} {recipe} {size}px: per-image {one:.0f} img/s, batched {many:.0f} img/s "
+                      f"(x{ratio:.1f})", flush=True)
         print(f"probe after: {probe()} img/s")
         return
     with tempfile.TemporaryDirectory() as root:

@@ -154,12 +154,11 @@ def contrast_lut(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
 
 def autocontrast_lut(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
     """Stretch each channel's range to 0-255 (a flat channel is left alone)."""
-    flat = x.flatten(2)
-    low, high = flat.amin(2, keepdim=True).float(), flat.amax(2, keepdim=True).float()
-    flat_channel = high == low
-    inv_scale = torch.where(flat_channel, 1.0, (high - low) * (1.0 / 255))
-    low = torch.where(flat_channel, 0.0, low)
-    return (_levels(x.device) - low).div_(inv_scale).clamp_(0, 255).to(torch.uint8)
+    low, high = (v.float() for v in torch.aminmax(x.flatten(2), dim=2, keepdim=True))
+    span = high.sub_(low)
+    flat_channel = span == 0
+    inv_scale = span.mul_(1.0 / 255).masked_fill_(flat_channel, 1.0)
+    return (_levels(x.device) - low.masked_fill_(flat_channel, 0.0)).div_(inv_scale).clamp_(0, 255).to(torch.uint8)
 
 
 def equalize_lut(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
@@ -170,8 +169,8 @@ def equalize_lut(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
     cum = hist.cumsum(2)
     top = hist.gather(2, cum.argmax(2, keepdim=True))  # how many pixels hold the largest value present
     step = (flat.shape[2] - top).div_(255, rounding_mode="floor")
+    # value v maps through the count below it; for v = 0 that is (step // 2) // step = 0
     lut = F.pad(cum[..., :-1], (1, 0)).add_(step // 2).div_(step.clamp(min=1), rounding_mode="floor")
-    lut[..., 0] = 0
     return torch.where(step > 0, lut.clamp_(0, 255), _levels(x.device)).to(torch.uint8)
 
 
@@ -212,7 +211,8 @@ def sharpness(x: torch.Tensor, p: np.ndarray) -> torch.Tensor:
         return x
     out = x.float()
     inner = out[..., 1:-1, 1:-1]
-    box = F.avg_pool2d(out, 3, stride=1, divisor_override=1)
+    rows = out[..., :, :-2] + out[..., :, 1:-1] + out[..., :, 2:]  # exact integer sums in float
+    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
     smooth = box.add_(inner, alpha=4.0).div_(13.0).round_()
     inner.addcmul_(smooth.sub_(inner), _on(x, _factors(p)[1], -1, 1, 1, 1))
     return out.clamp_(0, 255).to(x.dtype)

@@ -24,6 +24,7 @@ IDENTITY = OP_NAMES.index("Identity")
 _GEOMETRY_KIND = np.array([GEOMETRIC.index(n) if n in GEOMETRIC else -1 for n in OP_NAMES])
 _GEOMETRIC_OPS = {OP_NAMES.index(n) for n in GEOMETRIC}
 _TABLE_OPS = {OP_NAMES.index(n) for n in TABLE_OPS}
+_IS_TABLE = np.array([n in TABLE_OPS for n in OP_NAMES])
 
 
 @dataclass
@@ -203,41 +204,54 @@ class BatchPolicy:
 
 def apply_plan(x: torch.Tensor, slots: list[Slot]) -> torch.Tensor:
     """Run the slots in order. Within a slot every image does one op, so the ops' groups are independent: the
-    lookup-table ops map the whole batch in one gather (an identity table for the other images), the geometric
-    ops warp their images in one resampling, and the rest go op by op, each op's images together."""
-    x = x.clone()
+    lookup-table ops map their images in one gather, the geometric ops warp theirs in one resampling, and the
+    rest go op by op, each op's images together; the groups' outputs are put back in order in one step."""
     for slot in slots:
         ops, params = np.asarray(slot.op), np.asarray(slot.params, dtype=np.float32)
-        present = set(np.unique(ops).tolist()) - {IDENTITY}
-        if present & _TABLE_OPS:
-            x = look_up(x, _tables(x, ops, params, present & _TABLE_OPS))
-        kinds = _GEOMETRY_KIND[ops]
-        if (kinds >= 0).any():
-            rows = np.flatnonzero(kinds >= 0)
-            picked = torch.from_numpy(rows).to(x.device)
-            x[picked] = geometric(x[picked], kinds[rows], params[rows])
-        for op in present - _TABLE_OPS - _GEOMETRIC_OPS:
-            rows = np.flatnonzero(ops == op)
-            picked = torch.from_numpy(rows).to(x.device)
-            x[picked] = OPS[OP_NAMES[op]](x[picked], params[rows])
+        groups = [(np.flatnonzero(_IS_TABLE[ops]), _look_up_tables),
+                  (np.flatnonzero(_GEOMETRY_KIND[ops] >= 0), _warp_geometric)]
+        groups += [(np.flatnonzero(ops == op), _other(op)) for op in np.unique(ops).tolist()
+                   if op != IDENTITY and not _IS_TABLE[op] and _GEOMETRY_KIND[op] < 0]
+        groups = [(rows, fn) for rows, fn in groups if len(rows)]
+        if not groups:
+            continue
+        outs, order = [], []
+        for rows, fn in groups:
+            picked = x.index_select(0, torch.from_numpy(rows).to(x.device))
+            outs.append(fn(picked, ops[rows], params[rows]))
+            order.append(rows)
+        done = np.zeros(len(ops), dtype=bool)
+        done[np.concatenate(order)] = True
+        untouched = np.flatnonzero(~done)
+        outs.append(x.index_select(0, torch.from_numpy(untouched).to(x.device)))
+        inverse = np.argsort(np.concatenate(order + [untouched]))
+        x = torch.cat(outs).index_select(0, torch.from_numpy(inverse).to(x.device))
     return x
 
 
-def _tables(x: torch.Tensor, ops: np.ndarray, params: np.ndarray, present: set[int]) -> torch.Tensor:
-    """(N, C, 256): each image's lookup tables for the table op it drew, the identity for the other images."""
-    shared = np.broadcast_to(np.arange(256, dtype=np.uint8), (len(ops), 256)).copy()
-    for op in present:
+def _other(op: int):
+    name = OP_NAMES[op]
+    return lambda x, ops, params: OPS[name](x, params)
+
+
+def _warp_geometric(x: torch.Tensor, ops: np.ndarray, params: np.ndarray) -> torch.Tensor:
+    return geometric(x, _GEOMETRY_KIND[ops], params)
+
+
+def _look_up_tables(x: torch.Tensor, ops: np.ndarray, params: np.ndarray) -> torch.Tensor:
+    """Map each image through the lookup tables of the table op it drew."""
+    shared = np.empty((len(ops), 256), dtype=np.uint8)
+    for op in np.unique(ops).tolist():
         if OP_NAMES[op] in TABLES:
             rows = ops == op
             shared[rows] = TABLES[OP_NAMES[op]](params[rows])
     luts = torch.from_numpy(shared).to(x.device)[:, None].expand(-1, x.shape[1], -1)
-    for op in present:
+    for op in np.unique(ops).tolist():
         if OP_NAMES[op] in LUTS:
-            luts = luts.contiguous() if luts.stride(1) == 0 else luts
-            rows = np.flatnonzero(ops == op)
-            picked = torch.from_numpy(rows).to(x.device)
-            luts[picked] = LUTS[OP_NAMES[op]](x[picked], params[rows])
-    return luts
+            luts = luts.contiguous()
+            rows = torch.from_numpy(np.flatnonzero(ops == op)).to(x.device)
+            luts.index_copy_(0, rows, LUTS[OP_NAMES[op]](x.index_select(0, rows), params[rows.cpu().numpy()]))
+    return look_up(x, luts)
 
 
 def random_erasing(x: torch.Tensor, probability: float, gen: torch.Generator) -> torch.Tensor:

@@ -133,14 +133,18 @@ class TensorLoader(EpochLoader):
             self.position += 1
             yield batch
 
+    def per_sample(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The per-image policies on a uint8 batch: batched (`aug.batched`), or one image at a time."""
+        if self.batch_policy:
+            return self.batch_policy(x, gen)
+        if self.policy is not None:
+            return augment.apply_per_image(x, self.policy)
+        return x
+
     def prepare(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
                 flips: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 batch → augmented, resized, normalised float batch (`flips`: which to mirror, else random)."""
-        if self.batch_policy:
-            x = self.batch_policy(x, gen)
-        elif self.policy is not None:
-            x = augment.apply_per_image(x, self.policy)
-        x = x.float()
+        x = self.per_sample(x, gen).float()
         if self.img_size and x.shape[-1] != self.img_size:
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
                               antialias=x.shape[-1] > self.img_size)
