@@ -10,7 +10,8 @@
    loader alone, and `--steps` full training steps that include the loader; the loader's share is their ratio.
 
 With `--augment-only`: the recipe's per-image policies (AutoAugment, ..., the stage `aug.batched` switches: one
-image at a time through torchvision's transforms, or batched) on batches of its stored images, then its whole
+image at a time through torchvision's transforms, or batched over chunks of about 256 images as the loader runs
+them) on `--steps` batches of its stored images, then its whole
 training loader (indexing, policies, resize to `--size`, colour, flips, crops, normalisation), each both ways in
 alternated rounds. Prints the median images per second and the median of the rounds' ratios:
     augment cnnmode-resnet50 80px: per-image N img/s, batched M img/s (xR)
@@ -73,14 +74,19 @@ def augment_throughput(data: str, recipe: str, size: int, steps: int, rounds: in
                                                 f"aug.batched={str(batched).lower()}"])
         loaders[batched] = build_data(cfg, pick_device("cpu")).train
     gen = torch.Generator().manual_seed(0)
-    batches = [loaders[True].images[torch.randint(len(loaders[True].images), (loaders[True].batch_size,),
-                                                  generator=gen)] for _ in range(steps)]
+    size_of_batch, count = loaders[True].batch_size, len(loaders[True].images)
+    batches = [torch.randint(count, (size_of_batch,), generator=gen) for _ in range(steps)]
 
     def policies(loader) -> float:
+        """The policies as the loader runs them: batched over chunks of several batches, else image by image."""
+        loader._chunk = None
         start = time.perf_counter()
-        for x in batches:
-            loader.per_sample(x, gen)
-        return len(batches) * len(batches[0]) / (time.perf_counter() - start)
+        for i, idx in enumerate(batches):
+            if loader.batch_policy:
+                loader.policy_chunk(batches, i)
+            else:
+                loader.per_sample(loader.images[idx], gen)
+        return steps * size_of_batch / (time.perf_counter() - start)
 
     def whole(loader, epoch: int) -> float:
         loader.set_epoch(epoch)

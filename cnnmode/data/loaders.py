@@ -15,6 +15,9 @@ from cnnmode.data.batch_policies import BatchPolicy, random_erasing
 from cnnmode.data.decode import pil_to_mode
 
 
+POLICY_CHUNK = 256  # images per run of the batched policies: their cost is mostly per op, not per image
+
+
 def _finish(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -114,6 +117,7 @@ class TensorLoader(EpochLoader):
         self.batch_policy = BatchPolicy(aug) if train and aug.batched else None
         self.policy = augment.sample_policy(aug) if train and not aug.batched else None
         self.mix = augment.batch_mix(aug, num_classes) if train else None
+        self._chunk: tuple | None = None  # ((epoch, rank, world, first batch), its batches, policies applied)
 
     def __iter__(self):
         gen = self.generator()
@@ -126,12 +130,30 @@ class TensorLoader(EpochLoader):
         if start and self.resume_gen is not None:
             gen.set_state(self.resume_gen)
         self.resume_gen = None
-        for idx in self.index_batches(order)[start:]:
-            x = self.images[idx].to(self.device, non_blocking=True)
+        batches = self.index_batches(order)
+        for i in range(start, len(batches)):
+            idx = batches[i]
+            chunked = bool(self.batch_policy)
+            x = self.policy_chunk(batches, i) if chunked else self.images[idx].to(self.device, non_blocking=True)
             y = self.labels[idx].to(self.device, non_blocking=True)
-            batch = self.prepare(x, y, gen, None if flips is None else flips[idx])
+            batch = self.prepare(x, y, gen, None if flips is None else flips[idx], policies_done=chunked)
             self.position += 1
             yield batch
+
+    def policy_chunk(self, batches: list[torch.Tensor], i: int) -> torch.Tensor:
+        """Batch i with the per-image policies applied. They run over chunks of about POLICY_CHUNK images (whole
+        batches), drawn from a generator of their own seeded by (seed, epoch, rank, chunk), so any batch is
+        reproduced from the chunk it belongs to, as a resumed epoch needs."""
+        per_chunk = max(1, POLICY_CHUNK // max(1, len(batches[0])))
+        first = i - i % per_chunk
+        key = (self.epoch, self.rank, self.world, first)
+        if self._chunk is None or self._chunk[0] != key:
+            members = batches[first:first + per_chunk]
+            x = self.images[torch.cat(members)].to(self.device, non_blocking=True)
+            gen = torch.Generator().manual_seed(
+                ((self.seed * 100_003 + self.epoch) * 1_009 + self.rank) * 1_000_003 + first)
+            self._chunk = (key, self.batch_policy(x, gen).split([len(b) for b in members]))
+        return self._chunk[1][i - first]
 
     def per_sample(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """The per-image policies on a uint8 batch: batched (`aug.batched`), or one image at a time."""
@@ -142,9 +164,10 @@ class TensorLoader(EpochLoader):
         return x
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
-                flips: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 batch → augmented, resized, normalised float batch (`flips`: which to mirror, else random)."""
-        x = self.per_sample(x, gen).float()
+                flips: torch.Tensor | None = None, policies_done: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 batch → augmented, resized, normalised float batch (`flips`: which to mirror, else random;
+        `policies_done`: the per-image policies have run already, as `policy_chunk` does)."""
+        x = (x if policies_done else self.per_sample(x, gen)).float()
         if self.img_size and x.shape[-1] != self.img_size:
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
                               antialias=x.shape[-1] > self.img_size)
