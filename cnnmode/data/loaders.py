@@ -16,6 +16,22 @@ from cnnmode.data.decode import pil_to_mode
 
 
 POLICY_CHUNK = 256  # images per run of the batched policies: their cost is mostly per op, not per image
+DEVICE_SHARE = 0.4  # the most of a GPU's free memory one in-memory split may take (the rest: model, activations)
+
+
+def fits_on_device(nbytes: int, free: int, share: float = DEVICE_SHARE) -> bool:
+    """Whether a split of `nbytes` may live on a device with `free` bytes free."""
+    return nbytes <= share * free
+
+
+def place_split(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Where a split's uint8 images live while training on `device`: on a CUDA device once, when they fit
+    (`fits_on_device`), so indexing and augmentation never copy them; else in pinned host memory, copied batch
+    by batch without blocking. Other devices keep them where they are."""
+    if device.type != "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.to(device) if fits_on_device(images.nbytes, free) else images.pin_memory()
 
 
 def _finish(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -109,7 +125,8 @@ class TensorLoader(EpochLoader):
                  aug: AugConfig, mean: list[float], std: list[float], img_size: int, device: torch.device,
                  channels_last: bool = True, seed: int = 0, num_classes: int = 0,
                  names: list[str] | None = None, balanced: bool = False) -> None:
-        self.images, self.labels, self.names, self.balanced = images, labels, names, balanced
+        self.images, self.labels = place_split(images, device), labels
+        self.names, self.balanced = names, balanced
         self.batch_size, self.train, self.aug = batch_size, train, aug
         self.img_size, self.device, self.channels_last, self.seed = img_size, device, channels_last, seed
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
@@ -134,11 +151,15 @@ class TensorLoader(EpochLoader):
         for i in range(start, len(batches)):
             idx = batches[i]
             chunked = bool(self.batch_policy)
-            x = self.policy_chunk(batches, i) if chunked else self.images[idx].to(self.device, non_blocking=True)
+            x = self.policy_chunk(batches, i) if chunked else self.take(idx)
             y = self.labels[idx].to(self.device, non_blocking=True)
             batch = self.prepare(x, y, gen, None if flips is None else flips[idx], policies_done=chunked)
             self.position += 1
             yield batch
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at `idx`, on the training device (indexed there when the split lives there)."""
+        return self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
 
     def policy_chunk(self, batches: list[torch.Tensor], i: int) -> torch.Tensor:
         """Batch i with the per-image policies applied. They run over chunks of about POLICY_CHUNK images (whole
@@ -149,7 +170,7 @@ class TensorLoader(EpochLoader):
         key = (self.epoch, self.rank, self.world, first)
         if self._chunk is None or self._chunk[0] != key:
             members = batches[first:first + per_chunk]
-            x = self.images[torch.cat(members)].to(self.device, non_blocking=True)
+            x = self.take(torch.cat(members))
             gen = torch.Generator().manual_seed(
                 ((self.seed * 100_003 + self.epoch) * 1_009 + self.rank) * 1_000_003 + first)
             self._chunk = (key, self.batch_policy(x, gen).split([len(b) for b in members]))

@@ -61,3 +61,11 @@ def test_a_resumed_loader_yields_the_rest_of_the_epoch_bit_for_bit(aug):
     assert len(rest) == len(reference) - 3
     assert all(torch.equal(a, b) for a, b in zip(rest, reference[3:]))
     assert len([x for x, _ in again]) == len(reference)  # the next pass starts from the top again
+
+
+def test_a_split_lives_on_the_device_only_when_it_fits_its_share_of_free_memory():
+    from cnnmode.data.loaders import DEVICE_SHARE, fits_on_device, place_split
+    assert fits_on_device(400, 1000) and not fits_on_device(401, 1000)
+    assert fits_on_device(int(DEVICE_SHARE * 6e9), int(6e9)) and not fits_on_device(6_000_000_000, 8_000_000_000)
+    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    assert place_split(images, torch.device("cpu")) is images  # nothing to place on the CPU
