@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from cnnmode.cli.common import add_option_flags, options_from_args, print_table
-from cnnmode.deploy.options import BenchOptions, PredictOptions
+from cnnmode.deploy.options import DEVICE_HELP, BenchOptions, PredictOptions
 from cnnmode.deploy.video.options import VideoOptions
 from cnnmode.errors import UsageError
 
@@ -15,9 +15,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from cnnmode.deploy.predict import Predictor, write_results
 
     o = options_from_args(PredictOptions, args)
-    predictor = Predictor(args.artifact, backend=o.backend, calib_data=o.calib_data)
-    if o.backend not in (None, "eager"):
-        print(predictor.runner.describe())
+    predictor = Predictor(args.artifact, device=o.device, backend=o.backend, calib_data=o.calib_data)
+    print(predictor.runner.describe())
     results = predictor.predict(args.inputs, o.topk, o.threshold, o.batch_size)
     print_table(None, ["file", f"top-{o.topk}"],
                 [[p.file, ("uncertain " if p.uncertain else "") + ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)]
@@ -108,8 +107,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from cnnmode.deploy.embed import embed_images, save_embeddings
+    from cnnmode.engine.device import pick_device
 
-    emb, failed = embed_images(args.artifact, args.data, args.layer, args.batch_size)
+    device = pick_device(args.device)
+    print(f"embedding on {device}")
+    emb, failed = embed_images(args.artifact, args.data, args.layer, args.batch_size, device)
     for path, reason in failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     save_embeddings(emb, Path(args.out))
@@ -121,8 +123,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_similar(args: argparse.Namespace) -> int:
     from cnnmode.deploy.embed import most_similar
+    from cnnmode.engine.device import pick_device
 
-    hits = most_similar(args.artifact, args.query, Path(args.index), args.k, args.layer)
+    device = pick_device(args.device)
+    print(f"embedding the query on {device}")
+    hits = most_similar(args.artifact, args.query, Path(args.index), args.k, args.layer, device)
     print_table(f"nearest to {args.query}", ["#", "image", "label", "cosine"],
                 [[str(i), path, label, f"{score:.4f}"] for i, (path, label, score) in enumerate(hits, 1)], left=3)
     return 0
@@ -139,6 +144,7 @@ def add_parsers(verbs) -> None:
     p.add_argument("--out", required=True, metavar="FILE.npy|.parquet")
     p.add_argument("--layer", help="a module name from `cnnmode summary` (default: the head's input)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_embed)
 
     p = verbs.add_parser("similar", help="the images of an embed index nearest to a query image (cosine)",
@@ -148,6 +154,7 @@ def add_parsers(verbs) -> None:
     p.add_argument("--index", required=True, metavar="FILE.npy|.parquet", help="written by `cnnmode embed`")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--layer", help="the --layer the index was built with")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_similar)
 
     p = verbs.add_parser("predict", help="top-k predictions for images, folders or globs",

@@ -6,13 +6,15 @@ import json
 import sys
 
 from cnnmode.cli.common import add_option_flags, options_from_args, print_table
+from cnnmode.deploy.options import DEVICE_HELP
 from cnnmode.evaluation.options import ExplainOptions, SummaryOptions
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from cnnmode.evaluation.evaluate import run_eval
 
-    out_dir, m = run_eval(args.target, data=args.data, split=args.split, out=args.out, device=args.device)
+    out_dir, m = run_eval(args.target, data=args.data, split=args.split, out=args.out, device=args.device,
+                         say=print)
     print(f"{args.split}: accuracy {100 * m['accuracy']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
           f"balanced {100 * m['balanced_accuracy']:.2f}%  F1 macro {100 * m['f1_macro']:.2f}%  "
           f"ECE {100 * m['ece']:.2f}%  ({m['count']} images)")
@@ -66,7 +68,7 @@ def add_parsers(verbs) -> None:
     p.add_argument("--data", help="data path (default: the run's own data.path)")
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--out", metavar="DIR", help="output folder (default <run>/eval)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = verbs.add_parser("explain", help="Grad-CAM heatmaps, feature maps and embedding plots",

@@ -50,7 +50,7 @@ def measure_agreement(run: Forward, reference: torch.Tensor, images: torch.Tenso
     return out
 
 
-def bench(target: str, batch_sizes: list[int], backends: list[str], device: str = "cpu", data: str | None = None,
+def bench(target: str, batch_sizes: list[int], backends: list[str], device: str = "auto", data: str | None = None,
           eval_images: int = 2000, profile: bool = False, out: str | None = None, budget_s: float = 1.5,
           say: Callable[[str], None] = lambda line: None) -> dict:
     """Benchmark every backend at every batch size; agreement with eager fp32 on real (or generated) images."""
@@ -58,6 +58,7 @@ def bench(target: str, batch_sizes: list[int], backends: list[str], device: str 
     if not batch_sizes or min(batch_sizes) < 1:
         raise UsageError(f"--batch-sizes must be positive whole numbers, got {batch_sizes}")
     dev = pick_device(device)
+    say(f"bench on {dev}" + (" (the onnxruntime, openvino and int8 backends on the CPU)" if dev.type != "cpu" else ""))
     where = resolve_target(target)
     art = load_artifact(where)
     p = art.preprocess

@@ -50,21 +50,22 @@ def features_of(model: nn.Module, batch: torch.Tensor, layer: str | None = None)
     return _pooled(seen[0])
 
 
-def embed_images(artifact: str | Path, inputs: list[str], layer: str | None = None,
-                 batch_size: int = 64) -> tuple[Embeddings, list[tuple[str, str]]]:
-    """Features of every image under `inputs` (files, folders, globs) with the artifact's own preprocessing;
-    returns them and the files that could not be read."""
+def embed_images(artifact: str | Path, inputs: list[str], layer: str | None = None, batch_size: int = 64,
+                 device: str | torch.device = "cpu") -> tuple[Embeddings, list[tuple[str, str]]]:
+    """Features of every image under `inputs` (files, folders, globs) with the artifact's own preprocessing, the
+    model on `device`; returns them and the files that could not be read."""
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: give at least 1 image per batch")
     art = load_artifact(artifact)
-    model = art.model.float().eval()
+    device = torch.device(device)
+    model = art.model.float().eval().to(device)
     paths = expand_inputs(inputs)
     feats, kept, failed = [], [], []
     for start in range(0, len(paths), batch_size):
         batch, ok, bad = load_images(paths[start:start + batch_size], art.preprocess)
         failed += [(str(p), r) for p, r in bad]
         if ok:
-            feats.append(features_of(model, batch, layer).numpy())
+            feats.append(features_of(model, batch.to(device), layer).cpu().numpy())
             kept += ok
     if not kept:
         reasons = "; ".join(f"{path}: {reason}" for path, reason in failed[:3])
@@ -111,13 +112,13 @@ def load_embeddings(path: Path) -> Embeddings:
         raise UsageError(f"{path} is not an index written by `cnnmode embed` ({e})") from None
 
 
-def most_similar(artifact: str | Path, query: str | Path, index: Path, k: int = 5,
-                 layer: str | None = None) -> list[tuple[str, str, float]]:
+def most_similar(artifact: str | Path, query: str | Path, index: Path, k: int = 5, layer: str | None = None,
+                 device: str | torch.device = "cpu") -> list[tuple[str, str, float]]:
     """The `k` images of `index` nearest to `query` by cosine similarity: (path, label, similarity)."""
     from sklearn.metrics.pairwise import cosine_similarity
 
     emb = load_embeddings(index)
-    q, failed = embed_images(artifact, [str(query)], layer)
+    q, failed = embed_images(artifact, [str(query)], layer, device=device)
     if q.features.shape[1] != emb.features.shape[1]:
         raise UsageError(f"the index holds {emb.features.shape[1]}-dimensional features but --layer gives "
                          f"{q.features.shape[1]}; use the layer the index was built with")

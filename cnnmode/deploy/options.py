@@ -9,6 +9,8 @@ from cnnmode.config import opt
 BACKENDS = ("eager, eager-bf16, compile, torchscript, onnxruntime, int8 (ONNX Runtime static int8), int8-x86 "
             "(PyTorch PT2E int8 compiled to oneDNN kernels), openvino, openvino-int8 (NNCF int8, cached beside the "
             "artifact)")
+DEVICE_HELP = ("auto (a CUDA GPU when there is one, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps; the "
+               "onnxruntime, openvino and int8 backends run on the CPU")
 CALIB_HELP = "real images to calibrate the int8 backends on (default: the run folder's own validation split)"
 
 
@@ -22,6 +24,7 @@ class PredictOptions:
     backend: str | None = opt(None, "runtime backend for a model.pt: eager (default, fp32 as trained), auto (the "
                               "fastest that passes the parity gate on this CPU kind), " + BACKENDS)
     calib_data: str | None = opt(None, CALIB_HELP, metavar="PATH")
+    device: str = opt("auto", DEVICE_HELP)
 
 
 @dataclass
@@ -30,7 +33,7 @@ class BenchOptions:
     batch_sizes: str = opt("1,8,64", "batch sizes to time, comma-separated", metavar="N,N,...")
     backends: str = opt("auto,eager", "comma-separated names from the runtime registry: auto (the fastest backend "
                         "that passes the parity gate on this CPU kind), " + BACKENDS, metavar="NAME,NAME,...")
-    device: str = opt("cpu", "cpu or cuda (onnxruntime backends run on the CPU)")
+    device: str = opt("auto", DEVICE_HELP)
     data: str | None = opt(None, "images with labels for agreement/accuracy and int8 calibration")
     profile: bool = opt(False, "write a torch.profiler Chrome trace of the eager model")
     out: str | None = opt(None, "where bench.json goes", metavar="FILE.json")

@@ -48,7 +48,7 @@ class Predictor:
     """Runs any CNN Mode model format on images with the preprocessing it was trained with: an artifact or run
     folder (on any backend of the runtime registry), or an exported .onnx/.ts file (on its own runtime)."""
 
-    def __init__(self, model_path: str | Path, device: str = "cpu", backend: str | None = None,
+    def __init__(self, model_path: str | Path, device: str = "auto", backend: str | None = None,
                  calib_data: str | None = None) -> None:
         where = resolve_target(model_path)
         self.runner, _ = open_runner(where, backend, device, calib_data)

@@ -24,6 +24,7 @@ from cnnmode.deploy.quantize import quantize_x86
 from cnnmode.deploy.openvino_runtime import openvino_fp32, openvino_int8
 from cnnmode.deploy.samples import Calibration, calibration_for
 from cnnmode.engine.cpu import cpu_kind
+from cnnmode.engine.device import pick_device
 from cnnmode.errors import UsageError
 from cnnmode.registry import Registry
 from cnnmode.rundir import Target, resolve_target
@@ -34,6 +35,7 @@ BACKENDS: Registry[Builder] = Registry("backend")
 CALIBRATED = ("int8", "int8-x86", "openvino-int8")  # backends that calibrate on real images
 EXPORTED = {".onnx": "onnxruntime", ".ts": "torchscript"}  # exported file suffix → the backend that runs it
 SHAPE_BOUND = ("compile", "int8-x86")  # backends that compile once per batch shape
+ON_DEVICE = ("eager", "eager-bf16", "compile")  # backends that run on the chosen device; the others on the CPU
 MIN_AGREEMENT = 0.995  # the parity gate: top-1 agreement with eager fp32 on real test images (`bench`)
 
 
@@ -47,10 +49,11 @@ class Runner:
     name: str = ""  # the model's registry name
     temperature: float = 1.0  # logits are divided by it before the softmax (fitted after training; 1 if not)
     chosen_by: str = ""  # why this backend, when `auto` chose it
+    device: str = "cpu"  # where the model runs
 
     def describe(self) -> str:
-        """'backend openvino-int8 (auto: ...)', the line verbs print first."""
-        return f"backend {self.backend}" + (f" ({self.chosen_by})" if self.chosen_by else "")
+        """'backend openvino-int8 on cpu (auto: ...)', the line verbs print first."""
+        return f"backend {self.backend} on {self.device}" + (f" ({self.chosen_by})" if self.chosen_by else "")
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -234,17 +237,22 @@ def load_runner(source: Artifact | Target | str | Path, backend: str | None = No
     if isinstance(calib, torch.Tensor):
         calib = Calibration.of(calib)
     check_backends([backend or "eager"])
+    device = pick_device(str(device))  # `auto`: a CUDA GPU when there is one
     if not isinstance(source, Artifact):
         target = source if isinstance(source, Target) else resolve_target(source)
         if target.file.suffix in EXPORTED:
-            return _exported(target.file, None if backend == "auto" else backend, device)
+            runner = _exported(target.file, None if backend == "auto" else backend, device)
+            runner.device = str(device) if target.file.suffix == ".ts" else "cpu"
+            return runner
         source = load_artifact(target)
     backend, why = auto_backend(device, calib is not None) if backend == "auto" else (backend or "eager", "")
     build = BACKENDS.get(backend)
     if backend in CALIBRATED and calib is None:
         raise UsageError(f"the {backend} backend calibrates on real images: pass --data PATH (or give a run folder)")
-    return Runner(backend, source.preprocess, source.classes, build(source, torch.device(device), calib), source.name,
-                  source.temperature, why)
+    if backend not in ON_DEVICE:
+        device = torch.device("cpu")  # ONNX Runtime, OpenVINO and the int8 kernels run on the CPU
+    return Runner(backend, source.preprocess, source.classes, build(source, device, calib), source.name,
+                  source.temperature, why, str(device))
 
 
 def open_runner(where: Target, backend: str | None = None, device: str | torch.device = "cpu",

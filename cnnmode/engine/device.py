@@ -52,9 +52,11 @@ def pick_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"run.device='{name}' is not valid; choose auto, cpu, cuda, cuda:N or mps") from None
+        raise UsageError(f"device '{name}' (run.device or --device) is not valid; choose auto, cpu, cuda, cuda:N "
+                         "or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("run.device=cuda but no CUDA GPU is available; use run.device=auto or cpu")
+        raise UsageError(f"device '{name}' (run.device or --device) asks for a GPU but no CUDA GPU is available; "
+                         "use auto or cpu")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

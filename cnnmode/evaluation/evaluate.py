@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -114,12 +115,14 @@ def _grid(loader, idx, labels, preds, conf, classes, mean, std, path: Path, titl
 
 
 def run_eval(target: str, data: str | None = None, split: str = "test", out: str | None = None,
-             device: str = "auto") -> tuple[Path, dict]:
-    """Evaluate a run folder or an artifact file on a data split; returns (output folder, metrics)."""
+             device: str = "auto", say: Callable[[str], None] = lambda line: None) -> tuple[Path, dict]:
+    """Evaluate a run folder or an artifact file on a data split; returns (output folder, metrics). `say` hears
+    the first line: which model, on which device."""
     if split not in ("test", "val"):
         raise UsageError(f"--split must be test or val, not {split!r}")
     where = resolve_target(target)
     dev = pick_device(device)
+    say(f"evaluating {where.file} on {dev}")
     art = load_artifact(where, dev)
     cfg, bundle = data_for_model(where, art.preprocess, art.classes, data, "evaluating", dev)
     out_dir = Path(out) if out else where.home / "eval"

@@ -5,6 +5,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from cnnmode.config import opt
+from cnnmode.deploy.options import DEVICE_HELP
 from cnnmode.errors import UsageError
 
 
@@ -20,7 +21,7 @@ class ServeOptions:
                       "name (see `cnnmode models --pretrained`)", metavar="ARTIFACT_OR_RUN_OR_EXPORTED_FILE")
     backend: str | None = opt("auto", "runtime backend: auto (the fastest that passes the parity gate on this CPU "
                               "kind), " + BACKENDS_HELP)
-    device: str = opt("cpu", "cpu or cuda")
+    device: str = opt("auto", DEVICE_HELP)
     host: str = opt("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
     port: int = opt(8000, "TCP port")
     max_batch_size: int = opt(32, "images per model call at most")

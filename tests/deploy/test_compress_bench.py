@@ -55,7 +55,9 @@ def test_bench_by_default_names_the_auto_backend_first_and_compares_it_with_eage
     result = run_cli("bench", str(trained_run), "--batch-sizes", "2", "--out", str(tmp_path / "b.json"))
     assert result.returncode == 0, result.stderr
     chosen = auto_backend("cpu", can_calibrate=True)[0]
-    assert result.stdout.splitlines()[0].startswith(f"auto: backend {chosen} (auto")
+    first, second = result.stdout.splitlines()[:2]
+    assert first == "bench on cpu"  # --device auto, and no GPU here
+    assert second.startswith(f"auto: backend {chosen} on cpu (auto")
     rows = json.loads((tmp_path / "b.json").read_text())["backends"]
     assert list(rows) == ["auto", "eager"] and rows["auto"]["backend"] == chosen
     assert rows["eager"]["passes_gate"] and rows["eager"]["top1_agreement"] == 1.0

@@ -61,16 +61,20 @@ def test_predict_cli(trained_run, odd_images, tmp_path):
     result = run_cli("predict", str(trained_run / "model.pt"), str(odd_images / "*.png"), "--topk", "2",
                      "--out", str(tmp_path / "o.csv"), cwd=None)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "backend eager on cpu"  # --device auto: no GPU here
     assert "3 predicted, 1 failed" in result.stdout and "empty.png" in result.stderr
     missing = run_cli("predict", str(trained_run / "model.pt"), str(tmp_path / "nothing-here.png"))
     assert missing.returncode == 2 and "no such image" in missing.stderr
+    for device, why in (("cuda", "no CUDA GPU"), ("tpu", "choose auto, cpu, cuda, cuda:N or mps")):
+        wrong = run_cli("predict", str(trained_run / "model.pt"), str(odd_images), "--device", device)
+        assert wrong.returncode == 2 and why in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
 
 
 def test_predict_on_another_backend_names_it_and_agrees(trained_run, odd_images):
     result = run_cli("predict", str(trained_run), str(odd_images), "--backend", "openvino", "--out",
                      str(odd_images / "ov.json"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "backend openvino"
+    assert result.stdout.splitlines()[0] == "backend openvino on cpu"
     reference = {p.file: p.label for p in Predictor(trained_run).predict([odd_images]).predictions}
     rows = json.loads((odd_images / "ov.json").read_text())["predictions"]
     assert reference and {r["file"]: r["label"] for r in rows} == reference

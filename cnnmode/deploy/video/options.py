@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnmode.config import opt
+from cnnmode.deploy.options import DEVICE_HELP
 from cnnmode.errors import UsageError
 
 CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
@@ -23,7 +24,7 @@ class VideoOptions:
     topk: int = opt(1, "classes per frame in the CSV; above 1, bars on the frame")
     backend: str | None = opt("auto", "runtime backend for a model.pt: auto (the fastest that passes the parity "
                               "gate on this CPU kind), " + BACKENDS_HELP)
-    device: str = opt("cpu", "cpu or cuda")
+    device: str = opt("auto", DEVICE_HELP)
     batch_size: int = opt(8, "frames per model call for files (live: 1)")
     csv: str | None = opt(None, "one row per classified frame: index, time, top-k", metavar="FILE.csv")
     max_frames: int | None = opt(None, "stop after this many frames")
