@@ -7,6 +7,7 @@ import sys
 
 from cnnmode.cli.common import add_option_flags, options_from_args, print_table
 from cnnmode.deploy.options import DEVICE_HELP
+from cnnmode.errors import UsageError
 from cnnmode.evaluation.options import ExplainOptions, SummaryOptions
 
 
@@ -40,12 +41,18 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from cnnmode.evaluation.complexity import load_for_summary, summarize
 
     o = options_from_args(SummaryOptions, args)
-    model, size, channels = load_for_summary(args.target, o.img_size, o.num_classes, o.in_channels)
+    target, width, title = args.target, 0, args.target
+    if o.recipe:
+        target, width, title = _summary_from_recipe(o, args.target)
+    elif not target:
+        raise UsageError("summary needs MODEL_OR_ARTIFACT (a registry name or a model.pt) or --recipe RECIPE")
+    o.batch_size, o.optimizer = o.batch_size or 128, o.optimizer or "adamw"
+    model, size, channels = load_for_summary(target, o.img_size, o.num_classes, o.in_channels, o.stem, width)
     s = summarize(model, size, channels, o.batch_size, o.optimizer, not o.fp32)
     if o.json:
         print(json.dumps(s, indent=2))
         return 0
-    print_table(f"{args.target} at {size}px", ["layer", "type", "output", "params", "MFLOPs"],
+    print_table(f"{title} at {size}px", ["layer", "type", "output", "params", "MFLOPs"],
                 [[r["name"], r["type"], "x".join(map(str, r["output_shape"][1:])), f"{r['params']:,}",
                   f"{r['flops'] / 1e6:.2f}"] for r in s["layers"]], left=2, width=None)
     mem = s["memory_bytes"]
@@ -56,6 +63,22 @@ def cmd_summary(args: argparse.Namespace) -> int:
           f"{'fp32' if o.fp32 else 'mixed precision'} activations): "
           + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in mem.items()))
     return 0
+
+
+def _summary_from_recipe(o: SummaryOptions, target: str | None) -> tuple[str, int, str]:
+    """Fill the options a recipe decides (size, stem, batch, optimizer, precision) where no flag set them;
+    returns (model name, width, title)."""
+    from cnnmode.config import resolve_config
+
+    if target:
+        raise UsageError(f"give MODEL_OR_ARTIFACT ({target}) or --recipe {o.recipe}, not both")
+    cfg = resolve_config(o.recipe)
+    o.img_size = o.img_size or cfg.data.img_size or 32
+    o.stem = cfg.model.stem if o.stem == "auto" else o.stem
+    o.batch_size = o.batch_size or cfg.train.batch_size
+    o.optimizer = o.optimizer or cfg.optim.name
+    o.fp32 = o.fp32 or cfg.train.amp == "off"
+    return cfg.model.name, cfg.model.width, f"recipe {o.recipe}: {cfg.model.name} ({cfg.model.stem} stem)"
 
 
 def add_parsers(verbs) -> None:
@@ -82,6 +105,6 @@ def add_parsers(verbs) -> None:
 
     p = verbs.add_parser("summary", help="parameters, FLOPs, per-layer table and training-memory estimate",
                          description="Summarise a registered model (by name) or an artifact.")
-    p.add_argument("target", metavar="MODEL_OR_ARTIFACT")
+    p.add_argument("target", metavar="MODEL_OR_ARTIFACT", nargs="?")
     add_option_flags(p, SummaryOptions)
     p.set_defaults(func=cmd_summary)

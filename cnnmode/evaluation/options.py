@@ -29,10 +29,17 @@ class ExplainOptions:
 @dataclass
 class SummaryOptions:
     """Each field is the `cnnmode summary` flag of the same name."""
-    img_size: int | None = opt(None, "input side (default: the artifact's, or 32)")
-    batch_size: int = opt(128, "batch for the memory estimate")
+    recipe: str | None = opt(None, "describe the network a recipe trains (its model, stem, width and image size) "
+                             "and estimate its memory at the recipe's batch, optimizer and precision; no "
+                             "MODEL_OR_ARTIFACT needed", metavar="RECIPE")
+    stem: str = opt("auto", "ResNet stem for a model given by name: cifar, imagenet, or auto (cifar below 64 px)",
+                    ("auto", "cifar", "imagenet"))
+    img_size: int | None = opt(None, "input side (default: the recipe's or the artifact's, else 32)")
+    batch_size: int | None = opt(None, "batch for the memory estimate (default: the recipe's, else 128)")
     num_classes: int = opt(10, "classes, for a model given by name")
     in_channels: int = opt(3, "input channels, for a model given by name")
-    optimizer: str = opt("adamw", "the optimizer whose state the memory estimate counts", OPTIMIZERS)
-    fp32: bool = opt(False, "estimate activations in fp32 instead of bf16/fp16")
+    optimizer: str | None = opt(None, "the optimizer whose state the memory estimate counts (default: the "
+                                "recipe's, else adamw)", OPTIMIZERS)
+    fp32: bool = opt(False, "estimate activations in fp32 instead of bf16/fp16 (default: as the recipe's "
+                     "train.amp, else mixed precision)")
     json: bool = opt(False, "machine-readable output")

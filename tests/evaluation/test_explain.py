@@ -122,3 +122,27 @@ def test_summary_cli_json():
     assert json.loads(result.stdout)["params"] == 23_520_842
     bad = run_cli("summary", "vgg")
     assert bad.returncode == 2 and "unknown model 'vgg'" in bad.stderr
+
+
+def test_the_memory_estimate_counts_what_autograd_keeps_per_image_and_per_step():
+    from cnnmode.evaluation.complexity import saved_for_backward
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+    per_image, fixed = saved_for_backward(model, (3, 16, 16), mixed_precision=False)
+    assert per_image == (3 + 8) * 16 * 16 * 4  # the conv's input and the ReLU's output, fp32
+    assert fixed == 8 * 3 * 3 * 3 * 4  # the conv's weight, once a step
+    half, _ = saved_for_backward(model, (3, 16, 16), mixed_precision=True)
+    assert half == per_image // 2  # bf16 copies under autocast
+
+
+def test_summary_describes_the_network_a_recipe_trains():
+    import json
+    result = run_cli("summary", "--recipe", "cnnmode-resnet50", "--json")
+    assert result.returncode == 0, result.stderr
+    s = json.loads(result.stdout)
+    conv1 = next(r for r in s["layers"] if r["name"] == "conv1")
+    assert s["img_size"] == 80 and s["batch_size"] == 64 and s["optimizer"] == "adamw"
+    assert conv1["output_shape"] == [1, 64, 80, 80]  # the CIFAR stem: 3x3, stride 1, no max-pool
+    both = run_cli("summary", "resnet18", "--recipe", "speed")
+    assert both.returncode == 2 and "not both" in both.stderr
+    none = run_cli("summary")
+    assert none.returncode == 2 and "--recipe" in none.stderr
