@@ -162,7 +162,7 @@ def validate(cfg: Config, lookups: bool = True) -> None:
         (cfg.sched.plateau_patience >= 0, "sched.plateau_patience must be >= 0"),
         (cfg.sched.warmup_epochs >= 0, "sched.warmup_epochs must be >= 0"),
         (cfg.model.width >= 0, "model.width must be >= 0 (0 = the model's default)"),
-        (cfg.data.workers >= 0, "data.workers must be >= 0"),
+        (cfg.data.workers >= -1, "data.workers must be >= 0, or -1 for one per core"),
         (cfg.data.max_file_mb > 0 and cfg.data.max_total_gb > 0, "data.max_file_mb and data.max_total_gb must be > 0"),
         (cfg.optim.momentum >= 0 and cfg.optim.muon_momentum >= 0, "optim.momentum and optim.muon_momentum must be >= 0"),
         (cfg.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),

@@ -33,7 +33,8 @@ class DataConfig:
     fold: int = opt(0, "with data.folds: the fold (0-based) held out for validation")
     subset: float = opt(0.0, "use only this many (>= 1) or this fraction (< 1) of each split, stratified; 0 = all")
     channels: int = opt(0, "image channels fed to the model: 1, 3, or 0 = 1 for all-grayscale data, else 3")
-    workers: int = opt(2, "DataLoader worker processes for large images streamed from disk")
+    workers: int = opt(-1, "DataLoader worker processes for large images streamed from disk (-1 = one per core "
+                       "this process may use, at most 8; 0 = load in the training process)")
     max_file_mb: float = opt(100.0, "skip (and count) any image file or archive member larger than this many MB")
     max_total_gb: float = opt(20.0, "refuse an archive whose images unpack to more than this many GB")
     sampler: str = opt("random", "training order: random (shuffle), or balanced (each class drawn equally often, "

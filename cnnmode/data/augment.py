@@ -124,8 +124,10 @@ def batch_mix(aug: AugConfig, num_classes: int) -> v2.Transform | None:
 
 
 def stream_transforms(aug: AugConfig, size: int, channels: int, mean: list[float], std: list[float],
-                      train: bool) -> v2.Transform:
-    """Per-sample pipeline for large images streamed from disk (PIL in, normalised float tensor out)."""
+                      train: bool, device_side: bool = False) -> v2.Transform:
+    """Per-sample pipeline for large images streamed from disk (a decoded image in, normalised float tensor out).
+    `device_side`: stop after the crop, flip and colour steps with a uint8 tensor; the per-image policies,
+    normalisation and random erasing then run batch-wise on the training device (`StreamLoader`)."""
     steps: list[v2.Transform] = [v2.ToImage()]
     if train:
         steps.append(v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True))
@@ -136,6 +138,8 @@ def stream_transforms(aug: AugConfig, size: int, channels: int, mean: list[float
             steps.append(v2.ColorJitter(s, s, s if channels == 3 else 0))
         if aug.grayscale > 0 and channels == 3:
             steps.append(v2.RandomGrayscale(aug.grayscale))
+        if device_side:
+            return v2.Compose(steps)
         policy = sample_policy(aug)
         if policy is not None:
             steps.append(policy)

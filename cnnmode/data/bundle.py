@@ -139,9 +139,10 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
         mean, std = norm or _mean_std(train, (channels, probe_tf))
         make = lambda s, bs, is_train: StreamLoader(  # noqa: E731
             ImageFiles(list(zip(s.files, s.labels.tolist())), channels,
-                       stream_transforms(cfg.aug, img_size, channels, mean, std, is_train)),
+                       stream_transforms(cfg.aug, img_size, channels, mean, std, is_train,
+                                         device_side=is_train and cfg.aug.batched)),
             bs, train=is_train, aug=cfg.aug, workers=cfg.data.workers, seed=cfg.train.seed,
-            balanced=is_train and balanced, **common)
+            balanced=is_train and balanced, mean=mean, std=std, device_side=cfg.aug.batched, **common)
     bs, ebs = cfg.train.batch_size, cfg.train.eval_batch_size
     val_loader = make(val, ebs, False)
     calib_loader = make(calib, ebs, False) if calib is not None else val_loader

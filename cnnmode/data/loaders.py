@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import warnings
+import weakref
 from pathlib import Path
 
 import torch
@@ -210,52 +213,132 @@ class TensorLoader(EpochLoader):
         return _finish(x, self.channels_last), y
 
 
+def _decode_jpeg(path: Path, channels: int) -> torch.Tensor:
+    with warnings.catch_warnings():  # torchvision 0.29 points to TorchCodec, which needs FFmpeg's libraries
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+        mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+        return decode_jpeg(read_file(str(path)), mode=mode, apply_exif_orientation=True)
+
+
 class ImageFiles(torch.utils.data.Dataset):
-    """Image files on disk → (transformed image, label); for images too large to keep in memory."""
+    """Image files on disk → (transformed image, label); for images too large to keep in memory. JPEGs are decoded
+    by torchvision (libjpeg-turbo, EXIF orientation applied), other formats and anything it refuses by PIL.
+
+    An item is an index, or (index, seed) while training: the image's augmentation then depends on (seed, index)
+    only, not on the worker that loads it or on where in the epoch a resumed run starts."""
 
     def __init__(self, items: list[tuple[Path, int]], channels: int, transform) -> None:
         self.items, self.channels, self.transform = items, channels, transform
-        self.seed: int | None = None  # set per epoch: each image's augmentation then depends on (seed, index) only
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item: int | tuple[int, int]):
+        i, seed = item if isinstance(item, tuple) else (item, None)
         path, label = self.items[i]
+        image = self.decode(Path(path))
+        if seed is None:
+            return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 1_000_003 + i)
+            return self.transform(image), label
+
+    def decode(self, path: Path):
+        """uint8 (C, H, W) for a JPEG, else a PIL image in the split's mode."""
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            try:
+                return _decode_jpeg(path, self.channels)
+            except RuntimeError:  # a JPEG libjpeg-turbo refuses (e.g. damaged): PIL reads what it can
+                pass
         with Image.open(path) as img:
-            img = pil_to_mode(img, self.channels)
-            if self.seed is None:
-                return self.transform(img), label
-            # not on the worker's running RNG: the result must not depend on which worker loads the image, or
-            # on where in the epoch a resumed run starts
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed * 1_000_003 + i)
-                return self.transform(img), label
+            return pil_to_mode(img, self.channels)
+
+
+def stream_workers(asked: int) -> int:
+    """DataLoader worker processes: `asked`, or for -1 one per core this process may use (at most 8)."""
+    if asked >= 0:
+        return asked
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
+
+
+class _EpochBatches:
+    """The batch sampler of a persistent DataLoader: each pass yields the loader's current epoch from where it
+    stands, as (index, seed) items while training."""
+
+    def __init__(self, loader: "StreamLoader") -> None:
+        # weakly: a cycle between the two would leave the workers' shutdown to the garbage collector, which
+        # tears down their queues first and then waits 5 s per worker for an exit that never comes
+        self.loader = weakref.ref(loader)
+
+    def __iter__(self):
+        yield from self.loader().current_batches
+
+    def __len__(self) -> int:
+        return len(self.loader().current_batches)
 
 
 class StreamLoader(EpochLoader):
-    """A DataLoader over image files with per-sample torchvision transforms; same interface as TensorLoader."""
+    """A DataLoader over image files; same interface as TensorLoader. Its workers stay up across epochs and read
+    ahead; with `device_side`, they hand over uint8 crops and the per-image policies, normalisation and random
+    erasing run batch-wise on the training device."""
 
     def __init__(self, dataset: ImageFiles, batch_size: int, *, train: bool, aug: AugConfig, device: torch.device,
                  workers: int, channels_last: bool = True, seed: int = 0, num_classes: int = 0,
-                 balanced: bool = False) -> None:
+                 balanced: bool = False, mean: list[float] | None = None, std: list[float] | None = None,
+                 device_side: bool = False) -> None:
         self.dataset, self.batch_size, self.train, self.balanced = dataset, batch_size, train, balanced
-        self.device, self.workers, self.channels_last, self.seed = device, workers, channels_last, seed
+        self.device, self.workers, self.channels_last, self.seed = device, stream_workers(workers), channels_last, seed
         self.mix = augment.batch_mix(aug, num_classes) if train else None
         self.labels = torch.tensor([y for _, y in dataset.items])
         self.names = [str(p) for p, _ in dataset.items]
+        self.device_side, self.aug = device_side and train, aug
+        self.batch_policy = BatchPolicy(aug) if self.device_side else None
+        if self.device_side:
+            self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+            self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        self.current_batches: list[list] = []
+        self._loader: torch.utils.data.DataLoader | None = None
+
+    def sharded(self, rank: int, world: int) -> "StreamLoader":
+        part = super().sharded(rank, world)
+        part._loader = None  # its own DataLoader, whose batches are its own shard
+        return part
+
+    def data_loader(self) -> torch.utils.data.DataLoader:
+        """The one DataLoader, made on first use: persistent workers, read-ahead, pinned memory on a GPU."""
+        if self._loader is None:
+            ahead = dict(persistent_workers=True, prefetch_factor=4) if self.workers else {}
+            self._loader = torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=_EpochBatches(self), num_workers=self.workers,
+                pin_memory=self.device.type == "cuda", **ahead)
+        return self._loader
 
     def __iter__(self):
         gen = self.generator()
         order = self.epoch_order(gen) if self.train else torch.arange(len(self.labels))
-        self.dataset.seed = (self.seed * 100_003 + self.epoch) if self.train else None
+        seed = self.seed * 100_003 + self.epoch
         start, self._gen = self._begin(), self.augment_generator(gen)  # mixing draws from the global RNG
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=[b.tolist() for b in self.index_batches(order)[start:]],
-            num_workers=self.workers, pin_memory=self.device.type == "cuda", persistent_workers=False)
-        for x, y in loader:
+        batches = self.index_batches(order)
+        self.current_batches = [[(i, seed) if self.train else i for i in b.tolist()] for b in batches[start:]]
+        for n, (x, y) in enumerate(self.data_loader(), start):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.device_side:
+                x = self.on_device(x, n)
             if self.mix is not None:
                 x, y = self.mix(x, y)
             self.position += 1
             yield _finish(x, self.channels_last), y
+
+    def on_device(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """Batch n's uint8 crops → per-image policies (batched, drawn per (seed, epoch, rank, batch)) →
+        normalised floats → random erasing."""
+        gen = torch.Generator().manual_seed(((self.seed * 100_003 + self.epoch) * 1_009 + self.rank) * 1_000_003 + n)
+        if self.batch_policy:
+            x = self.batch_policy(x, gen)
+        x = (x.float() - self.mean) / self.std
+        if self.aug.random_erasing > 0:
+            x = random_erasing(x, self.aug.random_erasing, gen)
+        return x

@@ -10,7 +10,7 @@ BAD_KEYS = [
     ("data.img_size=1", "data.img_size must be 0"),
     ("model.width=-1", "model.width must be >= 0"),
     ("sched.pct_start=1.5", "sched.pct_start must be in (0, 1)"),
-    ("data.workers=-1", "data.workers must be >= 0"),
+    ("data.workers=-2", "data.workers must be >= 0, or -1"),
     ("run.name=" + "x" * 300, "run.name="),
     ("run.name=../../escape", "without / or"),
     ("run.name=..", "without / or"),
