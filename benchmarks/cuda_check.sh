@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Every CUDA path of CNN Mode, on CIFAR-10, in one go: under 8 minutes on one GPU. Run it as it is whenever a GPU
+# Every CUDA path of CNN Mode, on CIFAR-10, in one go: about 8 minutes on one H100-class GPU (less with
+# R50_EPOCHS=3; CHECKS="aug-per-image aug-batched" alone takes about 2). Run it as it is whenever a GPU
 # machine is at hand; it needs only this repository, PyTorch with CUDA, the packages of requirements.txt (or at
 # least those `train`, `bench` and `serve` import) and the CIFAR-10 copy.
 #
 #   bash benchmarks/cuda_check.sh [CIFAR10.tar.gz] [OUT_DIR]
 #
 # Prints one line per path, `PASS name  figures` or `FAIL name  reason`, then the log tail of each failure:
+#   aug-per-image   the `cnnmode-resnet50` recipe (ResNet-50, CIFAR stem, 80 px, AutoAugment, batch 64) for one
+#                   epoch on a fifth of the training images with aug.batched=false: img/s, GPU busy %, memory
+#   aug-batched     the same with the batched policies (the default): img/s, GPU busy %, memory
+#   recipe-r50      the whole recipe, R50_EPOCHS (default 15) epochs on all 50,000 images: test accuracy, wall
+#                   time, img/s, GPU busy %, peak memory (NVML and torch's allocator)
 #   train-fp16      ResNet-18, fp16 autocast + GradScaler, channels-last, TF32, cudnn.benchmark
 #   train-bf16      the same in bf16 (no scaler)
 #   train-compile   bf16 + torch.compile
@@ -21,7 +27,8 @@ DATA=${1:-../shared/datasets/cifar10-jpeg.tar.gz}
 OUT=${2:-/tmp/cnnmode-cuda-check}
 PY=${PYTHON:-python3}
 EPOCHS=${EPOCHS:-2}
-CHECKS=${CHECKS:-train-fp16 train-bf16 train-compile ddp-nccl bench-cuda serve-cuda}
+R50_EPOCHS=${R50_EPOCHS:-15}
+CHECKS=${CHECKS:-aug-per-image aug-batched recipe-r50 train-fp16 train-bf16 train-compile ddp-nccl bench-cuda serve-cuda}
 want() { [[ " $CHECKS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 FAILED=0
@@ -60,6 +67,28 @@ train_check() {  # train_check NAME overrides...
   [ $rc = 0 ] && fig="$(metrics "$OUT/runs/$name") | $(grep -m1 -o 'device [^|]*' "$log")"
   result "$name" $rc "$fig" "$log"
 }
+
+recipe_check() {  # recipe_check NAME overrides...: the cnnmode-resnet50 recipe under the NVML sampler
+  local name=$1; shift
+  want "$name" || return 0
+  local log="$OUT/$name.log"
+  rm -rf "$OUT/runs/$name"
+  $PY benchmarks/gpu_busy.py -- $PY -m cnnmode train --recipe cnnmode-resnet50 data.path=$DATA data.root=$OUT/data \
+    run.dir=$OUT/runs run.name=$name "$@" >"$log" 2>&1
+  local rc=$?
+  local fig=""
+  if [ $rc = 0 ]; then
+    local peak
+    peak=$($PY -c "import csv,sys; print(max(float(r['peak_mem_mb']) for r in csv.DictReader(open(sys.argv[1]))))" \
+      "$OUT/runs/$name/history.csv" 2>/dev/null)
+    fig="$(metrics "$OUT/runs/$name") | $(grep -m1 '^GPU busy' "$log") | torch peak ${peak:-?} MB"
+  fi
+  result "$name" $rc "$fig" "$log"
+}
+
+recipe_check aug-per-image aug.batched=false train.epochs=1 data.subset=0.2
+recipe_check aug-batched aug.batched=true train.epochs=1 data.subset=0.2
+recipe_check recipe-r50 train.epochs=$R50_EPOCHS
 
 train_check train-fp16 train.amp=fp16
 train_check train-bf16 train.amp=bf16
