@@ -260,8 +260,8 @@ def stream_workers(asked: int) -> int:
     """DataLoader worker processes: `asked`, or for -1 one per core this process may use (at most 8)."""
     if asked >= 0:
         return asked
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores))
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+    return max(1, min(8, len(affinity(0)) if affinity else os.cpu_count() or 1))
 
 
 class _EpochBatches:
