@@ -208,25 +208,33 @@ def apply_plan(x: torch.Tensor, slots: list[Slot]) -> torch.Tensor:
     rest go op by op, each op's images together; the groups' outputs are put back in order in one step."""
     for slot in slots:
         ops, params = np.asarray(slot.op), np.asarray(slot.params, dtype=np.float32)
-        groups = [(np.flatnonzero(_IS_TABLE[ops]), _look_up_tables),
-                  (np.flatnonzero(_GEOMETRY_KIND[ops] >= 0), _warp_geometric)]
-        groups += [(np.flatnonzero(ops == op), _other(op)) for op in np.unique(ops).tolist()
-                   if op != IDENTITY and not _IS_TABLE[op] and _GEOMETRY_KIND[op] < 0]
-        groups = [(rows, fn) for rows, fn in groups if len(rows)]
-        if not groups:
-            continue
-        outs, order = [], []
-        for rows, fn in groups:
-            picked = x.index_select(0, torch.from_numpy(rows).to(x.device))
-            outs.append(fn(picked, ops[rows], params[rows]))
-            order.append(rows)
-        done = np.zeros(len(ops), dtype=bool)
-        done[np.concatenate(order)] = True
-        untouched = np.flatnonzero(~done)
-        outs.append(x.index_select(0, torch.from_numpy(untouched).to(x.device)))
-        inverse = np.argsort(np.concatenate(order + [untouched]))
-        x = torch.cat(outs).index_select(0, torch.from_numpy(inverse).to(x.device))
+        groups = _groups(ops)
+        if groups:
+            outs = [fn(_select(x, rows), ops[rows], params[rows]) for rows, fn in groups]
+            x = _put_back(x, [rows for rows, _ in groups], outs)
     return x
+
+
+def _groups(ops: np.ndarray) -> list[tuple[np.ndarray, callable]]:
+    """(rows, function) for each group of images a slot transforms together; Identity rows are in none."""
+    groups = [(np.flatnonzero(_IS_TABLE[ops]), _look_up_tables),
+              (np.flatnonzero(_GEOMETRY_KIND[ops] >= 0), _warp_geometric)]
+    groups += [(np.flatnonzero(ops == op), _other(op)) for op in np.unique(ops).tolist()
+               if op != IDENTITY and not _IS_TABLE[op] and _GEOMETRY_KIND[op] < 0]
+    return [(rows, fn) for rows, fn in groups if len(rows)]
+
+
+def _select(x: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    return x.index_select(0, torch.from_numpy(rows).to(x.device))
+
+
+def _put_back(x: torch.Tensor, row_groups: list[np.ndarray], outs: list[torch.Tensor]) -> torch.Tensor:
+    """x with each group's output at its rows (one concatenation and one gather, not a write per group)."""
+    done = np.zeros(len(x), dtype=bool)
+    done[np.concatenate(row_groups)] = True
+    untouched = np.flatnonzero(~done)
+    inverse = np.argsort(np.concatenate(row_groups + [untouched]))
+    return _select(torch.cat(outs + [_select(x, untouched)]), inverse)
 
 
 def _other(op: int):
@@ -249,8 +257,9 @@ def _look_up_tables(x: torch.Tensor, ops: np.ndarray, params: np.ndarray) -> tor
     for op in np.unique(ops).tolist():
         if OP_NAMES[op] in LUTS:
             luts = luts.contiguous()
-            rows = torch.from_numpy(np.flatnonzero(ops == op)).to(x.device)
-            luts.index_copy_(0, rows, LUTS[OP_NAMES[op]](x.index_select(0, rows), params[rows.cpu().numpy()]))
+            rows = np.flatnonzero(ops == op)
+            picked = torch.from_numpy(rows).to(x.device)
+            luts.index_copy_(0, picked, LUTS[OP_NAMES[op]](x.index_select(0, picked), params[rows]))
     return look_up(x, luts)
 
 
