@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed import FirstBatches, engine_parts, probe  # noqa: E402
 
 from cnnmode.config import resolve_config  # noqa: E402
-from cnnmode.data import build_data  # noqa: E402
+from cnnmode.data import augment, build_data  # noqa: E402
 from cnnmode.engine.device import pick_device  # noqa: E402
 from cnnmode.engine.loop import train_one_epoch  # noqa: E402
 
@@ -85,7 +85,7 @@ def augment_throughput(data: str, recipe: str, size: int, steps: int, rounds: in
             if loader.batch_policy:
                 loader.policy_chunk(batches, i)
             else:
-                loader.per_sample(loader.images[idx], gen)
+                augment.apply_per_image(loader.images[idx], loader.policy)
         return steps * size_of_batch / (time.perf_counter() - start)
 
     def whole(loader, epoch: int) -> float:

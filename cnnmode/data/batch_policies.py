@@ -248,13 +248,13 @@ def _warp_geometric(x: torch.Tensor, ops: np.ndarray, params: np.ndarray) -> tor
 
 def _look_up_tables(x: torch.Tensor, ops: np.ndarray, params: np.ndarray) -> torch.Tensor:
     """Map each image through the lookup tables of the table op it drew."""
-    shared = np.empty((len(ops), 256), dtype=np.uint8)
-    for op in np.unique(ops).tolist():
+    shared, present = np.empty((len(ops), 256), dtype=np.uint8), np.unique(ops).tolist()
+    for op in present:
         if OP_NAMES[op] in TABLES:
             rows = ops == op
             shared[rows] = TABLES[OP_NAMES[op]](params[rows])
     luts = torch.from_numpy(shared).to(x.device)[:, None].expand(-1, x.shape[1], -1)
-    for op in np.unique(ops).tolist():
+    for op in present:
         if OP_NAMES[op] in LUTS:
             luts = luts.contiguous()
             rows = np.flatnonzero(ops == op)

@@ -37,6 +37,11 @@ def place_split(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device) if fits_on_device(images.nbytes, free) else images.pin_memory()
 
 
+def _per_channel(values: list[float], device: torch.device) -> torch.Tensor:
+    """Mean or std in [0, 1] per channel → (1, C, 1, 1) on the 0-255 scale of uint8 pixels."""
+    return torch.tensor(values, device=device).view(1, -1, 1, 1) * 255
+
+
 def _finish(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -89,6 +94,12 @@ class EpochLoader:
             return gen
         return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7_919 * self.rank)
 
+    def policy_generator(self, batch: int) -> torch.Generator:
+        """The generator the batched per-image policies draw from for the chunk or batch starting at `batch`:
+        seeded by (seed, epoch, rank, batch) only, so a resumed epoch redraws any batch alike."""
+        return torch.Generator().manual_seed(
+            ((self.seed * 100_003 + self.epoch) * 1_009 + self.rank) * 1_000_003 + batch)
+
     def index_batches(self, order: torch.Tensor) -> list[torch.Tensor]:
         """This rank's index batches for the epoch, from `order` (all of them, from the first)."""
         if not self.train:
@@ -132,8 +143,7 @@ class TensorLoader(EpochLoader):
         self.names, self.balanced = names, balanced
         self.batch_size, self.train, self.aug = batch_size, train, aug
         self.img_size, self.device, self.channels_last, self.seed = img_size, device, channels_last, seed
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        self.mean, self.std = _per_channel(mean, device), _per_channel(std, device)
         self.batch_policy = BatchPolicy(aug) if train and aug.batched else None
         self.policy = augment.sample_policy(aug) if train and not aug.batched else None
         self.mix = augment.batch_mix(aug, num_classes) if train else None
@@ -153,10 +163,9 @@ class TensorLoader(EpochLoader):
         batches = self.index_batches(order)
         for i in range(start, len(batches)):
             idx = batches[i]
-            chunked = bool(self.batch_policy)
-            x = self.policy_chunk(batches, i) if chunked else self.take(idx)
+            x = self.policy_chunk(batches, i) if self.batch_policy else self.take(idx)
             y = self.labels[idx].to(self.device, non_blocking=True)
-            batch = self.prepare(x, y, gen, None if flips is None else flips[idx], policies_done=chunked)
+            batch = self.prepare(x, y, gen, None if flips is None else flips[idx])
             self.position += 1
             yield batch
 
@@ -173,25 +182,17 @@ class TensorLoader(EpochLoader):
         key = (self.epoch, self.rank, self.world, first)
         if self._chunk is None or self._chunk[0] != key:
             members = batches[first:first + per_chunk]
-            x = self.take(torch.cat(members))
-            gen = torch.Generator().manual_seed(
-                ((self.seed * 100_003 + self.epoch) * 1_009 + self.rank) * 1_000_003 + first)
-            self._chunk = (key, self.batch_policy(x, gen).split([len(b) for b in members]))
+            x = self.batch_policy(self.take(torch.cat(members)), self.policy_generator(first))
+            self._chunk = (key, x.split([len(b) for b in members]))
         return self._chunk[1][i - first]
 
-    def per_sample(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """The per-image policies on a uint8 batch: batched (`aug.batched`), or one image at a time."""
-        if self.batch_policy:
-            return self.batch_policy(x, gen)
-        if self.policy is not None:
-            return augment.apply_per_image(x, self.policy)
-        return x
-
     def prepare(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
-                flips: torch.Tensor | None = None, policies_done: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 batch → augmented, resized, normalised float batch (`flips`: which to mirror, else random;
-        `policies_done`: the per-image policies have run already, as `policy_chunk` does)."""
-        x = (x if policies_done else self.per_sample(x, gen)).float()
+                flips: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 batch → augmented, resized, normalised float batch (`flips`: which to mirror, else random). The
+        batched per-image policies have run already (`policy_chunk`); torchvision's per-image path runs here."""
+        if self.policy is not None:
+            x = augment.apply_per_image(x, self.policy)
+        x = x.float()
         if self.img_size and x.shape[-1] != self.img_size:
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
                               antialias=x.shape[-1] > self.img_size)
@@ -297,8 +298,7 @@ class StreamLoader(EpochLoader):
         self.device_side, self.aug = device_side and train, aug
         self.batch_policy = BatchPolicy(aug) if self.device_side else None
         if self.device_side:
-            self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
-            self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+            self.mean, self.std = _per_channel(mean, device), _per_channel(std, device)
         self.current_batches: list[list] = []
         self._loader: torch.utils.data.DataLoader | None = None
 
@@ -335,7 +335,7 @@ class StreamLoader(EpochLoader):
     def on_device(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """Batch n's uint8 crops → per-image policies (batched, drawn per (seed, epoch, rank, batch)) →
         normalised floats → random erasing."""
-        gen = torch.Generator().manual_seed(((self.seed * 100_003 + self.epoch) * 1_009 + self.rank) * 1_000_003 + n)
+        gen = self.policy_generator(n)
         if self.batch_policy:
             x = self.batch_policy(x, gen)
         x = (x.float() - self.mean) / self.std
