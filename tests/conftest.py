@@ -54,6 +54,42 @@ def write_tree(root: Path, per_class: dict[str, int], size: int = 32, seed: int 
     return root
 
 
+def make_multilabel_image(present: list[int], rng: np.random.Generator, size: int = 32) -> Image.Image:
+    """A noisy image holding each shape of `present` (0 blob, 1 square, 2 stripes), in its own quarter."""
+    arr = rng.integers(60, 120, (size, size, 3), dtype=np.uint8)
+    h = size // 2
+    yy, xx = np.ogrid[:h, :h]
+    if 2 in present:
+        arr[h:, :h][:, ::4] = (230, 230, 230)
+    if 0 in present:
+        arr[:h, :h][(yy - h // 2) ** 2 + (xx - h // 2) ** 2 <= (h // 3) ** 2] = (250, 200, 40)
+    if 1 in present:
+        arr[h // 4:3 * h // 4, h + h // 4:h + 3 * h // 4] = (20, 30, 200)
+    return Image.fromarray(arr, "RGB")
+
+
+def write_multilabel_csv(root: Path, per_split: dict[str, int], seed: int = 0, size: int = 32) -> Path:
+    """`root/images/*.png` and `root/labels.csv` (path,labels,split): each image holds a random subset of the
+    three shapes (possibly none); labels are the shape names present, `;`-separated."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = ["path,labels,split"]
+    for split, n in per_split.items():
+        for i in range(n):
+            present = [c for c in range(3) if rng.random() < 0.45]
+            name = f"images/{split}-{i:04d}.png"
+            make_multilabel_image(present, rng, size).save(root / name)
+            rows.append(f"{name},{';'.join(CLASSES[c] for c in present)},{split}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
+@pytest.fixture(scope="session")
+def tiny_multilabel(tmp_path_factory) -> Path:
+    """A multi-label CSV list: 120 train and 40 test 32 px PNGs, each with 0-3 of the three shape labels."""
+    return write_multilabel_csv(tmp_path_factory.mktemp("multi"), {"train": 120, "test": 40})
+
+
 @pytest.fixture(scope="session")
 def tiny_tree(tmp_path_factory) -> Path:
     """train/ (30 per class) and test/ (10 per class) of 32 px RGB PNGs, 3 classes."""

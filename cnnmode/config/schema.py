@@ -37,6 +37,9 @@ class DataConfig:
                        "this process may use, at most 8; 0 = load in the training process)")
     max_file_mb: float = opt(100.0, "skip (and count) any image file or archive member larger than this many MB")
     max_total_gb: float = opt(20.0, "refuse an archive whose images unpack to more than this many GB")
+    task: str = opt("auto", "single (one class per image), multilabel (a set of labels per image, from a .csv "
+                     "list whose label cells separate names by ;), or auto (multilabel when the list has such cells)",
+                     ("auto", "single", "multilabel"))
     sampler: str = opt("random", "training order: random (shuffle), or balanced (each class drawn equally often, "
                        "with replacement)", ("random", "balanced"))
 
@@ -108,9 +111,14 @@ class TrainConfig:
     accum_steps: int = opt(1, "gradient accumulation steps per optimizer step")
     grad_clip: float = opt(0.0, "clip gradient norm to this value (0 = off)")
     label_smoothing: float = opt(0.0, "label smoothing for cross-entropy")
-    loss: str = opt("ce", "training loss: ce (cross-entropy) or focal (down-weights easy examples by "
-                    "(1 - p)^train.focal_gamma)", ("ce", "focal"))
+    loss: str = opt("auto", "training loss: auto (ce for single-label data, bce for multi-label), ce "
+                    "(cross-entropy) or focal (down-weights easy examples by (1 - p)^train.focal_gamma); for "
+                    "multi-label data bce (binary cross-entropy per label) or asl (asymmetric loss: focal on the "
+                    "absent labels)", ("auto", "ce", "focal", "bce", "asl"))
     focal_gamma: float = opt(2.0, "with train.loss=focal: the focusing exponent (0 = cross-entropy)")
+    asl_gamma_neg: float = opt(4.0, "with train.loss=asl: the focusing exponent of absent labels (present "
+                               "labels use 0)")
+    asl_clip: float = opt(0.05, "with train.loss=asl: probability shift that ignores very easy absent labels")
     class_weights: str = opt("none", "per-class loss weights: none, auto (inverse class frequency), effective "
                              "(effective number of samples, beta 0.999), or a .json/.yaml file of {class: weight}")
     reweight_from: float = opt(0.0, "with train.class_weights: apply them only after this fraction of the epochs "

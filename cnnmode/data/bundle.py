@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 
 from cnnmode.config import Config
-from cnnmode.data import source_layout
+from cnnmode.data import csvlist, source_layout
 from cnnmode.data.augment import stream_transforms
 from cnnmode.data.loaders import ImageFiles, StreamLoader, TensorLoader
 from cnnmode.data.read_splits import Split, load_files, load_named
+from cnnmode.data.labels import counts as label_counts
 from cnnmode.data.holdouts import stratified_fold, stratified_holdout, stratified_subset
 from cnnmode.errors import UsageError
 
@@ -33,6 +34,11 @@ class DataBundle:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     val_is_test: bool = False
     calib: TensorLoader | StreamLoader | None = None  # held-out images to fit the temperature on (never test)
+
+    @property
+    def multilabel(self) -> bool:
+        """True for label sets (multi-hot labels, sigmoid outputs)."""
+        return self.train.labels.ndim == 2
 
     def sizes(self) -> dict[str, int]:
         """Images per split."""
@@ -62,7 +68,7 @@ def _assign_splits(found: dict[str, Split], cfg: Config) -> tuple[Split, Split, 
 def _carve_calib(train: Split, fraction: float) -> tuple[Split, Split]:
     """(train, calib): without a validation split, `fraction` of train is held out to fit the temperature on;
     with fraction 0 (or too few images to spare) the temperature is fitted on training images."""
-    if fraction > 0 and len(train.labels) * fraction >= 2 * len(torch.unique(train.labels)):
+    if fraction > 0 and len(train.labels) * fraction >= 2 * int((label_counts(train.labels, 0) > 0).sum()):
         keep, held = stratified_holdout(train.labels, fraction, TEST_SEED)
         return train.take(keep), train.take(held)
     return train, train.take(stratified_subset(train.labels, CALIB_IMAGES, TEST_SEED))
@@ -71,10 +77,11 @@ def _carve_calib(train: Split, fraction: float) -> tuple[Split, Split]:
 def _check_classes(source: str, classes: list[str], train: Split, test: Split) -> None:
     """Every class needs readable training images (a class whose files are all unreadable must not train as a
     dead class), and there must be test images to score the run on."""
-    counts = torch.bincount(train.labels, minlength=len(classes)).tolist()
+    counts = label_counts(train.labels, len(classes)).tolist()
     dead = [c for c, n in zip(classes, counts) if n == 0]
     if dead:
-        raise UsageError(f"{source}: class folder(s) with no readable training images: {', '.join(dead)} "
+        where = "label(s)" if train.labels.ndim == 2 else "class folder(s)"
+        raise UsageError(f"{source}: {where} with no readable training images: {', '.join(dead)} "
                          f"(classes: {', '.join(classes)}); add images or remove the folder")
     if len(test) == 0:
         single = [c for c, n in zip(classes, counts) if n < 2]
@@ -107,6 +114,9 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
     `norm` (mean, std) replaces the statistics computed from the training split, e.g. an artifact's own.
     """
     name = str(cfg.data.path).lower()
+    if cfg.data.task == "multilabel" and not csvlist.is_list(name):
+        raise UsageError(f"data.task=multilabel needs label sets: give a .csv list of path,labels[,split] rows "
+                         f"(names separated by ;), not {cfg.data.path}")
     cache_root = Path(cfg.data.root) / "cache"
     found = (load_named(name, cfg.data.root, cfg.data.channels) if name in source_layout.NAMED
              else load_files(cfg, cache_root))
@@ -122,7 +132,7 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
                             for s, seed in ((train, cfg.train.seed), (val, cfg.train.seed), (test, TEST_SEED)))
         val = test if val_is_test else val
         calib = calib.take(stratified_subset(calib.labels, cfg.data.subset, TEST_SEED)) if calib is not None else None
-    if len(torch.unique(train.labels)) < 2:
+    if int((label_counts(train.labels, len(classes)) > 0).sum()) < 2:
         raise UsageError(f"{cfg.data.path}: training split has fewer than 2 classes with readable images")
     img_size = cfg.data.img_size or found.native_size or 224
     common = dict(device=device, channels_last=cfg.train.channels_last, num_classes=len(classes))

@@ -1,14 +1,17 @@
-"""Stratified, seeded index selection: validation/test hold-outs and subsets."""
+"""Stratified, seeded index selection: validation/test hold-outs and subsets. Label sets stratify by each
+image's rarest label (`labels.strata`)."""
 from __future__ import annotations
 
 import torch
 
+from cnnmode.data.labels import strata
 from cnnmode.errors import UsageError
 
 
 def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into (kept, held) with `fraction` of every class held out (at least one per class)."""
     gen = torch.Generator().manual_seed(seed)
+    labels = strata(labels)
     kept, held = [], []
     for c in torch.unique(labels):
         idx = torch.nonzero(labels == c).flatten()
@@ -34,6 +37,7 @@ def stratified_fold(labels: torch.Tensor, folds: int, fold: int, seed: int) -> t
     """Split indices into (kept, held): `held` is fold `fold` of `folds` stratified, seeded folds."""
     from sklearn.model_selection import StratifiedKFold
 
+    labels = strata(labels)
     counts = torch.bincount(labels)
     if int(counts[counts > 0].min()) < folds:
         raise UsageError(f"data.folds={folds} needs at least {folds} training images of every class "

@@ -16,6 +16,7 @@ from cnnmode.config import AugConfig
 from cnnmode.data import augment
 from cnnmode.data.batch_policies import BatchPolicy, random_erasing
 from cnnmode.data.decode import pil_to_mode
+from cnnmode.data.labels import sample_weights
 
 
 POLICY_CHUNK = 256  # images per run of the batched policies: their cost is mostly per op, not per image
@@ -76,8 +77,7 @@ class EpochLoader:
         n = len(self.labels)
         if not self.balanced:
             return torch.randperm(n, generator=gen)
-        per_class = torch.bincount(self.labels).double()
-        return torch.multinomial(1 / per_class[self.labels], n, replacement=True, generator=gen)
+        return torch.multinomial(sample_weights(self.labels), n, replacement=True, generator=gen)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose shuffle and augmentation to produce (from its start)."""
@@ -223,6 +223,11 @@ def _decode_jpeg(path: Path, channels: int) -> torch.Tensor:
         return decode_jpeg(read_file(str(path)), mode=mode, apply_exif_orientation=True)
 
 
+def _label(y: int | list[int]) -> torch.Tensor:
+    """A class index as an int64 scalar; a multi-hot row (a list) as uint8."""
+    return torch.tensor(y, dtype=torch.uint8 if isinstance(y, list) else torch.long)
+
+
 class ImageFiles(torch.utils.data.Dataset):
     """Image files on disk → (transformed image, label); for images too large to keep in memory. JPEGs are decoded
     by torchvision (libjpeg-turbo, EXIF orientation applied), other formats and anything it refuses by PIL.
@@ -239,6 +244,7 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, item: int | tuple[int, int]):
         i, seed = item if isinstance(item, tuple) else (item, None)
         path, label = self.items[i]
+        label = _label(label)
         image = self.decode(Path(path))
         if seed is None:
             return self.transform(image), label
@@ -293,7 +299,7 @@ class StreamLoader(EpochLoader):
         self.dataset, self.batch_size, self.train, self.balanced = dataset, batch_size, train, balanced
         self.device, self.workers, self.channels_last, self.seed = device, stream_workers(workers), channels_last, seed
         self.mix = augment.batch_mix(aug, num_classes) if train else None
-        self.labels = torch.tensor([y for _, y in dataset.items])
+        self.labels = torch.stack([_label(y) for _, y in dataset.items]) if dataset.items else torch.zeros(0)
         self.names = [str(p) for p, _ in dataset.items]
         self.device_side, self.aug = device_side and train, aug
         self.batch_policy = BatchPolicy(aug) if self.device_side else None

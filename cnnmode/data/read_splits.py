@@ -14,6 +14,7 @@ from cnnmode.config import Config
 from cnnmode.data import csvlist, source_layout
 from cnnmode.data.archive import Limits
 from cnnmode.data.decode import GRAY_MODES, decode_many, probe, verify_file
+from cnnmode.data.labels import label_tensor
 from cnnmode.errors import CnnModeError, RunError, UsageError
 from cnnmode.files import atomic_torch_save, torch_load
 
@@ -100,7 +101,7 @@ def _decode_splits(path: Path, archive, layout: source_layout.Layout, size: int,
     for split, items in layout.splits.items():
         images, kept, reasons = decode_many([blobs.get(n, b"") for n, _ in items], size, channels)
         skipped += [(items[i][0], unread.get(items[i][0]) or r) for i, r in enumerate(reasons) if r]
-        labels = torch.tensor([items[i][1] for i in kept], dtype=torch.long)
+        labels = label_tensor([items[i][1] for i in kept], len(layout.classes), layout.multilabel)
         splits[split] = Split(labels, images, names=[items[i][0] for i in kept])
     return splits, skipped
 
@@ -130,7 +131,7 @@ def load_files(cfg: Config, cache_root: Path) -> Found:
     """A folder tree or archive: decoded into a cached tensor when its images are small, else listed to stream."""
     limits = Limits.from_mb_gb(cfg.data.max_file_mb, cfg.data.max_total_gb)
     if csvlist.is_list(cfg.data.path):
-        path, layout = csvlist.list_layout(cfg.data.path)
+        path, layout = csvlist.list_layout(cfg.data.path, cfg.data.task)
         archive, source_key = None, csvlist.content_key(cfg.data.path, path, layout)
     else:
         path, files, dirs, archive = source_layout.open_source(cfg.data.path, limits)
@@ -178,7 +179,8 @@ def load_files(cfg: Config, cache_root: Path) -> Found:
             reason = (unread.get(name) or source_layout.file_problem(folder / name, limits)
                       or verify_file(folder / name))
             (skipped.append((name, reason)) if reason else good.append((folder / name, label)))
-        splits[split] = Split(torch.tensor([y for _, y in good], dtype=torch.long), files=[p for p, _ in good],
+        splits[split] = Split(label_tensor([y for _, y in good], len(layout.classes), layout.multilabel),
+                              files=[p for p, _ in good],
                               names=[str(p) for p, _ in good])
     return Found(splits, layout.classes, channels, 0, skipped, "stream")
 

@@ -24,10 +24,12 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 
 @dataclass
 class Layout:
-    """Items per split (`train`, and `test`/`val` when the data has them), the class names, and skipped files."""
-    splits: dict[str, list[tuple[str, int]]]
+    """Items per split (`train`, and `test`/`val` when the data has them), the class names, and skipped files.
+    An item's label is a class index, or with `multilabel` a tuple of them (possibly empty)."""
+    splits: dict[str, list[tuple[str, int | tuple[int, ...]]]]
     classes: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    multilabel: bool = False
 
 
 def is_archive(path: str) -> bool:

@@ -16,7 +16,7 @@ from cnnmode.engine.checkpoint import keep_epoch_checkpoint, rng_state, save_che
 from cnnmode.engine.console import Reporter
 from cnnmode.engine.device import gpu_status, peak_memory_mb
 from cnnmode.engine.distributed import World
-from cnnmode.engine.loop import EpochTally, predict_logits, score, train_one_epoch
+from cnnmode.engine.loop import EpochTally, predict_logits, score, train_one_epoch, headline
 from cnnmode.engine.setup import TrainParts
 from cnnmode.engine.state import RunState, plain_state, write_history
 from cnnmode.errors import RunError
@@ -69,15 +69,16 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
         val = validate(job)
         _check_finite(job, epoch, val["loss"])
         if parts.sched_every == "epoch":
-            parts.scheduler.step(val["accuracy"]) if cfg.sched.name == "plateau" else parts.scheduler.step()
+            parts.scheduler.step(headline(val)) if cfg.sched.name == "plateau" else parts.scheduler.step()
         improved = _record_epoch(job, state, epoch, stats, val)
-        stop = parts.stopper.update(val["accuracy"])
+        stop = parts.stopper.update(headline(val))
         save_last(job, state)
         if job.world.is_main:
             keep_epoch_checkpoint(job.run.last, job.run.checkpoints, epoch, cfg.train.save_every or
                                   (1 if cfg.train.keep_checkpoints else 0), cfg.train.keep_checkpoints)
         reporter.info(f"epoch {epoch}/{cfg.train.epochs}  train loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%"
-                      f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%{' *' if improved else ''}"
+                      f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%"
+                      + (f" mAP {100 * val['map']:.2f}%" if "map" in val else "") + f"{' *' if improved else ''}"
                       f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s"
                       + (f"  |  {gpu}" if (gpu := gpu_status(parts.step.device)) else ""))
         if on_epoch is not None:
@@ -202,18 +203,19 @@ def _record_epoch(job: Job, state: RunState, epoch: int, stats: dict, val: dict)
     """
     state.epoch = epoch
     state.train_time_s += stats["time"]
-    state.note_target(job.cfg.train.target_accuracy, val["accuracy"])
+    state.note_target(job.cfg.train.target_accuracy, headline(val))
     state.history.append({
         "epoch": epoch, "lr": job.parts.optimizer.param_groups[0]["lr"], "train_loss": round(stats["loss"], 5),
         "train_acc": round(stats["acc"], 5), "val_loss": round(val["loss"], 5), "val_acc": round(val["accuracy"], 5),
+        **({"val_map": val["map"]} if "map" in val else {}),
         "epoch_time_s": round(stats["time"], 2), "images_per_s": round(stats["img_s"], 1),
         "peak_mem_mb": round(peak_memory_mb(job.parts.step.device), 1)})
     if job.world.is_main:
         write_history(job.run.history, state.history)
-    if val["accuracy"] <= state.best_acc and not job.data.val_is_test:
+    if headline(val) <= state.best_acc and not job.data.val_is_test:
         return False
-    state.best_acc, state.best_epoch = val["accuracy"], epoch
+    state.best_acc, state.best_epoch = headline(val), epoch
     if job.world.is_main:
-        atomic_torch_save({"model": plain_state(job.parts.eval_model), "epoch": epoch, "val_acc": val["accuracy"]},
+        atomic_torch_save({"model": plain_state(job.parts.eval_model), "epoch": epoch, "val_acc": headline(val)},
                           job.run.best)
     return True

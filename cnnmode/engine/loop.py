@@ -28,7 +28,8 @@ class StepSetup:
 
 
 def _hard_labels(y: torch.Tensor) -> torch.Tensor:
-    return y.argmax(1) if y.ndim == 2 else y
+    """Class indices from soft targets; class indices and multi-hot label sets (integer) as they are."""
+    return y.argmax(1) if y.ndim == 2 and y.dtype.is_floating_point else y
 
 
 @dataclass
@@ -75,7 +76,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: Criterion, step: StepSe
         if stepped:
             optimizer_step(model, step)
         loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == _hard_labels(y)).sum()
+        correct += criterion.hits(logits.detach(), y)
         seen += len(y)
         if stepped and on_step is not None:
             on_step(i + 1, tally)
@@ -141,12 +142,35 @@ def predict_logits(model: nn.Module, loader, precision: Precision, device: torch
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Loss, top-1 and top-5 accuracy (fractions) from logits."""
+    """Loss, top-1 and top-5 accuracy (fractions) from logits; for label sets (multi-hot `labels`) the summed
+    binary cross-entropy, subset accuracy (the exact set at probability 0.5) and the macro mAP."""
+    if labels.ndim == 2:
+        return multilabel_score(logits, labels)
     k = min(5, logits.shape[1])
     topk = logits.topk(k, dim=1).indices
     return {"loss": round(F.cross_entropy(logits, labels).item(), 6),
             "accuracy": round((topk[:, 0] == labels).double().mean().item(), 6),
             "top5": round((topk == labels[:, None]).any(1).double().mean().item(), 6)}
+
+
+def multilabel_score(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Loss, subset accuracy and macro mAP (the mean over labels with a present case of scikit-learn's average
+    precision) of label-set logits."""
+    from sklearn.metrics import average_precision_score
+
+    target = labels.float()
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").sum(1).mean()
+    present = labels.bool().any(0)
+    ap = average_precision_score(labels[:, present].numpy(), logits[:, present].float().numpy(), average="macro") \
+        if present.any() else 0.0
+    return {"loss": round(loss.item(), 6), "accuracy": round(((logits > 0) == labels.bool()).all(1).double().mean().item(), 6),
+            "map": round(float(ap), 6)}
+
+
+def headline(scores: dict) -> float:
+    """The figure a run selects its best epoch, stops early and reaches its target by: mAP for label sets,
+    else accuracy."""
+    return scores.get("map", scores["accuracy"])
 
 
 def score_loader(model: nn.Module, loader, precision: Precision, device: torch.device, tta: bool = False) -> dict:

@@ -1,6 +1,7 @@
 """The training loss: `Criterion` owns every loss setting (cross-entropy or focal, label smoothing, class weights
-and when they start, knowledge distillation) and is called as `criterion(logits, targets, inputs)`. Targets are
-hard labels or soft ones (mixup/cutmix)."""
+and when they start, knowledge distillation; for label sets, binary cross-entropy or the asymmetric loss with
+positive weights) and is called as `criterion(logits, targets, inputs)`. Targets are hard labels, multi-hot label
+sets, or soft ones (mixup/cutmix)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,6 +67,39 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce",
     return F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=label_smoothing)
 
 
+def multilabel_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "bce", weight: torch.Tensor | None = None,
+                    pos_weight: torch.Tensor | None = None, label_smoothing: float = 0.0, gamma_neg: float = 4.0,
+                    clip: float = 0.05) -> torch.Tensor:
+    """Per-label sigmoid losses summed over the labels and averaged over the images (the scale of cross-entropy,
+    so one learning rate suits both tasks). `bce`: binary cross-entropy with optional per-label `weight` and
+    `pos_weight`; `asl`: the asymmetric loss (Ridnik et al., 2021) with gamma+ = 0, gamma- = `gamma_neg` and the
+    absent labels' probability shifted down by `clip`. Smoothing moves targets to ls/2 and 1 - ls/2."""
+    logits, target = logits.float(), y.float()
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + label_smoothing / 2
+    if kind == "bce":
+        per_label = F.binary_cross_entropy_with_logits(logits, target, weight=weight, pos_weight=pos_weight,
+                                                       reduction="none")
+    else:
+        p = logits.sigmoid()
+        p_neg = (p - clip).clamp(min=0) if clip > 0 else p
+        present = target * F.logsigmoid(logits) * (pos_weight if pos_weight is not None else 1)
+        absent = (1 - target) * p_neg.pow(gamma_neg) * torch.log((1 - p_neg).clamp(min=1e-8))
+        per_label = -(present + absent) * (weight if weight is not None else 1)
+    return per_label.sum(1).mean()
+
+
+def multilabel_weights(spec: str, positives: list[int], images: int, classes: list[str],
+                       ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(per-label loss weights, positive weights) for label sets: `auto` weighs each label's present cases by
+    absent / present (BCEWithLogitsLoss's `pos_weight`); `effective` and a weights file weigh each label's whole
+    term as `class_weights` does."""
+    if spec == "auto":
+        pos = torch.tensor(positives, dtype=torch.float32).clamp(min=1)
+        return None, (images - pos).clamp(min=1) / pos
+    return class_weights(spec, positives, classes), None
+
+
 def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher || student) between the outputs softened at `temperature`, scaled by T^2 (Hinton et al., 2015)."""
     t = temperature
@@ -74,12 +108,28 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temper
     return kl * t * t
 
 
+SINGLE_LOSSES, MULTILABEL_LOSSES = ("ce", "focal"), ("bce", "asl")
+
+
+def loss_kind(name: str, multilabel: bool) -> str:
+    """train.loss resolved for the task (`auto`: ce, or bce for label sets); a loss of the other task is refused."""
+    if name == "auto":
+        return "bce" if multilabel else "ce"
+    allowed = MULTILABEL_LOSSES if multilabel else SINGLE_LOSSES
+    if name not in allowed:
+        why = "a softmax loss (one class per image)" if multilabel else "a sigmoid loss for label sets"
+        task = "multi-label" if multilabel else "single-label"
+        raise UsageError(f"train.loss={name} is {why} and this data is {task}; choose one of: auto, "
+                         f"{', '.join(allowed)}")
+    return name
+
+
 @dataclass
 class Criterion:
     """The training loss and every setting it has. `weights` (per class, on the training device) apply from the
     epoch after `weights_from` (deferred re-weighting: `set_epoch` switches them on); with a `teacher`, the loss
     is `alpha` x the distillation loss at `temperature` + (1 - `alpha`) x the classification loss."""
-    kind: str = "ce"  # or "focal"
+    kind: str = "ce"  # or "focal"; for label sets "bce" or "asl"
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
     weights: torch.Tensor | None = None
@@ -87,6 +137,10 @@ class Criterion:
     teacher: nn.Module | None = None
     temperature: float = 4.0
     alpha: float = 0.7
+    multilabel: bool = False
+    pos_weight: torch.Tensor | None = None  # label sets: weight of each label's present cases
+    asl_gamma_neg: float = 4.0
+    asl_clip: float = 0.05
     active_weights: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,23 +148,37 @@ class Criterion:
 
     @classmethod
     def from_config(cls, cfg: Config, *, weights: torch.Tensor | None = None, teacher: nn.Module | None = None,
-                    device: torch.device | None = None) -> "Criterion":
+                    device: torch.device | None = None, multilabel: bool = False,
+                    pos_weight: torch.Tensor | None = None) -> "Criterion":
         """The criterion `cfg`'s train keys describe (`weights`: from `class_weights`; `teacher`: a model in eval
-        mode, moved to `device` with the weights)."""
+        mode, moved to `device` with the weights; `multilabel`: sigmoid outputs for label sets)."""
         t = cfg.train
-        return cls(kind=t.loss, label_smoothing=t.label_smoothing, focal_gamma=t.focal_gamma,
+        return cls(kind=loss_kind(t.loss, multilabel), label_smoothing=t.label_smoothing, focal_gamma=t.focal_gamma,
                    weights=None if weights is None else weights.to(device),
                    weights_from=round(t.reweight_from * t.epochs),
                    teacher=None if teacher is None else teacher.to(device).eval(),
-                   temperature=t.distill_temperature, alpha=t.distill_alpha)
+                   temperature=t.distill_temperature, alpha=t.distill_alpha, multilabel=multilabel,
+                   pos_weight=None if pos_weight is None else pos_weight.to(device),
+                   asl_gamma_neg=t.asl_gamma_neg, asl_clip=t.asl_clip)
 
     def set_epoch(self, epoch: int) -> None:
         """Use the class weights from epoch `weights_from + 1` (1-based) on."""
         self.active_weights = self.weights if epoch > self.weights_from else None
 
+    def hits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """How many images the logits get right: the top class (single-label), or every label's presence at
+        probability 0.5 (label sets: the exact set)."""
+        if self.multilabel:
+            return ((logits > 0) == (targets > 0.5)).all(1).sum()
+        return (logits.argmax(1) == (targets.argmax(1) if targets.ndim == 2 else targets)).sum()
+
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        loss = classification_loss(logits, targets, self.kind, self.focal_gamma, self.active_weights,
-                                   self.label_smoothing)
+        if self.multilabel:
+            loss = multilabel_loss(logits, targets, self.kind, self.active_weights, self.pos_weight,
+                                   self.label_smoothing, self.asl_gamma_neg, self.asl_clip)
+        else:
+            loss = classification_loss(logits, targets, self.kind, self.focal_gamma, self.active_weights,
+                                       self.label_smoothing)
         if self.teacher is None:
             return loss
         with torch.no_grad():

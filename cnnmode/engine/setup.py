@@ -169,8 +169,9 @@ class TrainParts:
 
 def make_parts(cfg: Config, model: nn.Module, *, steps_per_epoch: int, device: torch.device,
                precision: Precision, teacher: nn.Module | None = None, weights: torch.Tensor | None = None,
-               world: World = World()) -> TrainParts:
-    """Move the model to the device and build its criterion (`weights`: per class; `teacher`: for distillation),
+               world: World = World(), multilabel: bool = False, pos_weight: torch.Tensor | None = None) -> TrainParts:
+    """Move the model to the device and build its criterion (`weights`: per class; `teacher`: for distillation;
+    `multilabel` and `pos_weight`: sigmoid outputs for label sets),
     optimizer step, schedule, EMA and early stopping. In a data-parallel job the training forward goes through
     DistributedDataParallel (after SyncBatchNorm with train.sync_bn), compiled as a whole with train.compile."""
     if cfg.train.sync_bn and world.active:
@@ -193,7 +194,8 @@ def make_parts(cfg: Config, model: nn.Module, *, steps_per_epoch: int, device: t
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg.train.ema),
                                                   use_buffers=True)
     return TrainParts(model=model, forward_model=forward_model,
-                      criterion=Criterion.from_config(cfg, weights=weights, teacher=teacher, device=device),
+                      criterion=Criterion.from_config(cfg, weights=weights, teacher=teacher, device=device,
+                                                      multilabel=multilabel, pos_weight=pos_weight),
                       step=make_step_setup(cfg, optimizer, device=device, precision=precision),
                       scheduler=scheduler, sched_every=sched_every, ema=ema,
                       stopper=EarlyStopping(cfg.train.early_stop_patience, cfg.train.early_stop_min_delta),

@@ -35,7 +35,8 @@ class RunState:
 def write_history(path: Path, history: list[dict]) -> None:
     """history.csv, rewritten atomically."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
+    extra = ["val_map"] if history and "val_map" in history[0] else []  # label sets: the figure that selects
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS + extra)
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(path, buf.getvalue())

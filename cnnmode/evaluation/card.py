@@ -41,11 +41,12 @@ def model_card(run_dir) -> str:
     splits = list(counts)
     lines += _table(["class", *splits], [[c, *[counts[s].get(c, 0) for s in splits]] for c in classes])
     lines += ["", f"## Metrics (test split, {ev.get('count', '?')} images)", ""]
-    lines += _table(["metric", "value"], [["accuracy", _pct(test.get("accuracy"))],
-                                          ["balanced accuracy", _pct(test.get("balanced_accuracy"))],
-                                          ["top-5 accuracy", _pct(test.get("top5"))],
-                                          ["F1 macro", _pct(test.get("f1_macro"))],
-                                          ["log loss", f"{test.get('loss', float('nan')):.4f}"]])
+    lines += _table(["metric", "value"], _metric_rows(test))
+    if ev.get("per_label"):
+        lines += ["", "Per label (each present from its own threshold, fitted on held-out images):", ""]
+        lines += _table(["label", "AP", "precision", "recall", "F1", "support", "threshold"],
+                        [[c, _pct(v["ap"]), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), v["support"],
+                          f"{v['threshold']:.3f}"] for c, v in ev["per_label"].items()])
     per_class = ev.get("per_class", {})
     if per_class:
         lines += ["", "Per class:", ""]
@@ -76,6 +77,17 @@ def model_card(run_dir) -> str:
               "- CNN Mode is MIT-licensed. The weights are derived from the training data: their use is bound by "
               "that data's licence.", ""]
     return "\n".join(lines)
+
+
+def _metric_rows(test: dict) -> list[list]:
+    if "map" in test:  # label sets
+        return [["mAP (macro)", _pct(test.get("map"))], ["mAP (micro)", _pct(test.get("map_micro"))],
+                ["subset accuracy", _pct(test.get("subset_accuracy"))], ["F1 (examples)", _pct(test.get("f1_samples"))],
+                ["Hamming loss", f"{test.get('hamming_loss', float('nan')):.4f}"],
+                ["loss (BCE per image)", f"{test.get('loss', float('nan')):.4f}"]]
+    return [["accuracy", _pct(test.get("accuracy"))], ["balanced accuracy", _pct(test.get("balanced_accuracy"))],
+            ["top-5 accuracy", _pct(test.get("top5"))], ["F1 macro", _pct(test.get("f1_macro"))],
+            ["log loss", f"{test.get('loss', float('nan')):.4f}"]]
 
 
 def write_model_card(run_dir) -> None:

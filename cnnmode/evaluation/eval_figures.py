@@ -9,7 +9,8 @@ import numpy as np
 from cnnmode.figures import plt, save_fig
 
 
-def confusion_matrix(cm: np.ndarray, classes: list[str], path: Path, normalized: bool = False) -> Path:
+def confusion_matrix(cm: np.ndarray, classes: list[str], path: Path, normalized: bool = False, title: str = "",
+                     xlabel: str = "predicted", ylabel: str = "true") -> Path:
     """Counts (or row-normalised shares) with class names on both axes."""
     values = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalized else cm
     n = len(classes)
@@ -17,8 +18,8 @@ def confusion_matrix(cm: np.ndarray, classes: list[str], path: Path, normalized:
     fig, ax = plt.subplots(figsize=(size, size * 0.9))
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalized else None)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true",
-           title="Confusion matrix" + (" (share of each true class)" if normalized else " (counts)"))
+    ax.set(xticks=range(n), yticks=range(n), xlabel=xlabel, ylabel=ylabel,
+           title=title or "Confusion matrix" + (" (share of each true class)" if normalized else " (counts)"))
     ax.set_xticklabels(classes, rotation=45, ha="right")
     ax.set_yticklabels(classes)
     if n <= 30:

@@ -20,6 +20,7 @@ from cnnmode.engine.device import Precision, pick_device, pick_precision
 from cnnmode.engine.loop import predict_logits
 from cnnmode.errors import UsageError
 from cnnmode.evaluation import eval_figures as figures
+from cnnmode.evaluation.multilabel import write_multilabel_evaluation
 from cnnmode.evaluation.metrics import classification_report, compute_metrics, expected_calibration_error
 from cnnmode.figures import to_display
 from cnnmode.evaluation.report import write_report
@@ -59,10 +60,13 @@ def predictions_table(labels: np.ndarray, probs: np.ndarray, classes: list[str],
 
 def evaluate_model(model: nn.Module, loader, classes: list[str], mean: list[float], std: list[float], out_dir: Path,
                    precision: Precision, device: torch.device, tta: bool = False, seed: int = 0,
-                   shift: int = 0, temperature: float = 1.0) -> dict:
+                   shift: int = 0, temperature: float = 1.0, thresholds: list[float] | None = None) -> dict:
     """Run `model` over `loader` and write metrics.json, predictions.csv, classification_report.txt and plots;
-    probabilities are softmax(logits / temperature)."""
+    probabilities are softmax(logits / temperature), or for label sets sigmoid, with per-label `thresholds`."""
     logits, labels = predict_logits(model, loader, precision, device, tta, shift)
+    if labels.ndim == 2:
+        return write_multilabel_evaluation(logits, labels, loader, classes, mean, std, out_dir, seed, temperature,
+                                           thresholds)
     return write_evaluation(logits, labels, loader, classes, mean, std, out_dir, seed, temperature)
 
 
@@ -129,7 +133,7 @@ def run_eval(target: str, data: str | None = None, split: str = "test", out: str
     metrics = evaluate_model(art.model, getattr(bundle, split), art.classes, art.preprocess["mean"],
                              art.preprocess["std"], out_dir, pick_precision(cfg.train.amp, dev), dev,
                              cfg.train.tta, cfg.train.seed, cfg.train.tta_translate,
-                             art.temperature)
+                             art.temperature, art.preprocess.get("thresholds"))
     if where.run is not None and out is None:
         write_report(where.run.path)
     return out_dir, metrics

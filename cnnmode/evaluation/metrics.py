@@ -22,14 +22,18 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Temperature scaling (Guo et al., 2017): the T > 0 that minimises the negative log-likelihood of
-    softmax(logits / T) on held-out images. Dividing by T never changes the predicted class."""
-    logits, labels = logits.detach().float().cpu(), labels.detach().long().cpu()
+    softmax(logits / T) on held-out images. Dividing by T never changes the predicted class. For label sets
+    (multi-hot `labels`) the likelihood is that of sigmoid(logits / T) per label."""
+    multilabel = labels.ndim == 2
+    logits = logits.detach().float().cpu()
+    labels = labels.detach().cpu().float() if multilabel else labels.detach().long().cpu()
+    nll = torch.nn.functional.binary_cross_entropy_with_logits if multilabel else torch.nn.functional.cross_entropy
     log_t = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), labels)
+        loss = nll(logits / log_t.exp(), labels)
         loss.backward()
         return loss
 

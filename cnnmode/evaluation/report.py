@@ -28,6 +28,12 @@ EVAL_PLOTS = [("confusion_matrix.png", "Confusion matrix"),
               ("reliability_diagram.png", "Calibration"),
               ("predictions.png", "Random test predictions")]
 
+MULTILABEL_PLOTS = [("per_label_ap.png", "Average precision per label"),
+                    ("pr_curves.png", "Precision-recall curves"),
+                    ("error_cooccurrence.png", "Errors that come together"),
+                    ("reliability_diagram.png", "Calibration (every label's probability)"),
+                    ("predictions.png", "Random test predictions")]
+
 
 def _img(path: Path, alt: str) -> str:
     if not path.exists():
@@ -54,13 +60,61 @@ def build_report(run_dir: Path) -> str:
     ev = json.loads(run.eval_metrics.read_text()) if run.eval_metrics.exists() else {}
     history = list(csv.DictReader(run.history.open())) if run.history.exists() else []
     config = run.config.read_text() if run.config.exists() else ""
-    env = metrics.get("environment", {})
+    if ev.get("task") == "multilabel":
+        return _page(run, metrics, history, config, _multilabel_cards(ev, metrics), _multilabel_sections(run, ev))
     cards = [("test accuracy", _pct(ev.get("accuracy", metrics.get("test", {}).get("accuracy")))),
              ("top-5", _pct(ev.get("top5"))),
-             ("balanced accuracy", _pct(ev.get("balanced_accuracy"))), ("F1 macro", _pct(ev.get("f1_macro"))), ("ECE", _pct(ev.get("ece"))),
-             ("best epoch", metrics.get("best_epoch", "–")),
-             ("train time", f"{metrics['train_time_s']:.0f} s" if "train_time_s" in metrics else "–"),
-             ("parameters", f"{metrics['params'] / 1e6:.2f} M" if "params" in metrics else "–")]
+             ("balanced accuracy", _pct(ev.get("balanced_accuracy"))), ("F1 macro", _pct(ev.get("f1_macro"))),
+             ("ECE", _pct(ev.get("ece")))] + _common_cards(metrics)
+    sections = []
+    if ev:
+        sections += ["<h2>Metrics</h2>",
+                     _table(["metric", "value"], [[k, _pct(ev[k])] for k in (
+                         "accuracy", "balanced_accuracy", "top5", "precision_macro", "recall_macro", "f1_macro",
+                         "precision_weighted", "recall_weighted", "f1_weighted", "ece")]
+                            + [["loss", f"{ev['loss']:.4f}"]] + _calibration_rows(ev)),
+                     "<h3>Per class</h3>",
+                     _table(["class", "accuracy", "precision", "recall", "F1", "support"],
+                            [[c, _pct(v["accuracy"]), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]),
+                              v["support"]] for c, v in ev["per_class"].items()]),
+                     "<h2>Evaluation plots</h2>"]
+        sections += [_img(run.eval / name, caption) for name, caption in EVAL_PLOTS]
+        sections += ["<h2>Misclassified gallery</h2>", _img(run.eval / "misclassified.png",
+                                                             "The most confident mistakes")]
+    return _page(run, metrics, history, config, cards, sections)
+
+
+def _calibration_rows(ev: dict) -> list[list]:
+    return ([["ECE before temperature scaling", _pct(ev["ece_uncalibrated"])],
+             ["temperature", f"{ev['temperature']:.3f}"]] if "temperature" in ev else [])
+
+
+def _common_cards(metrics: dict) -> list[tuple[str, object]]:
+    return [("best epoch", metrics.get("best_epoch", "–")),
+            ("train time", f"{metrics['train_time_s']:.0f} s" if "train_time_s" in metrics else "–"),
+            ("parameters", f"{metrics['params'] / 1e6:.2f} M" if "params" in metrics else "–")]
+
+
+def _multilabel_cards(ev: dict, metrics: dict) -> list[tuple[str, object]]:
+    return [("test mAP", _pct(ev.get("map"))), ("mAP micro", _pct(ev.get("map_micro"))),
+            ("subset accuracy", _pct(ev.get("subset_accuracy"))), ("F1 examples", _pct(ev.get("f1_samples"))),
+            ("Hamming loss", f"{ev['hamming_loss']:.4f}"), ("ECE", _pct(ev.get("ece")))] + _common_cards(metrics)
+
+
+def _multilabel_sections(run: RunDir, ev: dict) -> list[str]:
+    rows = [[k, _pct(ev[k])] for k in ("map", "map_micro", "subset_accuracy", "f1_samples", "f1_macro", "f1_micro",
+                                       "precision_macro", "recall_macro", "ece")]
+    rows += [["Hamming loss", f"{ev['hamming_loss']:.4f}"], ["loss (BCE per image)", f"{ev['loss']:.4f}"]]
+    return (["<h2>Metrics (multi-label)</h2>", _table(["metric", "value"], rows + _calibration_rows(ev)),
+             "<h3>Per label</h3>",
+             _table(["label", "AP", "precision", "recall", "F1", "support", "threshold", "ECE"],
+                    [[c, _pct(v["ap"]), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), v["support"],
+                      f"{v['threshold']:.3f}", _pct(v["ece"])] for c, v in ev["per_label"].items()]),
+             "<h2>Evaluation plots</h2>"] + [_img(run.eval / name, caption) for name, caption in MULTILABEL_PLOTS])
+
+
+def _page(run: RunDir, metrics: dict, history: list[dict], config: str, cards: list, sections: list[str]) -> str:
+    env = metrics.get("environment", {})
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>CNN Mode report: {html.escape(run.path.name)}"
              f"</title><style>{STYLE}</style></head><body>",
              f"<h1>CNN Mode report: {html.escape(run.path.name)}</h1>",
@@ -69,21 +123,7 @@ def build_report(run_dir: Path) -> str:
              "<div class='cards'>" + "".join(f"<div class='card'>{html.escape(k)}<b>{html.escape(str(v))}</b></div>"
                                              for k, v in cards) + "</div>",
              "<h2>Training curves</h2>", _img(run.plots / "training_curves.png", "Loss, accuracy and learning rate")]
-    if ev:
-        parts += ["<h2>Metrics</h2>",
-                  _table(["metric", "value"], [[k, _pct(ev[k])] for k in (
-                      "accuracy", "balanced_accuracy", "top5", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
-                      "recall_weighted", "f1_weighted", "ece")] + [["loss", f"{ev['loss']:.4f}"]]
-                         + ([["ECE before temperature scaling", _pct(ev["ece_uncalibrated"])],
-                             ["temperature", f"{ev['temperature']:.3f}"]] if "temperature" in ev else [])),
-                  "<h3>Per class</h3>",
-                  _table(["class", "accuracy", "precision", "recall", "F1", "support"],
-                         [[c, _pct(v["accuracy"]), _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]),
-                           v["support"]] for c, v in ev["per_class"].items()]),
-                  "<h2>Evaluation plots</h2>"]
-        parts += [_img(run.eval / name, caption) for name, caption in EVAL_PLOTS]
-        parts += ["<h2>Misclassified gallery</h2>", _img(run.eval / "misclassified.png",
-                                                          "The most confident mistakes")]
+    parts += sections
     if history:
         parts += ["<h2>History</h2>", _table(list(history[0]), [list(r.values()) for r in history])]
     parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(config)}</pre>", "</body></html>"]

@@ -224,9 +224,9 @@ def objective(space: Space, study_dir: Path, overrides: list[str] | tuple[str, .
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who runs it, e.g. to stop it
 
         def report(epoch: int, val: dict) -> None:
-            trial.report(val["accuracy"], epoch)
+            trial.report(val.get("map", val["accuracy"]), epoch)  # label sets: validation mAP
             if trial.should_prune():
-                raise optuna.TrialPruned(f"validation accuracy {val['accuracy']:.4f} at epoch {epoch}")
+                raise optuna.TrialPruned(f"validation score {val.get('map', val['accuracy']):.4f} at epoch {epoch}")
 
         try:
             cfg = trial_config(space, suggest(trial, space), overrides,
@@ -239,9 +239,9 @@ def objective(space: Space, study_dir: Path, overrides: list[str] | tuple[str, .
             atomic_write_text(run_dir / "error.txt", traceback.format_exc())
             raise
         metrics = json.loads(RunDir(run_dir).metrics.read_text())
-        trial.set_user_attr("test_acc", metrics["test"]["accuracy"])
+        trial.set_user_attr("test_acc", metrics["test"].get("map", metrics["test"]["accuracy"]))
         trial.set_user_attr("train_time_s", metrics["train_time_s"])
-        return metrics["val"]["accuracy"]
+        return metrics["val"].get("map", metrics["val"].get("accuracy"))  # label sets: val mAP
 
     return run
 

@@ -20,7 +20,8 @@ from cnnmode.engine.console import Reporter
 from cnnmode.engine.distributed import World
 from cnnmode.engine.device import pick_device, pick_precision, reset_peak_memory, set_determinism
 from cnnmode.engine.fit import EpochHook, Job, fit
-from cnnmode.engine.losses import class_weights
+from cnnmode.data.labels import counts as label_counts
+from cnnmode.engine.losses import class_weights, loss_kind, multilabel_weights
 from cnnmode.engine.optim import LENGTH_BOUND
 from cnnmode.engine.profile import profile_steps
 from cnnmode.engine.setup import build_run_model, make_parts
@@ -128,6 +129,7 @@ def _run(cfg: Config, run: RunDir, reporter: Reporter, world: World, resume: boo
         raise UsageError(f"the teacher was trained on {teacher.classes} at {teacher.preprocess['img_size']}px; "
                          f"this data has {data.classes} at {data.img_size}px")
     check_for_size(cfg, data.img_size)
+    _check_task(cfg, data.multilabel)
     _describe_data(data, reporter, cfg)
     if world.active:
         data.train, data.val = data.train.sharded(world.rank, world.size), data.val.sharded(world.rank, world.size)
@@ -142,9 +144,10 @@ def _run(cfg: Config, run: RunDir, reporter: Reporter, world: World, resume: boo
             for stale in run.remove_stale_temp_files():
                 reporter.log_only(f"removed {stale.name}, left by a write that was killed")
             atomic_write_text(run.config, dump_yaml(cfg))
+        weights, pos_weight = _loss_weights(cfg, data, reporter)
         parts = make_parts(cfg, model, steps_per_epoch=len(data.train), device=device, precision=precision,
-                           teacher=teacher.model if teacher else None, weights=_loss_weights(cfg, data, reporter),
-                           world=world)
+                           teacher=teacher.model if teacher else None, weights=weights, world=world,
+                           multilabel=data.multilabel, pos_weight=pos_weight)
         state = _restore(run, parts, reporter, cfg, world) if resume else RunState()
         job = Job(cfg, run, data, parts, reporter, world)
         if cfg.train.profile:
@@ -180,6 +183,12 @@ def _check_data_parallel(cfg: Config, world: World) -> None:
         raise UsageError("train.profile=true profiles a single process; run it without torchrun")
 
 
+def _label_sets(labels: torch.Tensor) -> str:
+    per_image = labels.long().sum(1)
+    return (f"{per_image.double().mean():.2f} labels per training image, {int((per_image == 0).sum())} with none, "
+            f"at most {int(per_image.max())}")
+
+
 def _describe_data(data, reporter: Reporter, cfg: Config) -> None:
     sizes = data.sizes()
     reporter.info(f"data {data.source}: {len(data.classes)} classes, train {sizes['train']}, val {sizes['val']}, "
@@ -187,9 +196,13 @@ def _describe_data(data, reporter: Reporter, cfg: Config) -> None:
     if data.val_is_test:
         reporter.warn("data.val_split=0: no validation split; per-epoch figures are on the test split and the "
                       "last epoch is kept (no selection on test)")
-    counts = torch.bincount(data.train.labels, minlength=len(data.classes))
+    if data.multilabel:
+        reporter.info(f"task: multi-label ({_label_sets(data.train.labels)}); sigmoid outputs, "
+                      f"loss {cfg.train.loss if cfg.train.loss != 'auto' else 'bce'}")
+    counts = label_counts(data.train.labels, len(data.classes))
     if counts.min() > 0 and counts.max() >= 10 * counts.min():
-        plain = (cfg.data.sampler, cfg.train.class_weights, cfg.train.loss) == ("random", "none", "ce")
+        plain = (cfg.data.sampler, cfg.train.class_weights, cfg.train.loss) in (("random", "none", "ce"),
+                                                                                ("random", "none", "auto"))
         hint = "; data.sampler=balanced or train.class_weights=auto may help" if plain else ""
         reporter.info(f"classes are imbalanced ({counts.max() / counts.min():.0f}:1 in train){hint}")
     if data.skipped:
@@ -198,14 +211,31 @@ def _describe_data(data, reporter: Reporter, cfg: Config) -> None:
             reporter.log_only(f"skipped {name}: {reason}")
 
 
-def _loss_weights(cfg: Config, data, reporter: Reporter) -> torch.Tensor | None:
-    """train.class_weights from the training split's class counts; said in the log when used."""
-    counts = torch.bincount(data.train.labels, minlength=len(data.classes)).tolist()
-    weights = class_weights(cfg.train.class_weights, counts, data.classes)
-    if weights is not None:
-        pairs = ", ".join(f"{c} {w:.2f}" for c, w in zip(data.classes, weights.tolist()))
-        reporter.log_only(f"class weights ({cfg.train.class_weights}): {pairs}")
-    return weights
+def _check_task(cfg: Config, multilabel: bool) -> None:
+    """Refuse, before the run folder exists, keys that cannot apply to the data's task."""
+    loss_kind(cfg.train.loss, multilabel)
+    if multilabel and cfg.train.distill_teacher:
+        raise UsageError("train.distill_teacher distils softmax outputs and this data is multi-label; leave "
+                         "train.distill_teacher empty")
+    if multilabel and cfg.train.qat:
+        raise UsageError("train.qat checks int8 accuracy as single-label top-1 and this data is multi-label; "
+                         "export int8 after training instead (cnnmode export RUN --format onnx-int8)")
+
+
+def _loss_weights(cfg: Config, data, reporter: Reporter) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(per-class loss weights, per-label positive weights) from train.class_weights and the training split's
+    counts; said in the log when used."""
+    counts = label_counts(data.train.labels, len(data.classes)).tolist()
+    if data.multilabel:
+        weights, pos_weight = multilabel_weights(cfg.train.class_weights, counts, len(data.train.labels),
+                                                 data.classes)
+    else:
+        weights, pos_weight = class_weights(cfg.train.class_weights, counts, data.classes), None
+    for name, values in (("class weights", weights), ("positive weights", pos_weight)):
+        if values is not None:
+            pairs = ", ".join(f"{c} {w:.2f}" for c, w in zip(data.classes, values.tolist()))
+            reporter.log_only(f"{name} ({cfg.train.class_weights}): {pairs}")
+    return weights, pos_weight
 
 
 def _restore(run: RunDir, parts, reporter: Reporter, cfg: Config, world: World) -> RunState:
