@@ -81,7 +81,8 @@ def _outputs(model: nn.Module) -> int | None:
 
 def check_preprocess(preprocess: Any, classes: Any, path: Path) -> None:
     """Refuse, in one line naming the file, preprocessing no model can run with (an image size outside 8-4096 px,
-    channels other than 1 or 3, a mean/std per channel missing or a std of 0) or a class list that is not one."""
+    channels other than 1 or 3, a mean/std per channel missing or a std of 0, a task other than single or
+    multilabel, label thresholds that are not one probability per class) or a class list that is not one."""
     def bad(why: str) -> UsageError:
         return UsageError(f"{path} is a damaged CNN Mode artifact: {why}")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
@@ -100,3 +101,9 @@ def check_preprocess(preprocess: Any, classes: Any, path: Path) -> None:
             raise bad(f"{key} {values!r} is not one number per channel")
     if min(preprocess["std"]) <= 0:
         raise bad(f"std {preprocess['std']} has a value of 0 or less")
+    if preprocess.get("task", "single") not in ("single", "multilabel"):
+        raise bad(f"task {preprocess.get('task')!r} is not single or multilabel")
+    cuts = preprocess.get("thresholds")
+    if cuts is not None and (not isinstance(cuts, list) or len(cuts) != len(classes)
+                             or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in cuts)):
+        raise bad(f"thresholds {cuts!r} are not one probability per class")

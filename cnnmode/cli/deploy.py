@@ -11,6 +11,13 @@ from cnnmode.deploy.video.options import VideoOptions
 from cnnmode.errors import UsageError
 
 
+def _shown(p) -> str:
+    """A prediction as the console shows it: top-k with probabilities, or a multi-label model's label set."""
+    if p.labels is not None:
+        return (", ".join(f"{c} {100 * p.probs[c]:.1f}%" for c in p.labels) or "(no label)")
+    return ("uncertain " if p.uncertain else "") + ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnmode.deploy.predict import Predictor, write_results
 
@@ -18,9 +25,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(args.artifact, device=o.device, backend=o.backend, calib_data=o.calib_data)
     print(predictor.runner.describe())
     results = predictor.predict(args.inputs, o.topk, o.threshold, o.batch_size)
-    print_table(None, ["file", f"top-{o.topk}"],
-                [[p.file, ("uncertain " if p.uncertain else "") + ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)]
-                 for p in results.predictions], left=2, width=None)
+    print_table(None, ["file", "labels" if predictor.runner.multilabel else f"top-{o.topk}"],
+                [[p.file, _shown(p)] for p in results.predictions], left=2, width=None)
     for f, reason in results.failed:
         print(f"failed {f}: {reason}", file=sys.stderr)
     if o.out:

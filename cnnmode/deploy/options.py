@@ -18,7 +18,8 @@ CALIB_HELP = "real images to calibrate the int8 backends on (default: the run fo
 class PredictOptions:
     """Each field is the `cnnmode predict` flag of the same name."""
     topk: int = opt(3, "classes per image")
-    threshold: float = opt(0.0, "mark predictions below this confidence uncertain")
+    threshold: float = opt(0.0, "mark predictions below this confidence uncertain; for a multi-label model, the "
+                           "probability from which every label counts as present (0 = each label's fitted threshold)")
     batch_size: int = opt(64, "images per model call")
     out: str | None = opt(None, "also write the predictions as CSV or JSON", metavar="FILE.csv|.json")
     backend: str | None = opt(None, "runtime backend for a model.pt: eager (default, fp32 as trained), auto (the "

@@ -31,10 +31,13 @@ class Ranked:
 
 @dataclass
 class Prediction(Ranked):
-    """One image's result: top-k (class, probability) pairs and whether the best is under the threshold."""
+    """One image's result: top-k (class, probability) pairs and whether the best is under the threshold; for a
+    multi-label model also the labels present (most probable first) and every label's probability."""
     file: str
     top: list[tuple[str, float]]
     uncertain: bool = False
+    labels: list[str] | None = None
+    probs: dict[str, float] | None = None
 
 
 @dataclass
@@ -62,7 +65,8 @@ class Predictor:
 
     def predict(self, inputs: list[str | Path], topk: int = 5, threshold: float = 0.0,
                 batch_size: int = 64) -> Results:
-        """Predict files, folders or glob patterns in batches; unreadable files are listed, not fatal."""
+        """Predict files, folders or glob patterns in batches; unreadable files are listed, not fatal. For a
+        multi-label model `threshold` (above 0) replaces every label's fitted threshold."""
         if topk < 1 or batch_size < 1 or not 0 <= threshold <= 1:
             raise UsageError(f"--topk and --batch-size must be >= 1 and --threshold in [0, 1] (got topk={topk}, "
                              f"batch size {batch_size}, threshold {threshold})")
@@ -76,24 +80,42 @@ class Predictor:
                 continue
             probs = self.runner.probabilities(self.logits(batch))
             top = probs.topk(k, dim=1)
-            for path, values, indices in zip(ok, top.values.tolist(), top.indices.tolist()):
+            present = self.runner.present(probs, threshold)
+            for n, (path, values, indices) in enumerate(zip(ok, top.values.tolist(), top.indices.tolist())):
                 pairs = [(self.classes[i], float(v)) for i, v in zip(indices, values)]
-                results.predictions.append(Prediction(str(path), pairs, pairs[0][1] < threshold))
+                if self.runner.multilabel:
+                    results.predictions.append(Prediction(
+                        str(path), pairs, labels=[self.classes[i] for i in present[n]],
+                        probs={c: round(float(v), 6) for c, v in zip(self.classes, probs[n].tolist())}))
+                else:
+                    results.predictions.append(Prediction(str(path), pairs, pairs[0][1] < threshold))
         return results
+
+
+def _json_row(p: Prediction) -> dict:
+    row = {"file": p.file, "label": p.label, "confidence": p.confidence, "uncertain": p.uncertain,
+           "top": [{"class": c, "prob": v} for c, v in p.top]}
+    if p.labels is not None:  # label sets: `label` is the most probable present label (None when none is)
+        row |= {"label": p.labels[0] if p.labels else None, "labels": p.labels, "probs": p.probs}
+    return row
 
 
 def write_results(results: Results, out: Path) -> Path:
     """CSV (one row per image, top-k columns) or JSON, by the file's suffix."""
     if out.suffix == ".json":
-        data = {"predictions": [{"file": p.file, "label": p.label, "confidence": p.confidence,
-                                 "uncertain": p.uncertain, "top": [{"class": c, "prob": v} for c, v in p.top]}
-                                for p in results.predictions],
+        data = {"predictions": [_json_row(p) for p in results.predictions],
                 "failed": [{"file": f, "reason": r} for f, r in results.failed]}
         return atomic_write_text(out, json.dumps(data, indent=2))
     if out.suffix != ".csv":
         raise UsageError(f"--out must end in .csv or .json, not {out.name}")
     buf = io.StringIO()
     writer = csv.writer(buf)
+    if results.predictions and results.predictions[0].labels is not None:  # label sets: one column per label
+        classes = list(results.predictions[0].probs)
+        writer.writerow(["file", "labels"] + [f"p_{c}" for c in classes])
+        for p in results.predictions:
+            writer.writerow([p.file, ";".join(p.labels)] + [f"{p.probs[c]:.6f}" for c in classes])
+        return atomic_write_text(out, buf.getvalue())
     k = max((len(p.top) for p in results.predictions), default=0)
     writer.writerow(["file", "label", "confidence", "uncertain"]
                     + [c for i in range(k) for c in (f"top{i + 1}", f"prob{i + 1}")])

@@ -72,9 +72,25 @@ class Runner:
         p = self.preprocess
         self(torch.zeros(size, p["channels"], p["img_size"], p["img_size"]))
 
+    @property
+    def multilabel(self) -> bool:
+        """True for a model of label sets: sigmoid probabilities, each label present from its own threshold."""
+        return self.preprocess.get("task") == "multilabel"
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Calibrated class probabilities from this runner's logits."""
-        return (logits.float() / self.temperature).softmax(-1)
+        """Calibrated probabilities from this runner's logits: softmax over the classes, or one sigmoid per label
+        for a multi-label model."""
+        scaled = logits.float() / self.temperature
+        return scaled.sigmoid() if self.multilabel else scaled.softmax(-1)
+
+    def present(self, probs: torch.Tensor, threshold: float = 0.0) -> list[list[int]]:
+        """Per image, the labels present, most probable first: each label from its fitted threshold (0.5 when the
+        model has none), or from `threshold` when it is above 0. A single-label model: its top class."""
+        if not self.multilabel:
+            return [[int(i)] for i in probs.argmax(-1)]
+        cut = torch.full((probs.shape[-1],), threshold) if threshold > 0 else \
+            torch.tensor(self.preprocess.get("thresholds") or [0.5] * probs.shape[-1])
+        return [[int(i) for i in row.argsort(descending=True) if row[i] >= cut[i]] for row in probs]
 
 
 def ort_session(path: Path) -> Forward:

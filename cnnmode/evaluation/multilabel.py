@@ -23,8 +23,8 @@ PLOTS = ("per_label_ap.png", "pr_curves.png", "error_cooccurrence.png", "reliabi
 
 
 def fit_thresholds(probs: np.ndarray, labels: np.ndarray) -> list[float]:
-    """Per label, the probability threshold with the best F1 on held-out images (0.5 for a label with no present
-    case there)."""
+    """Per label, the probability threshold with the best F1 on held-out images, midway between the scores it
+    separates (0.5 for a label with no present case there)."""
     out = []
     for j in range(labels.shape[1]):
         if not labels[:, j].any():
@@ -32,7 +32,9 @@ def fit_thresholds(probs: np.ndarray, labels: np.ndarray) -> list[float]:
             continue
         precision, recall, cut = skm.precision_recall_curve(labels[:, j], probs[:, j])
         f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-        out.append(round(float(np.clip(cut[int(np.argmax(f1[:-1]))], 0.01, 0.99)), 4))
+        best = int(np.argmax(f1[:-1]))
+        below = cut[best - 1] if best > 0 else 0.0  # any cut in (below, cut[best]] makes the same choices:
+        out.append(round(float(np.clip((below + cut[best]) / 2, 0.01, 0.99)), 4))  # take the middle
     return out
 
 

@@ -151,7 +151,12 @@ async def _predict(request: Request, served: ServedModel, options: ServeOptions)
             continue
         top = result.topk(topk)
         pairs = [{"class": classes[int(i)], "probability": round(float(p), 6)} for p, i in zip(top.values, top.indices)]
-        entries.append({"file": name, "top": pairs, "uncertain": pairs[0]["probability"] < threshold})
+        if served.runner.multilabel:  # label sets: the labels present, most probable first, and every probability
+            present = served.runner.present(result[None], threshold)[0]
+            entries.append({"file": name, "top": pairs, "labels": [classes[i] for i in present],
+                            "probs": {c: round(float(p), 6) for c, p in zip(classes, result)}})
+        else:
+            entries.append({"file": name, "top": pairs, "uncertain": pairs[0]["probability"] < threshold})
     return JSONResponse({"predictions": entries, "model": served.info()["name"], "backend": served.runner.backend,
                          "latency_ms": round(1000 * (time.perf_counter() - start), 2)})
 

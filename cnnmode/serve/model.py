@@ -52,7 +52,8 @@ class ServedModel:
         return {"file": self.file.name, "name": self.runner.name, "backend": self.runner.backend,  # no server path
                 "classes": self.runner.classes, "checksum": f"sha256:{self.checksum}",
                 "preprocess": {k: p[k] for k in ("img_size", "mean", "std", "channels")}
-                | {"temperature": self.runner.temperature},
+                | {"temperature": self.runner.temperature, "task": p.get("task", "single")}
+                | ({"thresholds": p["thresholds"]} if "thresholds" in p else {}),
                 "max_batch_size": self.options.max_batch_size, "max_wait_ms": self.options.max_wait_ms,
                 "explain": self.explainer is not None}
 

@@ -27,6 +27,7 @@ class FrameResult(Ranked):
     top: list[tuple[str, float]]
     classified: bool
     latency_ms: float
+    labels: list[tuple[str, float]] | None = None  # a multi-label model's labels present, most probable first
 
 
 class FrameClassifier:
@@ -75,7 +76,7 @@ def classify_frames(frames: Iterable[Frame | np.ndarray], model: str | Path | Ru
     classes = classifier.runner.classes
     k = min(topk, len(classes))
     pending: list[tuple[Frame, bool]] = []  # (frame, whether it is classified) since the last batch
-    last: list[tuple[str, float]] | None = None
+    last: Answer | None = None
     for n, item in enumerate(frames):
         frame = item if isinstance(item, Frame) else Frame(n, float(n), item, time.perf_counter())
         pending.append((frame, n % stride == 0))
@@ -87,19 +88,30 @@ def classify_frames(frames: Iterable[Frame | np.ndarray], model: str | Path | Ru
         yield from _flush(pending, classifier, classes, k, last)[0]
 
 
+Answer = tuple[list[tuple[str, float]], list[tuple[str, float]] | None]  # (top-k, labels present or None)
+
+
+def _answers(probs: torch.Tensor, runner: Runner, classes: list[str], k: int) -> list[Answer]:
+    top = probs.topk(k, dim=1)
+    tops = [[(classes[i], float(v)) for i, v in zip(ix, vs)] for vs, ix in zip(top.values.tolist(),
+                                                                           top.indices.tolist())]
+    if not runner.multilabel:
+        return [(t, None) for t in tops]
+    sets = runner.present(probs)
+    return [(t, [(classes[i], float(p[i])) for i in s]) for t, s, p in zip(tops, sets, probs)]
+
+
 def _flush(pending: list[tuple[Frame, bool]], classifier: FrameClassifier, classes: list[str], k: int,
-           last: list[tuple[str, float]] | None) -> tuple[list[FrameResult], list[tuple[str, float]] | None]:
+           last: Answer | None) -> tuple[list[FrameResult], Answer | None]:
     chosen = [f for f, c in pending if c]
-    tops: list[list[tuple[str, float]]] = []
+    answers: list[Answer] = []
     if chosen:
         if any(f.image is None for f in chosen):
             raise ValueError("a frame to classify was grabbed without decoding")
-        top = classifier.probabilities([f.image for f in chosen]).topk(k, dim=1)
-        tops = [[(classes[i], float(v)) for i, v in zip(ix, vs)] for vs, ix in zip(top.values.tolist(),
-                                                                               top.indices.tolist())]
+        answers = _answers(classifier.probabilities([f.image for f in chosen]), classifier.runner, classes, k)
     done = time.perf_counter()
-    out, answers = [], iter(tops)
+    out, given = [], iter(answers)
     for f, c in pending:
-        last = next(answers) if c else last  # the first frame is always classified, so `last` is set
-        out.append(FrameResult(f, last, c, 1000 * (done - f.read_at)))
+        last = next(given) if c else last  # the first frame is always classified, so `last` is set
+        out.append(FrameResult(f, last[0], c, 1000 * (done - f.read_at), last[1]))
     return out, last

@@ -1,5 +1,6 @@
 """What is drawn on each frame, as in the seed's webcam classifier: the top-1 class and its confidence (green at
-or above the threshold, yellow below), optional top-k bars, a smoothed FPS counter and the frame's latency."""
+or above the threshold, yellow below) or a multi-label model's labels present, optional top-k bars, a smoothed FPS
+counter and the frame's latency."""
 from __future__ import annotations
 
 import cv2
@@ -22,15 +23,24 @@ def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float, c
 
 
 def draw(image: np.ndarray, top: list[tuple[str, float]], threshold: float, bars: bool = False,
-         fps: float | None = None, latency_ms: float | None = None) -> np.ndarray:
-    """Draw on `image` (BGR, in place, original size) and return it."""
+         fps: float | None = None, latency_ms: float | None = None,
+         labels: list[tuple[str, float]] | None = None) -> np.ndarray:
+    """Draw on `image` (BGR, in place, original size) and return it. With `labels` (a multi-label model's labels
+    present), one line per label present, or "no label"."""
     h, w = image.shape[:2]
     scale = max(0.4, min(w, h) / 480)
     thick = max(1, round(2 * scale))
     line = int(34 * scale)
-    label, confidence = top[0]
-    _text(image, f"{label} {100 * confidence:.1f}%", (int(10 * scale), line), scale, label_colour(confidence,
-                                                                                                 threshold), thick)
+    if labels is not None:
+        for row, (name, p) in enumerate(labels or [("no label", 0.0)]):
+            text = f"{name} {100 * p:.1f}%" if labels else name
+            _text(image, text, (int(10 * scale), line + int(row * 30 * scale)), scale, GREEN if labels else YELLOW,
+                  thick)
+        line += int((max(len(labels), 1) - 1) * 30 * scale)
+    else:
+        label, confidence = top[0]
+        _text(image, f"{label} {100 * confidence:.1f}%", (int(10 * scale), line), scale,
+              label_colour(confidence, threshold), thick)
     if bars:
         for row, (name, p) in enumerate(top, start=1):
             y = line + int(row * 26 * scale)

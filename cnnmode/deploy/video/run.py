@@ -71,7 +71,7 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
                     table.write(result.frame.index, result.frame.time_s, result.top)
             if drawing:
                 image = draw(result.frame.image, result.top, options.threshold, options.topk > 1, rate,
-                             result.latency_ms)
+                             result.latency_ms, result.labels)
                 if video:
                     video.write(image)
                 if stream:
