@@ -34,6 +34,16 @@ class Artifact:
         return self.preprocess.get("temperature", 1.0)
 
     @property
+    def multilabel(self) -> bool:
+        """True for a model of label sets (one sigmoid per label)."""
+        return self.preprocess.get("task") == "multilabel"
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities: softmax(logits / T) over the classes, or sigmoid per label for label sets."""
+        scaled = logits.float() / self.temperature
+        return scaled.sigmoid() if self.multilabel else scaled.softmax(-1)
+
+    @property
     def params(self) -> int:
         """Number of parameters."""
         return sum(p.numel() for p in self.model.parameters())

@@ -52,7 +52,10 @@ def print_check(report: dict) -> None:
     counts, splits = report["counts"], list(report["counts"])
     rows = [[c, *[str(counts[s].get(c, 0)) for s in splits]] for c in report["classes"]]
     ratio = [f"{report['imbalance'][s]['ratio']:g}x" if report["imbalance"][s] else "-" for s in splits]
-    print(f"{report['source']}: {report['files']} files, {len(report['classes'])} classes")
+    print(f"{report['source']}: {report['files']} files, {len(report['classes'])} classes"
+          + (f" (label sets: images counted once per label; with no label: "
+             f"{', '.join(f'{s} {n}' for s, n in report['unlabelled'].items()) or 'none'})"
+             if report.get("task") == "multilabel" else ""))
     print_table("images per class", ["class", *splits],
                 rows + [["largest/smallest", *ratio]], sections=[len(rows) - 1])
     if report["clean"]:
@@ -121,11 +124,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
             ["commonest sizes", fmt(stats["sizes"])], ["aspect ratio", fmt(stats["aspect_ratio"])],
             ["modes", fmt(stats["modes"])], ["formats", fmt(stats["formats"])], ["file KB", fmt(stats["file_kb"])],
             *[[f"{split} images", str(sum(c.values()))] for split, c in stats["counts"].items()]]
+    if stats.get("task") == "multilabel":
+        rows[-len(stats["counts"]):] = [[f"{split} labels given", str(sum(c.values()))]
+                                        for split, c in stats["counts"].items()]
+        rows += [["labels per training image", f"{stats['labels_per_image']:.2f}"],
+                 ["images with no label", fmt(stats["unlabelled"]) or "none"]]
     print_table("statistics", ["", "value"], rows, left=2)
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(stats, indent=1))
         print(f"statistics: {args.json}")
-    print(f"picture: {plot}")
+    print(f"picture: {plot}" + (f"; labels together: {plot.with_name(plot.stem + '-cooccurrence.png')}"
+                                if stats.get("task") == "multilabel" else ""))
     return 0
 
 

@@ -11,6 +11,7 @@ import torch.nn as nn
 from cnnmode.artifact import load_artifact
 from cnnmode.data.trained_model_data import data_for_model
 from cnnmode.data.inference_inputs import expand_inputs, load_images
+from cnnmode.data.labels import strata
 from cnnmode.errors import UsageError
 from cnnmode.evaluation.options import ExplainOptions
 from cnnmode.figures import plt, save_fig, to_display
@@ -123,14 +124,17 @@ def feature_figure(maps: torch.Tensor, layer_name: str, image_name: str, path: P
 
 
 def penultimate_features(model: nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs of the last Linear layer (the embedding) over a loader, with labels."""
+    """Inputs of the last Linear layer (the embedding) over a loader, with labels (for label sets: each image's
+    rarest label)."""
     labels = []
     with head_inputs(model) as feats, torch.no_grad():
         model.eval()
         for x, y in loader:
             model(x.to(device).float())
             labels.append(y.cpu())
-    return torch.cat([f.float().flatten(1).cpu() for f in feats]).numpy(), torch.cat(labels).numpy()
+    found = torch.cat(labels)
+    found = strata(found) if found.ndim == 2 else found  # label sets: coloured by each image's rarest label
+    return torch.cat([f.float().flatten(1).cpu() for f in feats]).numpy(), found.numpy()
 
 
 def embedding_figure(points: np.ndarray, labels: np.ndarray, classes: list[str], axis_names: tuple[str, str],
@@ -190,7 +194,7 @@ def run_explain(target: str, inputs: list[str], options: ExplainOptions | None =
                              + "; ".join(f"{p}: {r}" for p, r in failed))
         layer_name, module = find_layer(art.model, layer, art.name)
         with torch.no_grad():
-            probs = (art.model.float().eval()(images) / art.temperature).softmax(1)
+            probs = art.probabilities(art.model.float().eval()(images))
         targets = None
         if target_class is not None:
             if target_class not in art.classes:

@@ -31,10 +31,13 @@ def plan_folds(folds: int, base: str | None = None, overrides: list[str] | tuple
 
 
 def fold_row(fold: int, run_dir: Path) -> dict:
-    """Best validation accuracy (and the rest) of one finished fold's run folder."""
+    """Best validation accuracy (and the rest) of one finished fold's run folder; for label sets the figures are
+    mAP (the one a multi-label run selects by)."""
     m = json.loads(RunDir(run_dir).metrics.read_text())
-    return {"fold": fold, "best_val_acc": (m.get("val") or {}).get("accuracy"), "best_epoch": m.get("best_epoch"),
-            "test_acc": m["test"]["accuracy"], "train_time_s": m.get("train_time_s"), "run_dir": str(run_dir)}
+    val = m.get("val") or {}
+    return {"fold": fold, "best_val_acc": val.get("map", val.get("accuracy")), "best_epoch": m.get("best_epoch"),
+            "test_acc": m["test"].get("map", m["test"]["accuracy"]), "train_time_s": m.get("train_time_s"),
+            "run_dir": str(run_dir)}
 
 
 def _fold(i: int, folds: int, cfg, quiet: bool, log: Callable[[str], None]) -> dict:

@@ -42,7 +42,7 @@ class Explainer:
     def _explain(self, image: torch.Tensor, method: str, target: str | None) -> dict:
         art, model, layer_name, layer = self.art, self.model, self.layer_name, self.layer
         with torch.no_grad():
-            probs = (model(image[None].float()) / art.temperature).softmax(-1)[0]
+            probs = art.probabilities(model(image[None].float()))[0]
         if target is None:
             index = int(probs.argmax())
         elif target in art.classes:

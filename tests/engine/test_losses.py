@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnmode.engine.losses import Criterion, class_weights, classification_loss, distillation_loss, focal_loss
+from cnnmode.engine.losses import (Criterion, class_weights, classification_loss, distillation_loss, focal_loss,
+                                   loss_kind, multilabel_loss, multilabel_weights)
 from cnnmode.errors import UsageError
 
 LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0]])
@@ -110,3 +111,44 @@ def test_label_smoothing_changes_the_loss_by_the_formula():
     smooth = Criterion(label_smoothing=0.3)(LOGITS, LABELS)
     assert math.isclose(smooth.item(), F.cross_entropy(LOGITS, LABELS, label_smoothing=0.3).item(), rel_tol=1e-6)
     assert smooth.item() != Criterion()(LOGITS, LABELS).item()
+
+
+ML_LOGITS = torch.tensor([[2.0, -1.0, 0.5], [-0.5, 1.5, -2.0]])
+ML_TARGETS = torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.uint8)
+
+
+def test_multilabel_bce_is_summed_over_labels_and_averaged_over_images():
+    want = F.binary_cross_entropy_with_logits(ML_LOGITS, ML_TARGETS.float(), reduction="sum") / 2
+    assert multilabel_loss(ML_LOGITS, ML_TARGETS).item() == pytest.approx(want.item(), rel=1e-6)
+    pos = torch.tensor([2.0, 1.0, 3.0])
+    weighted = F.binary_cross_entropy_with_logits(ML_LOGITS, ML_TARGETS.float(), pos_weight=pos, reduction="sum") / 2
+    assert multilabel_loss(ML_LOGITS, ML_TARGETS, pos_weight=pos).item() == pytest.approx(weighted.item(), rel=1e-6)
+    smooth = F.binary_cross_entropy_with_logits(ML_LOGITS, ML_TARGETS.float() * 0.8 + 0.1, reduction="sum") / 2
+    assert multilabel_loss(ML_LOGITS, ML_TARGETS, label_smoothing=0.2).item() == pytest.approx(smooth.item(), rel=1e-6)
+
+
+def test_asymmetric_loss_reduces_to_bce_and_down_weights_easy_negatives():
+    bce = multilabel_loss(ML_LOGITS, ML_TARGETS, "bce")
+    assert multilabel_loss(ML_LOGITS, ML_TARGETS, "asl", gamma_neg=0, clip=0).item() == pytest.approx(bce.item(),
+                                                                                                     rel=1e-5)
+    # an easy negative (p = sigmoid(-2) = 0.12 for an absent label) costs less with gamma- = 4, nothing once clipped
+    easy = torch.tensor([[-2.0]])
+    absent = torch.zeros(1, 1, dtype=torch.uint8)
+    assert multilabel_loss(easy, absent, "asl", gamma_neg=4, clip=0) < multilabel_loss(easy, absent, "bce") / 100
+    assert multilabel_loss(easy, absent, "asl", gamma_neg=4, clip=0.2).item() == 0.0
+
+
+def test_loss_must_fit_the_task_and_auto_picks_one():
+    assert loss_kind("auto", True) == "bce" and loss_kind("auto", False) == "ce"
+    with pytest.raises(UsageError, match="train.loss=focal is a softmax loss .* multi-label; choose one of: auto, bce, asl"):
+        loss_kind("focal", True)
+    with pytest.raises(UsageError, match="train.loss=asl is a sigmoid loss for label sets"):
+        loss_kind("asl", False)
+
+
+def test_multilabel_criterion_counts_exact_sets_and_weighs_rare_labels():
+    crit = Criterion(kind="bce", multilabel=True)
+    assert crit.hits(ML_LOGITS, ML_TARGETS).item() == 2
+    assert crit.hits(ML_LOGITS, torch.tensor([[1, 1, 1], [0, 1, 0]], dtype=torch.uint8)).item() == 1
+    weights, pos = multilabel_weights("auto", [90, 10], 100, ["a", "b"])
+    assert weights is None and pos.tolist() == pytest.approx([10 / 90, 9.0])

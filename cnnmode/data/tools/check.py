@@ -111,13 +111,19 @@ def _near_groups(pairs: dict[tuple[int, int], int]) -> list[tuple[list[int], str
     return [(g, "near", widest[k]) for k, g in enumerate(groups)]
 
 
-def _counts(entries: list[Entry], looked: list[Looked]) -> dict[str, dict[str, int]]:
-    """Decodable images per class per split (what training will see)."""
+def _counts(listing: Listing, looked: list[Looked]) -> dict[str, dict[str, int]]:
+    """Decodable images per class per split (what training will see; label sets: per label)."""
     counts: dict[str, Counter] = defaultdict(Counter)
-    for e, s in zip(entries, looked):
+    for e, s in zip(listing.entries, looked):
         if not s.problem:
-            counts[e.split][e.label] += 1
+            counts[e.split].update(listing.labels_of(e))
     return {split: dict(sorted(counts[split].items())) for split in SPLIT_NAMES if split in counts}
+
+
+def _unlabelled(listing: Listing, looked: list[Looked]) -> dict[str, int]:
+    """Label sets: usable images with an empty set, per split."""
+    found = Counter(e.split for e, s in zip(listing.entries, looked) if not s.problem and not listing.labels_of(e))
+    return {split: found[split] for split in SPLIT_NAMES if split in found}
 
 
 def _class_findings(listing: Listing, counts: dict[str, dict[str, int]], opts: CheckOptions) -> list[dict]:
@@ -187,7 +193,7 @@ def check_data(path_text: str, opts: CheckOptions | None = None, limits: Limits 
             progress(done[0], len(listing.entries))
 
     looked, hashes, flat = _look_all(listing, limits, tick)
-    counts = _counts(listing.entries, looked)
+    counts = _counts(listing, looked)
     findings = (_file_findings(listing.entries, looked, opts)
                 + _duplicate_findings(listing.entries, looked, hashes, flat, opts)
                 + _class_findings(listing, counts, opts)
@@ -198,7 +204,8 @@ def check_data(path_text: str, opts: CheckOptions | None = None, limits: Limits 
     good = [s for s in looked if not s.problem]
     return {
         "source": path_text, "kind": listing.kind, "files": len(listing.entries),
-        "classes": classes, "counts": counts,
+        "task": "multilabel" if listing.multilabel else "single", "classes": classes, "counts": counts,
+        **({"unlabelled": _unlabelled(listing, looked)} if listing.multilabel else {}),
         "imbalance": {split: imbalance(c) for split, c in counts.items()},
         "modes": dict(Counter(s.mode for s in good).most_common()),
         "formats": dict(Counter(s.format for s in good).most_common()),

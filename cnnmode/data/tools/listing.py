@@ -15,7 +15,8 @@ from PIL import Image
 
 from cnnmode.config import DataConfig
 from cnnmode.data.archive import Archive, Limits
-from cnnmode.data.csvlist import is_list, read_rows
+from cnnmode.data.csvlist import is_list, is_multilabel, read_rows
+from cnnmode.data.labels import split_cell
 from cnnmode.data.source_layout import IMAGE_SUFFIXES, NAMED, SPLIT_NAMES, open_source, read_regular, strip_top
 
 # folder names people give their splits → the name cnnmode reads
@@ -42,6 +43,11 @@ class Listing:
     layout: list[dict] = field(default_factory=list)  # {"layout": kind, "problem", "fix", "paths"}
     kind: str = "folder"  # folder, archive, list (a CSV), or named (a torchvision dataset)
     reader: Callable[[str], bytes] | None = None  # named datasets: an entry's image as PNG bytes
+    multilabel: bool = False  # a CSV of label sets: an entry's label is `a;b` (or empty)
+
+    def labels_of(self, entry: Entry) -> list[str]:
+        """The classes of an entry: its label, or the names of its label set (none for an empty set)."""
+        return split_cell(entry.label) if self.multilabel else [entry.label]
 
     def splits(self) -> list[str]:
         """Split names in train, val, test order."""
@@ -92,11 +98,12 @@ def list_dataset(path_text: str, limits: Limits, root: str = "./data") -> Listin
         return _named(path_text.lower(), root)
     if is_list(path_text):
         folder, rows = read_rows(path_text)
+        multilabel = is_multilabel(rows, "auto", path_text)
         class_dirs: dict[str, set[str]] = defaultdict(set)
         for _, label, split in rows:
-            class_dirs[split].add(label)
+            class_dirs[split].update(split_cell(label) if multilabel else [label])
         return Listing(path_text, folder, None, [Entry(name, split, label) for name, label, split in rows],
-                       dict(class_dirs), kind="list")
+                       dict(class_dirs), kind="list", multilabel=multilabel)
     root_path, files, dirs, archive = open_source(path_text, limits)
     prefix = strip_top(files, dirs)
     rel = [f[len(prefix):] for f in files if f.startswith(prefix)]

@@ -56,6 +56,8 @@ def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Lim
     picked = set(train if not sample or sample >= len(train) else rng.choice(train, sample, replace=False).tolist())
     moments, sizes, modes, formats, file_kb = _Moments(), [], Counter(), Counter(), []
     counts: dict[str, Counter] = defaultdict(Counter)
+    together: Counter = Counter()  # label sets: (label, label) pairs in one training image
+    unlabelled: Counter = Counter()
     unreadable, done = 0, [0]
 
     def tick(n: int) -> None:
@@ -75,7 +77,11 @@ def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Lim
             unreadable += 1
             continue
         file_kb.append(len(data) / 1024)
-        counts[e.split][e.label] += 1
+        labels = listing.labels_of(e)
+        counts[e.split].update(labels)
+        unlabelled[e.split] += not labels
+        if e.split == "train" and listing.multilabel:
+            together.update((a, b) for a in labels for b in labels)
     mean, std = moments.mean_std()
     widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
     aspects = [w / h for w, h in sizes if h]
@@ -89,9 +95,34 @@ def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Lim
         "modes": dict(modes.most_common()), "formats": dict(formats.most_common()),
         "file_kb": _summary(file_kb), "seconds": round(time.perf_counter() - start, 2),
     }
+    if listing.multilabel:
+        names = sorted(counts.get("train", {}))
+        stats |= {"task": "multilabel", "unlabelled": dict(unlabelled),
+                  "labels_per_image": round(sum(counts["train"].values()) / max(len(train), 1), 3),
+                  "cooccurrence": {a: {b: together[a, b] for b in names} for a in names}}
     if plot is not None:
         stats_figure(stats, sizes, plot)
+        if listing.multilabel:
+            cooccurrence_figure(stats["cooccurrence"], plot.with_name(plot.stem + "-cooccurrence.png"))
     return stats
+
+
+def cooccurrence_figure(table: dict[str, dict[str, int]], path: Path) -> Path:
+    """Label sets: how many training images carry each pair of labels (the diagonal: each label's count)."""
+    names = list(table)
+    values = np.array([[table[a][b] for b in names] for a in names])
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(names) + 2),) * 2)
+    im = ax.imshow(values, cmap="Purples")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set(xticks=range(len(names)), yticks=range(len(names)), title="training images with both labels")
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_yticklabels(names)
+    if len(names) <= 20:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, str(values[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if values[i, j] > values.max() / 2 else "black")
+    return save_fig(fig, path)
 
 
 def _summary(values: list[float]) -> dict[str, float]:

@@ -1,0 +1,122 @@
+"""Multi-label from data to every verb after training: train on a CSV of label sets, then eval, predict (the
+artifact and its ONNX export), video, serve (a real server) and the one-line refusals before any run folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from cnnmode.artifact import load_artifact
+from cnnmode.deploy.video import classify_frames
+from tests.conftest import CLASSES, fast_overrides, make_multilabel_image, run_cli
+from tests.serve.conftest import start_server
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(tiny_multilabel, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("mlrun")
+    r = run_cli("train", *fast_overrides(tmp, tiny_multilabel, **{"train.epochs": 4, "run.name": "ml",
+                                                                   "aug.cutmix": 0.5}))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "task: multi-label (" in r.stdout and "loss bce" in r.stdout and "test mAP (macro)" in r.stdout
+    return tmp / "runs" / "ml"
+
+
+def test_run_folder_records_label_set_metrics(multilabel_run):
+    metrics = json.loads((multilabel_run / "metrics.json").read_text())
+    assert metrics["task"] == "multilabel"
+    test = metrics["test"]
+    assert test["map"] > 0.9 and 0 <= test["subset_accuracy"] <= 1 and 0 <= test["hamming_loss"] <= 1
+    assert set(metrics["data"]["counts"]["train"]) == set(CLASSES)
+    assert "val_map" in (multilabel_run / "history.csv").read_text().splitlines()[0]
+    art = load_artifact(multilabel_run)
+    assert art.preprocess["task"] == "multilabel" and len(art.preprocess["thresholds"]) == 3
+    report = (multilabel_run / "report.html").read_text()
+    assert "Per label" in report and "Average precision per label" in report
+    assert "mAP (macro)" in (multilabel_run / "MODEL_CARD.md").read_text()
+    for name in ("per_label_ap.png", "pr_curves.png", "error_cooccurrence.png", "predictions.csv"):
+        assert (multilabel_run / "eval" / name).stat().st_size > 0
+
+
+def test_eval_rescores_with_the_stored_thresholds(multilabel_run, tmp_path):
+    r = run_cli("eval", str(multilabel_run), "--out", str(tmp_path / "ev"))
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    first = json.loads((multilabel_run / "eval" / "metrics.json").read_text())
+    assert again["map"] == pytest.approx(first["map"]) and again["accuracy"] == pytest.approx(first["accuracy"])
+
+
+def _images(folder: Path) -> dict[str, list[str]]:
+    rng = np.random.default_rng(7)
+    folder.mkdir(parents=True, exist_ok=True)
+    want = {"both.png": [0, 1], "none.png": [], "stripes.png": [2], "all.png": [0, 1, 2]}
+    for name, present in want.items():
+        make_multilabel_image(present, rng).save(folder / name)
+    return {n: sorted(CLASSES[c] for c in p) for n, p in want.items()}
+
+
+def test_predict_returns_label_sets_from_the_artifact_and_its_onnx_export(multilabel_run, tmp_path):
+    want = _images(tmp_path / "in")
+    r = run_cli("predict", str(multilabel_run), str(tmp_path / "in"), "--out", str(tmp_path / "p.json"))
+    assert r.returncode == 0, r.stderr
+    rows = {Path(p["file"]).name: p for p in json.loads((tmp_path / "p.json").read_text())["predictions"]}
+    for name, labels in want.items():
+        assert sorted(rows[name]["labels"]) == labels and set(rows[name]["probs"]) == set(CLASSES)
+    assert rows["none.png"]["label"] is None
+    r = run_cli("export", str(multilabel_run), "--format", "onnx")
+    assert r.returncode == 0, r.stderr
+    onnx = multilabel_run / "export" / "model.onnx"
+    assert json.loads(onnx.with_name("preprocess.json").read_text())["task"] == "multilabel"
+    r = run_cli("predict", str(onnx), str(tmp_path / "in"), "--out", str(tmp_path / "o.csv"))
+    assert r.returncode == 0, r.stderr
+    lines = (tmp_path / "o.csv").read_text().splitlines()
+    assert lines[0] == "file,labels,p_circle,p_square,p_stripes"
+    got = {Path(line.split(",")[0]).name: sorted(filter(None, line.split(",")[1].split(";"))) for line in lines[1:]}
+    assert got == want
+    r = run_cli("predict", str(multilabel_run), str(tmp_path / "in" / "none.png"), "--threshold", "0.000001",
+                "--out", str(tmp_path / "t.json"))
+    assert json.loads((tmp_path / "t.json").read_text())["predictions"][0]["labels"]  # the override lets them in
+
+
+def test_video_draws_every_label_present(multilabel_run):
+    rng = np.random.default_rng(3)
+    frames = [np.ascontiguousarray(np.asarray(make_multilabel_image([0, 1] if i % 2 else [2], rng))[:, :, ::-1])
+              for i in range(6)]
+    results = list(classify_frames(frames, multilabel_run, batch_size=3))
+    assert [sorted(c for c, _ in r.labels) for r in results[:2]] == [["stripes"], ["circle", "square"]]
+    from cnnmode.deploy.video.overlay import draw
+
+    blank = np.zeros((240, 320, 3), np.uint8)
+    assert (draw(blank.copy(), results[1].top, 0.5, labels=results[1].labels)[60:100] > 0).any()  # a second line
+    assert not (draw(blank.copy(), results[0].top, 0.5, labels=results[0].labels)[60:100] > 0).any()
+    assert cv2.countNonZero(cv2.cvtColor(draw(blank.copy(), results[0].top, 0.5, labels=[]), cv2.COLOR_BGR2GRAY))
+
+
+def test_serve_answers_label_sets(multilabel_run, tmp_path):
+    want = _images(tmp_path / "in")
+    proc, url = start_server(multilabel_run, "--threads", "1")
+    try:
+        info = httpx.get(f"{url}/v1/model").json()
+        assert info["preprocess"]["task"] == "multilabel" and len(info["preprocess"]["thresholds"]) == 3
+        files = [("files", (n, (tmp_path / "in" / n).read_bytes(), "image/png")) for n in want]
+        body = httpx.post(f"{url}/v1/predict", files=files, timeout=30).json()
+        assert {p["file"]: sorted(p["labels"]) for p in body["predictions"]} == want
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"train.loss": "focal"}, "train.loss=focal is a softmax loss (one class per image) and this data is multi-label"),
+    ({"data.task": "single"}, "data.task=single needs exactly one class name per row"),
+    ({"train.qat": "true"}, "train.qat checks int8 accuracy as single-label top-1 and this data is multi-label"),
+])
+def test_keys_that_cannot_apply_are_refused_before_a_run_folder(tiny_multilabel, tmp_path, extra, message):
+    r = run_cli("train", *fast_overrides(tmp_path, tiny_multilabel, **extra))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert message in r.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
