@@ -16,6 +16,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out_dir, m = run_eval(args.target, data=args.data, split=args.split, out=args.out, device=args.device,
                          say=print)
+    if m.get("task") == "multilabel":
+        print(f"{args.split}: mAP {100 * m['map']:.2f}% (micro {100 * m['map_micro']:.2f}%)  subset accuracy "
+              f"{100 * m['subset_accuracy']:.2f}%  F1 examples {100 * m['f1_samples']:.2f}%  Hamming loss "
+              f"{m['hamming_loss']:.4f}  ECE {100 * m['ece']:.2f}%  ({m['count']} images)")
+        print(f"eval: {out_dir}")
+        return 0
     print(f"{args.split}: accuracy {100 * m['accuracy']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
           f"balanced {100 * m['balanced_accuracy']:.2f}%  F1 macro {100 * m['f1_macro']:.2f}%  "
           f"ECE {100 * m['ece']:.2f}%  ({m['count']} images)")

@@ -51,10 +51,11 @@ def write_list(root, rows: list[str]) -> str:
 
 
 def test_auto_detects_label_sets_and_single_refuses_them(tmp_path):
-    path = write_list(tmp_path, ["im/0.png,circle;square,train", "im/1.png,,train", "im/2.png,stripes,test"])
+    path = write_list(tmp_path, ["im/0.png,circle;square,train", "im/1.png,,train", "im/3.png,stripes,train",
+                                 "im/2.png,stripes,test"])
     _, layout = list_layout(path)
     assert layout.multilabel and layout.classes == ["circle", "square", "stripes"]
-    assert layout.splits["train"] == [("im/0.png", (0, 1)), ("im/1.png", ())]
+    assert layout.splits["train"] == [("im/0.png", (0, 1)), ("im/1.png", ()), ("im/3.png", (2,))]
     with pytest.raises(UsageError, match="row 1: data.task=single needs exactly one class name"):
         list_layout(path, "single")
 

@@ -39,4 +39,4 @@ def test_epoch_score_and_temperature_for_label_sets():
     s = score(logits, torch.tensor(LABELS, dtype=torch.uint8))
     assert s["map"] == pytest.approx(1.0) and s["accuracy"] == pytest.approx(0.75)
     t = fit_temperature(logits * 4, torch.tensor(LABELS, dtype=torch.uint8))
-    assert t > 1.5  # over-confident logits are softened
+    assert t > 1.2  # over-confident logits are softened

