@@ -84,6 +84,8 @@ def run_hog_svm(cfg: Config, options: BaselineOptions | None = None) -> Path:
     if not isinstance(data.train, TensorLoader):
         raise UsageError("hog-svm needs small images held in memory (the CIFAR/MNIST kind); "
                          "large-image folders are streamed from disk")
+    if data.multilabel:
+        raise UsageError("hog-svm is a single-label baseline (one SVM over the classes) and this data is multi-label")
     size = img_size or data.img_size
     run = RunDir(Path(cfg.run.dir) / (cfg.run.name or new_run_name("hog-svm", "")))
     run.path.mkdir(parents=True, exist_ok=True)
