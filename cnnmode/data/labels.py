@@ -1,12 +1,11 @@
 """Labels of both tasks. Single-label data has one class index per image (a 1-D int64 tensor); multi-label data
 has a set of classes per image, held as a multi-hot uint8 tensor (images x classes; 1 = the label is present).
-Soft targets (mixup/cutmix of either task) are float, so `is_multi_hot` tells them apart from multi-hot rows."""
+Soft targets (mixup/cutmix of either task) are float: an integer dtype tells multi-hot rows apart from them."""
 from __future__ import annotations
 
 import torch
 
 SEPARATOR = ";"  # between the class names of one CSV cell
-TASKS = ("auto", "single", "multilabel")
 
 
 def split_cell(cell: str) -> list[str]:
@@ -28,11 +27,6 @@ def label_tensor(values: list, num_classes: int, multilabel: bool) -> torch.Tens
     if multilabel:
         return multi_hot(values, num_classes)
     return torch.tensor(values, dtype=torch.long)
-
-
-def is_multi_hot(labels: torch.Tensor) -> bool:
-    """True for multi-label targets (2-D and integer: uint8 multi-hot), False for class indices or soft targets."""
-    return labels.ndim == 2 and not labels.dtype.is_floating_point
 
 
 def counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -153,7 +153,8 @@ def load_files(cfg: Config, cache_root: Path) -> Found:
         size = common_size([s for s, _ in probes])
         log.info("images are stored at %d px: the most common size among %d sampled training images; images of "
                  "other sizes are resized to it", size, len(probes))
-        key = hashlib.sha256(f"{CACHE_VERSION}:{source_key}:{size}:{channels}".encode()).hexdigest()[:24]
+        task = ":multilabel" if layout.multilabel else ""  # the same list read as label sets caches apart
+        key = hashlib.sha256(f"{CACHE_VERSION}:{source_key}:{size}:{channels}{task}".encode()).hexdigest()[:24]
         cache = cache_root / f"images-{key}.pt"
         saved = _read_cache(cache)
         if saved is not None:

@@ -22,6 +22,7 @@ def data_for_model(target: Target, preprocess: dict, classes: list[str], data: s
     elif target.run is None:
         raise UsageError(f"{purpose} a model file needs --data PATH (a run folder remembers its data)")
     cfg.data.img_size, cfg.data.channels = preprocess["img_size"], preprocess["channels"]
+    cfg.data.task = preprocess.get("task", "single")  # a model of label sets reads label sets, and only them
     cfg.train.channels_last = False
     if subset:
         cfg.data.subset = subset

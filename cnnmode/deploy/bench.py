@@ -45,7 +45,7 @@ def measure_agreement(run: Forward, reference: torch.Tensor, images: torch.Tenso
     """Share of images whose top-1 class matches `reference`, and accuracy when `labels` are given."""
     preds = predicted_classes(run, images)
     out = {"top1_agreement": float((preds == reference).float().mean())}
-    if labels is not None:
+    if labels is not None and labels.ndim == 1:  # label sets: agreement only (their accuracy is `eval`'s mAP)
         out["accuracy"] = float((preds == labels).float().mean())
     return out
 

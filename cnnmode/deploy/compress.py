@@ -13,7 +13,7 @@ from cnnmode.artifact import load_artifact, save_artifact
 from cnnmode.config import Config
 from cnnmode.data.trained_model_data import data_for_model
 from cnnmode.engine.device import Precision, pick_precision
-from cnnmode.engine.loop import score_loader, train_one_epoch
+from cnnmode.engine.loop import headline, score_loader, train_one_epoch
 from cnnmode.engine.losses import Criterion
 from cnnmode.engine.setup import make_step_setup
 from cnnmode.errors import UsageError
@@ -56,7 +56,7 @@ def sparsity(model: nn.Module) -> float:
 
 
 def _accuracy(model: nn.Module, loader) -> float:
-    return score_loader(model, loader, Precision(None, False), torch.device("cpu"))["accuracy"]
+    return headline(score_loader(model, loader, Precision(None, False), torch.device("cpu")))  # label sets: mAP
 
 
 def _finetune(model: nn.Module, cfg: Config, data, epochs: int) -> None:
@@ -64,7 +64,7 @@ def _finetune(model: nn.Module, cfg: Config, data, epochs: int) -> None:
                           momentum=0.9, nesterov=True, weight_decay=cfg.optim.weight_decay)
     device = torch.device("cpu")
     setup = make_step_setup(cfg, opt, device=device, precision=pick_precision(cfg.train.amp, device))
-    criterion = Criterion.from_config(cfg)
+    criterion = Criterion.from_config(cfg, multilabel=data.multilabel)
     for epoch in range(1, epochs + 1):
         data.train.set_epoch(10_000 + epoch)
         train_one_epoch(model, data.train, criterion, setup)

@@ -29,7 +29,8 @@ from cnnmode.workflows.results import git_commit
 TRACKERS: Registry = Registry("tracker")
 FIGURES = ("plots/training_curves.png", "plots/predictions.png", "eval/confusion_matrix_normalized.png",
            "eval/reliability_diagram.png", "eval/per_class_accuracy_all.png")
-FINAL_KEYS = ("accuracy", "balanced_accuracy", "top5", "f1_macro", "loss", "ece")
+FINAL_KEYS = ("accuracy", "balanced_accuracy", "top5", "f1_macro", "loss", "ece", "map", "map_micro",
+              "hamming_loss", "f1_samples")  # the last four: label sets
 MLFLOW_ID = ".mlflow_run_id"
 WANDB_ID = ".wandb_run_id"
 _SET_BY_US: set[str] = set()  # default store URIs this process pointed MLflow at  # in the run folder, so that a resumed run continues its MLflow run

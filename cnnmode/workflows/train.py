@@ -125,6 +125,9 @@ def _run(cfg: Config, run: RunDir, reporter: Reporter, world: World, resume: boo
     teacher = load_artifact(cfg.train.distill_teacher, device) if cfg.train.distill_teacher else None
     with distributed.main_first(world):  # rank 0 fills the data cache, the others read it
         data = build_data(cfg, device, norm=(teacher.preprocess["mean"], teacher.preprocess["std"]) if teacher else None)
+    if teacher is not None and teacher.multilabel != data.multilabel:
+        raise UsageError("the teacher and this data differ in task (one is multi-label); distil between models "
+                         "of the same task")
     if teacher is not None and (teacher.classes != data.classes or teacher.preprocess["img_size"] != data.img_size):
         raise UsageError(f"the teacher was trained on {teacher.classes} at {teacher.preprocess['img_size']}px; "
                          f"this data has {data.classes} at {data.img_size}px")

@@ -89,3 +89,25 @@ def test_a_folder_tree_cannot_be_multilabel(tiny_tree, tmp_path):
     cfg = resolve_config(overrides=[f"data.path={tiny_tree}", f"data.root={tmp_path}", "data.task=multilabel"])
     with pytest.raises(UsageError, match="data.task=multilabel needs label sets: give a .csv list"):
         build_data(cfg, CPU)
+
+
+def test_the_same_list_read_as_single_and_as_label_sets_is_cached_apart(tmp_path):
+    rows = [f"im/{i}.png,{('circle', 'square', 'stripes')[i % 3]},{'test' if i >= 9 else 'train'}" for i in range(12)]
+    path = write_list(tmp_path, rows)
+    make = lambda task: build_data(resolve_config(overrides=[f"data.path={path}", f"data.root={tmp_path / 'r'}",  # noqa: E731
+                                                             f"data.task={task}", "data.val_split=0"]), CPU)
+    assert make("auto").train.labels.ndim == 1
+    assert make("multilabel").train.labels.shape[1] == 3
+    assert make("auto").train.labels.ndim == 1
+
+
+def test_data_split_of_label_sets_writes_a_list_and_refuses_class_folders(tiny_multilabel, tmp_path):
+    from cnnmode.data.tools.split import split_dataset
+
+    with pytest.raises(UsageError, match="holds label sets, which class folders cannot: use --mode csv"):
+        split_dataset(str(tiny_multilabel), tmp_path / "tree", mode="link")
+    counts = split_dataset(str(tiny_multilabel), tmp_path / "csv", val=0.2, test=0.0, mode="csv")
+    assert set(counts["val"]) <= set(CLASSES) and sum(counts["val"].values()) > 0
+    data = build_data(resolve_config(overrides=[f"data.path={tmp_path / 'csv' / 'index.csv'}",
+                                                f"data.root={tmp_path / 'r'}"]), CPU)
+    assert data.multilabel and data.classes == sorted(CLASSES)

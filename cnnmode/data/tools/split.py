@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -22,15 +23,16 @@ MODES = ("link", "copy", "csv")
 INDEX = "index.csv"
 
 
-def stratified_split(entries: list[Entry], val: float, test: float, seed: int) -> dict[str, list[Entry]]:
-    """Carve `val` and `test` fractions (each rounded per class) from the train entries; other splits the source
-    has are kept, and then not carved again."""
+def stratified_split(entries: list[Entry], val: float, test: float, seed: int,
+                     stratum: Callable[[Entry], str] = lambda e: e.label) -> dict[str, list[Entry]]:
+    """Carve `val` and `test` fractions (each rounded per class, or per `stratum`) from the train entries; other
+    splits the source has are kept, and then not carved again."""
     have = {e.split for e in entries}
     fractions = {"val": 0.0 if "val" in have else val, "test": 0.0 if "test" in have else test}
     out: dict[str, list[Entry]] = defaultdict(list)
     by_class: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
-        (by_class[e.label] if e.split == "train" else out[e.split]).append(e)
+        (by_class[stratum(e)] if e.split == "train" else out[e.split]).append(e)
     rng = np.random.default_rng(seed)
     for label in sorted(by_class):
         items = sorted(by_class[label], key=lambda e: e.name)
@@ -38,10 +40,16 @@ def stratified_split(entries: list[Entry], val: float, test: float, seed: int) -
         start = 0
         for split in ("test", "val"):
             n = min(int(round(len(items) * fractions[split])), len(items) - 1 - start)  # one stays in train
-            out[split] += [Entry(items[i].name, split, label) for i in order[start:start + n]]
+            out[split] += [Entry(items[i].name, split, items[i].label) for i in order[start:start + n]]
             start += n
         out["train"] += [items[i] for i in order[start:]]
     return {s: sorted(out[s], key=lambda e: e.name) for s in ("train", "val", "test") if out[s]}
+
+
+def _rarest_label(listing) -> Callable[[Entry], str]:
+    """Label sets: each entry's stratum is its rarest label among the train entries ('' for no label)."""
+    counts = Counter(c for e in listing.entries if e.split == "train" for c in listing.labels_of(e))
+    return lambda e: min(listing.labels_of(e), key=lambda c: (counts[c], c), default="")
 
 
 def _targets(parts: dict[str, list[Entry]]) -> dict[str, str]:
@@ -70,7 +78,10 @@ def split_dataset(path_text: str, out: Path, val: float = 0.1, test: float = 0.1
         raise UsageError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
     limits = limits or training_limits()
     listing = list_dataset(path_text, limits, root)
-    parts = stratified_split(listing.entries, val, test, seed)
+    if listing.multilabel and mode != "csv":
+        raise UsageError(f"{path_text} holds label sets, which class folders cannot: use --mode csv")
+    parts = stratified_split(listing.entries, val, test, seed, _rarest_label(listing) if listing.multilabel
+                             else lambda e: e.label)
     with atomic_folder(Path(out)) as tmp:
         if mode == "csv":
             _write_index(tmp, parts, listing.root.resolve(), listing.kind in ("archive", "named"), path_text)
@@ -82,7 +93,8 @@ def split_dataset(path_text: str, out: Path, val: float = 0.1, test: float = 0.1
     counts = {s: defaultdict(int) for s in parts}
     for s, entries in parts.items():
         for e in entries:
-            counts[s][e.label] += 1
+            for label in listing.labels_of(e):
+                counts[s][label] += 1
     return {s: dict(sorted(c.items())) for s, c in counts.items()}
 
 
