@@ -43,7 +43,20 @@ class VideoOptions:
             raise UsageError(f"--http takes a port number (0-65535), got {self.http}")
         check_output(self.output, CODECS, "--output")
         check_output(self.csv, (".csv",), "--csv")
+        for flag, path in (("--output", self.output), ("--csv", self.csv)):
+            if path is not None and same_file(path, self.source):
+                raise UsageError(f"{flag} {path} is the --source file itself; writing it would destroy the input: "
+                                 "give another file name")
         return self
+
+
+def same_file(a: str, b: str) -> bool:
+    """True when two paths name one file (through links, `..` or letter case where the file system ignores it)."""
+    try:
+        return Path(a).resolve() == Path(b).resolve() or (Path(a).exists() and Path(b).exists()
+                                                          and Path(a).samefile(Path(b)))
+    except OSError:
+        return False
 
 
 def check_output(path: str | None, suffixes: dict | tuple, what: str) -> Path | None:

@@ -155,3 +155,18 @@ def test_int8_calibrates_on_the_run_folder_or_on_calib_data(trained_run, video, 
     r = run_cli("video", str(trained_run), "--source", str(video), "--backend", "int8-x86", "--calib-data",
                 str(tmp_path / "nowhere"))  # --calib-data is what int8 reads (a missing folder: one line)
     assert r.returncode == 2 and "nowhere' does not exist" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "link"])
+def test_an_output_that_is_the_source_is_refused_and_the_source_kept(trained_run, video, tmp_path, spelling):
+    source = tmp_path / "clip.avi"
+    source.write_bytes(video.read_bytes())
+    out = {"same": source, "dotted": tmp_path / "sub" / ".." / "clip.avi", "link": tmp_path / "alias.avi"}[spelling]
+    (tmp_path / "sub").mkdir()
+    if spelling == "link":
+        if sys.platform == "win32":
+            pytest.skip("symbolic links need extra rights on Windows")
+        out.symlink_to(source)
+    r = run_cli("video", str(trained_run), "--source", str(source), "--output", str(out))
+    assert r.returncode == 2 and "is the --source file itself" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert source.read_bytes() == video.read_bytes()
