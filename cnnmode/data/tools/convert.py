@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 from PIL import Image
@@ -39,6 +39,28 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape)
 
 
+def _as_pixels(images: np.ndarray, path: Path) -> np.ndarray:
+    """IDX image values as uint8 pixels: floats in [0, 1] scaled by 255, values in 0-255 kept; anything else is
+    refused (a silent cast would blank or wrap the images)."""
+    low, high = float(images.min(initial=0)), float(images.max(initial=0))
+    if images.dtype.kind == "f" and low >= 0 and high <= 1:
+        return np.rint(images.astype(np.float64) * 255).astype(np.uint8)
+    if low >= 0 and high <= 255:
+        return np.rint(images).astype(np.uint8) if images.dtype.kind == "f" else images.astype(np.uint8)
+    raise UsageError(f"{path}: image values run from {low:g} to {high:g}; expected 0-255 (or 0-1 for floats)")
+
+
+def check_names(names: list[str]) -> list[str]:
+    """--names as class folder names: each a plain name (no / or \\, not . or .., not empty), none twice."""
+    bad = [n for n in names if n.strip() in ("", ".", "..") or "/" in n or "\\" in n]
+    if bad:
+        raise UsageError(f"--names: {bad[0]!r} is not a plain class name (no / or \\, not . or .., not empty)")
+    twice = sorted({n.strip() for n in names if [m.strip() for m in names].count(n.strip()) > 1})
+    if twice:
+        raise UsageError(f"--names: {', '.join(twice)} given more than once; each class needs its own name")
+    return [n.strip() for n in names]
+
+
 def _find(folder: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
         if (folder / name).is_file():
@@ -50,6 +72,7 @@ def convert_idx(folder: Path, out: Path, names: list[str] | None = None) -> dict
     """MNIST-style IDX files in `folder` → out/{train,test}/CLASS/NNNNN.png; class folders are the label
     numbers, or `names[label]`. Returns images per class per split."""
     folder = Path(folder)
+    names = check_names(names) if names else None
     found = {split: (_find(folder, imgs), _find(folder, labels)) for split, (imgs, labels) in IDX_FILES.items()}
     if not all(found["train"]):
         raise UsageError(f"{folder}: no {IDX_FILES['train'][0]}[.gz] and {IDX_FILES['train'][1]}[.gz] found")
@@ -61,13 +84,14 @@ def convert_idx(folder: Path, out: Path, names: list[str] | None = None) -> dict
             images, labels = read_idx(img_path), read_idx(label_path)
             if images.ndim != 3 or len(images) != len(labels):
                 raise UsageError(f"{img_path}: {images.shape} images do not match {len(labels)} labels")
+            images = _as_pixels(images, img_path)
             if names and int(labels.max()) >= len(names):
                 raise UsageError(f"--names gives {len(names)} classes but the labels go up to {int(labels.max())}")
             tally: Counter = Counter()
             for i, (image, label) in enumerate(zip(images, labels.tolist())):
                 cls = names[label] if names else str(label)
                 (tmp / split / cls).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(np.ascontiguousarray(image).astype(np.uint8), "L").save(tmp / split / cls /
+                Image.fromarray(np.ascontiguousarray(image), "L").save(tmp / split / cls /
                                                                                        f"{i:05d}.png")
                 tally[cls] += 1
             counts[split] = dict(sorted(tally.items()))
@@ -88,6 +112,7 @@ def convert_coco(annotations: Path, images: Path, out: Path, min_size: int = 8, 
             by_image.setdefault(a["image_id"], []).append(a)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"{annotations} is not a readable COCO annotation file ({type(e).__name__}: {e})") from None
+    _check_coco(categories, coco["categories"], files, annotations)
     tally: Counter = Counter()
     with atomic_folder(out) as tmp:
         root = tmp / split if split else tmp
@@ -105,6 +130,21 @@ def convert_coco(annotations: Path, images: Path, out: Path, min_size: int = 8, 
             except (KeyError, FileNotFoundError, *DECODE_ERRORS):
                 continue
     return dict(sorted(tally.items()))
+
+
+def _check_coco(categories: dict, raw: list[dict], files: dict, annotations: Path) -> None:
+    """Refuse categories that would share a folder and image paths that leave the images folder."""
+    seen: dict[str, str] = {}
+    for c in raw:
+        folder = categories[c["id"]]
+        if folder in seen and seen[folder] != str(c["name"]):
+            raise UsageError(f"{annotations}: categories {seen[folder]!r} and {str(c['name'])!r} would share the "
+                             f"folder {folder!r}; rename one")
+        seen[folder] = str(c["name"])
+    for name in files.values():
+        path = PurePosixPath(str(name).replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or PureWindowsPath(str(name)).drive:
+            raise UsageError(f"{annotations}: image file_name {name!r} leaves --coco-images; give paths inside it")
 
 
 def _folder_name(name: str) -> str:
