@@ -1,5 +1,6 @@
-"""`data convert` edge cases (#30 items 11 and 13): float IDX pixels, class names that merge or leave --out,
-COCO categories that would share a folder, and COCO image paths outside --coco-images."""
+"""`data convert` and `data split` edge cases (#30 items 9, 11 and 13): float IDX pixels, class names that merge
+or leave --out, COCO categories that would share a folder, COCO image paths outside --coco-images, and an archive
+that names a member twice."""
 from __future__ import annotations
 
 import gzip
@@ -74,3 +75,21 @@ def test_coco_image_paths_outside_the_images_folder_are_refused(tmp_path, file_n
     with pytest.raises(UsageError, match="leaves --coco-images"):
         convert_coco(ann, tmp_path / "imgs", tmp_path / "crops")
     assert not (tmp_path / "crops").exists()
+
+
+def test_split_refuses_an_archive_that_names_a_member_twice(tmp_path):
+    import io
+    import tarfile
+
+    from cnnmode.data.tools import split_dataset
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(buf, "PNG")
+    with tarfile.open(tmp_path / "d.tar", "w") as tar:
+        for name in ("a/1.png", "a/1.png", "a/2.png", "b/1.png", "b/2.png"):
+            info = tarfile.TarInfo(name)
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    with pytest.raises(UsageError, match=r"holds 1 member name\(s\) more than once \(e.g. a/1.png\)"):
+        split_dataset(str(tmp_path / "d.tar"), tmp_path / "out", mode="copy")
+    assert not (tmp_path / "out").exists()

@@ -78,6 +78,10 @@ def split_dataset(path_text: str, out: Path, val: float = 0.1, test: float = 0.1
         raise UsageError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
     limits = limits or training_limits()
     listing = list_dataset(path_text, limits, root)
+    repeated = sorted(n for n, k in Counter(e.name for e in listing.entries).items() if k > 1)
+    if repeated:  # a tar may hold one name twice: only the last copy can be read back, so one would be lost
+        raise UsageError(f"{path_text} holds {len(repeated)} member name(s) more than once (e.g. {repeated[0]}); "
+                         "which copy is meant is ambiguous: extract the archive and rename them")
     if listing.multilabel and mode != "csv":
         raise UsageError(f"{path_text} holds label sets, which class folders cannot: use --mode csv")
     parts = stratified_split(listing.entries, val, test, seed, _rarest_label(listing) if listing.multilabel
