@@ -39,14 +39,19 @@ class Artifact:
         return self.preprocess.get("task") == "multilabel"
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Calibrated probabilities: softmax(logits / T) over the classes, or sigmoid per label for label sets."""
-        scaled = logits.float() / self.temperature
-        return scaled.sigmoid() if self.multilabel else scaled.softmax(-1)
+        """Calibrated probabilities of this model's logits (see `calibrated`)."""
+        return calibrated(logits, self.temperature, self.multilabel)
 
     @property
     def params(self) -> int:
         """Number of parameters."""
         return sum(p.numel() for p in self.model.parameters())
+
+
+def calibrated(logits: torch.Tensor, temperature: float, multilabel: bool) -> torch.Tensor:
+    """softmax(logits / T) over the classes, or for label sets sigmoid(logits / T) per label."""
+    scaled = logits.float() / temperature
+    return scaled.sigmoid() if multilabel else scaled.softmax(-1)
 
 
 def save_artifact(path: Path, model: nn.Module, name: str, args: dict[str, Any], classes: list[str],

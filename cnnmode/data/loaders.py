@@ -223,9 +223,9 @@ def _decode_jpeg(path: Path, channels: int) -> torch.Tensor:
         return decode_jpeg(read_file(str(path)), mode=mode, apply_exif_orientation=True)
 
 
-def _label(y: int | list[int]) -> torch.Tensor:
-    """A class index as an int64 scalar; a multi-hot row (a list) as uint8."""
-    return torch.tensor(y, dtype=torch.uint8 if isinstance(y, list) else torch.long)
+def _label(y: int | list[int]) -> int | torch.Tensor:
+    """A class index as it is; a multi-hot row (a list) as a uint8 tensor, so that batches collate to (B, C)."""
+    return torch.tensor(y, dtype=torch.uint8) if isinstance(y, list) else y
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -299,7 +299,8 @@ class StreamLoader(EpochLoader):
         self.dataset, self.batch_size, self.train, self.balanced = dataset, batch_size, train, balanced
         self.device, self.workers, self.channels_last, self.seed = device, stream_workers(workers), channels_last, seed
         self.mix = augment.batch_mix(aug, num_classes) if train else None
-        self.labels = torch.stack([_label(y) for _, y in dataset.items]) if dataset.items else torch.zeros(0)
+        ys = [y for _, y in dataset.items]
+        self.labels = torch.tensor(ys, dtype=torch.uint8 if ys and isinstance(ys[0], list) else torch.long)
         self.names = [str(p) for p, _ in dataset.items]
         self.device_side, self.aug = device_side and train, aug
         self.batch_policy = BatchPolicy(aug) if self.device_side else None

@@ -80,7 +80,7 @@ class Predictor:
                 continue
             probs = self.runner.probabilities(self.logits(batch))
             top = probs.topk(k, dim=1)
-            present = self.runner.present(probs, threshold)
+            present = self.runner.present(probs, threshold) if self.runner.multilabel else None
             for n, (path, values, indices) in enumerate(zip(ok, top.values.tolist(), top.indices.tolist())):
                 pairs = [(self.classes[i], float(v)) for i, v in zip(indices, values)]
                 if self.runner.multilabel:

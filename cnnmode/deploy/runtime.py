@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from cnnmode.artifact import Artifact, check_preprocess, load_artifact
+from cnnmode.artifact import Artifact, calibrated, check_preprocess, load_artifact
 from cnnmode.deploy.formats import ExportOptions, example_batch, write_onnx, write_onnx_int8
 from cnnmode.deploy.quantize import quantize_x86
 from cnnmode.deploy.openvino_runtime import openvino_fp32, openvino_int8
@@ -80,8 +80,7 @@ class Runner:
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities from this runner's logits: softmax over the classes, or one sigmoid per label
         for a multi-label model."""
-        scaled = logits.float() / self.temperature
-        return scaled.sigmoid() if self.multilabel else scaled.softmax(-1)
+        return calibrated(logits, self.temperature, self.multilabel)
 
     def present(self, probs: torch.Tensor, threshold: float = 0.0) -> list[list[int]]:
         """Per image, the labels present, most probable first: each label from its fitted threshold (0.5 when the

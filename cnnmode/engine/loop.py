@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnmode.engine.device import Precision
-from cnnmode.engine.losses import Criterion
+from cnnmode.engine.losses import Criterion, hard_labels
 from cnnmode.errors import RunError
 
 
@@ -25,11 +25,6 @@ class StepSetup:
     device: torch.device
     accum_steps: int = 1
     grad_clip: float = 0.0
-
-
-def _hard_labels(y: torch.Tensor) -> torch.Tensor:
-    """Class indices from soft targets; class indices and multi-hot label sets (integer) as they are."""
-    return y.argmax(1) if y.ndim == 2 and y.dtype.is_floating_point else y
 
 
 @dataclass
@@ -137,7 +132,7 @@ def predict_logits(model: nn.Module, loader, precision: Precision, device: torch
         with precision.autocast(device):
             logits = _tta_logits(model, x, tta, shift)
         all_logits.append(logits.cpu())
-        all_labels.append(_hard_labels(y).cpu())
+        all_labels.append(hard_labels(y).cpu())
     return torch.cat(all_logits), torch.cat(all_labels)
 
 

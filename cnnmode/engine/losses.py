@@ -108,6 +108,11 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temper
     return kl * t * t
 
 
+def hard_labels(y: torch.Tensor) -> torch.Tensor:
+    """Class indices from soft targets; class indices and multi-hot label sets (integer) as they are."""
+    return y.argmax(1) if y.ndim == 2 and y.dtype.is_floating_point else y
+
+
 SINGLE_LOSSES, MULTILABEL_LOSSES = ("ce", "focal"), ("bce", "asl")
 
 
@@ -170,7 +175,7 @@ class Criterion:
         probability 0.5 (label sets: the exact set)."""
         if self.multilabel:
             return ((logits > 0) == (targets > 0.5)).all(1).sum()
-        return (logits.argmax(1) == (targets.argmax(1) if targets.ndim == 2 else targets)).sum()
+        return (logits.argmax(1) == hard_labels(targets)).sum()
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         if self.multilabel:

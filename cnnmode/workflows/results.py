@@ -15,7 +15,7 @@ from cnnmode.data.labels import counts as label_counts
 from cnnmode.data.source_layout import source_checksum
 from cnnmode.engine import qat
 from cnnmode.engine.fit import FitResult, Job
-from cnnmode.engine.loop import predict_logits
+from cnnmode.engine.loop import headline, predict_logits
 from cnnmode.evaluation.card import write_model_card
 from cnnmode.evaluation.evaluate import evaluate_model, gather_images
 from cnnmode.evaluation.metrics import fit_temperature
@@ -75,7 +75,7 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
                         setup.device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate, temperature, thresholds)
     test = {k: ev[k] for k in (MULTILABEL_KEYS if data.multilabel else SINGLE_KEYS)}
     if data.val_is_test:  # the final model (with shift TTA) may be the first to reach the target
-        state.note_target(cfg.train.target_accuracy, test.get("map", test["accuracy"]))
+        state.note_target(cfg.train.target_accuracy, headline(test))
     params = sum(p.numel() for p in eval_model.parameters())
     train_imgs = len(data.train) * cfg.train.batch_size * len(state.history)
     best = {"map" if data.multilabel else "accuracy": state.best_acc}
