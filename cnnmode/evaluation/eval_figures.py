@@ -5,8 +5,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from cnnmode.figures import plt, save_fig
+from cnnmode.figures import plt, save_fig, to_display
 
 
 def confusion_matrix(cm: np.ndarray, classes: list[str], path: Path, normalized: bool = False, title: str = "",
@@ -102,6 +103,26 @@ def reliability_diagram(bins: list[dict], ece: float, path: Path) -> Path:
     hist.bar(centers, [b["count"] for b in bins], width=width, color="gray", edgecolor="black")
     hist.set(xlabel="confidence", ylabel="images")
     return save_fig(fig, path)
+
+
+def gather_images(loader, idx: list[int]) -> torch.Tensor:
+    """Normalised images at the given positions of an (unshuffled) evaluation loader."""
+    wanted, out, offset = set(idx), {}, 0
+    for x, _ in loader:
+        for j in range(len(x)):
+            if offset + j in wanted:
+                out[offset + j] = x[j].float().cpu()
+        offset += len(x)
+        if len(out) == len(wanted):
+            break
+    return torch.stack([out[i] for i in idx]) if idx else torch.zeros(0)
+
+
+def loader_grid(loader, idx: list[int], mean: list[float], std: list[float], titles: list[str], colors: list[str],
+                path: Path, title: str) -> Path:
+    """`image_grid` of the images at positions `idx` of an (unshuffled) evaluation loader, as people see them."""
+    images = to_display(gather_images(loader, idx), mean, std).numpy() if idx else np.zeros((0, 1, 1, 3))
+    return image_grid(images, titles, colors, path, title)
 
 
 def image_grid(images: np.ndarray, titles: list[str], colors: list[str], path: Path, title: str,

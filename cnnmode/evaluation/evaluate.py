@@ -22,7 +22,6 @@ from cnnmode.errors import UsageError
 from cnnmode.evaluation import eval_figures as figures
 from cnnmode.evaluation.multilabel import write_multilabel_evaluation
 from cnnmode.evaluation.metrics import classification_report, compute_metrics, expected_calibration_error
-from cnnmode.figures import to_display
 from cnnmode.evaluation.report import write_report
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import resolve_target
@@ -30,19 +29,6 @@ from cnnmode.rundir import resolve_target
 PLOTS = ("confusion_matrix.png", "confusion_matrix_normalized.png", "per_class_accuracy_all.png",
          "per_class_accuracy_top_bottom.png", "top_confused_pairs.png", "reliability_diagram.png",
          "misclassified.png", "predictions.png")
-
-
-def gather_images(loader, idx: list[int]) -> torch.Tensor:
-    """Normalised images at the given positions of an (unshuffled) evaluation loader."""
-    wanted, out, offset = set(idx), {}, 0
-    for x, _ in loader:
-        for j in range(len(x)):
-            if offset + j in wanted:
-                out[offset + j] = x[j].float().cpu()
-        offset += len(x)
-        if len(out) == len(wanted):
-            break
-    return torch.stack([out[i] for i in idx]) if idx else torch.zeros(0)
 
 
 def predictions_table(labels: np.ndarray, probs: np.ndarray, classes: list[str], names: list[str] | None) -> str:
@@ -112,10 +98,9 @@ def _plots(metrics: dict, labels, probs, classes, loader, mean, std, out_dir: Pa
 
 
 def _grid(loader, idx, labels, preds, conf, classes, mean, std, path: Path, title: str) -> None:
-    images = to_display(gather_images(loader, idx), mean, std).numpy() if idx else np.zeros((0, 1, 1, 3))
     titles = [f"P: {classes[preds[i]]} ({100 * conf[i]:.0f}%)\nT: {classes[labels[i]]}" for i in idx]
     colors = ["green" if preds[i] == labels[i] else "red" for i in idx]
-    figures.image_grid(images, titles, colors, path, title)
+    figures.loader_grid(loader, idx, mean, std, titles, colors, path, title)
 
 
 def run_eval(target: str, data: str | None = None, split: str = "test", out: str | None = None,

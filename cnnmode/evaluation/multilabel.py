@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 
 from cnnmode.evaluation import eval_figures as figures
 from cnnmode.evaluation.metrics import expected_calibration_error
-from cnnmode.figures import plt, save_fig, to_display
+from cnnmode.figures import plt, save_fig
 from cnnmode.files import atomic_write_text
 
 PLOTS = ("per_label_ap.png", "pr_curves.png", "error_cooccurrence.png", "reliability_diagram.png",
@@ -153,12 +153,9 @@ def error_cooccurrence(labels: np.ndarray, preds: np.ndarray, classes: list[str]
 
 
 def _grid(loader, labels, preds, probs, classes, mean, std, path: Path, seed: int) -> None:
-    from cnnmode.evaluation.evaluate import gather_images
-
     rng = np.random.default_rng(seed)
     shown = sorted(rng.choice(len(labels), size=min(12, len(labels)), replace=False).tolist())
-    images = to_display(gather_images(loader, shown), mean, std).numpy() if shown else np.zeros((0, 1, 1, 3))
     names = lambda row: ", ".join(c for c, v in zip(classes, row) if v) or "(none)"  # noqa: E731
     titles = [f"P: {names(preds[i])}\nT: {names(labels[i])}" for i in shown]
     colors = ["green" if (preds[i] == labels[i]).all() else "red" for i in shown]
-    figures.image_grid(images, titles, colors, path, "Random images: predicted / true label sets")
+    figures.loader_grid(loader, shown, mean, std, titles, colors, path, "Random images: predicted / true label sets")

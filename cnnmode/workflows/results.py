@@ -17,7 +17,8 @@ from cnnmode.engine import qat
 from cnnmode.engine.fit import FitResult, Job
 from cnnmode.engine.loop import headline, predict_logits
 from cnnmode.evaluation.card import write_model_card
-from cnnmode.evaluation.evaluate import evaluate_model, gather_images
+from cnnmode.evaluation.eval_figures import gather_images
+from cnnmode.evaluation.evaluate import evaluate_model
 from cnnmode.evaluation.metrics import fit_temperature
 from cnnmode.evaluation.multilabel import fit_thresholds
 from cnnmode.evaluation.training_figures import predictions_figure, training_curves
