@@ -18,7 +18,7 @@ FLOORS = [
     {"files", "registry", "pretrained"},  # atomic writes and safe loads; the Registry; the shipped models
     {"models", "figures"},             # the model registry and the built-in models; matplotlib for files
     {"config", "rundir"},              # the config object and recipes; a run folder's file names
-    {"data", "artifact"},              # sources → loaders; the artifact file
+    {"data", "artifact", "unknowns"},  # sources → loaders; the artifact file; the unknown-image score
     {"engine"},                        # model setup, the step and epoch loops, checkpoints
     {"evaluation", "deploy"},          # metrics, figures, report; runtimes, predict, export, bench
     {"workflows", "serve"},            # whole jobs: a training run from config to finished folder; the server

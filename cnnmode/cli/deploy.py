@@ -15,15 +15,19 @@ def _shown(p) -> str:
     """A prediction as the console shows it: top-k with probabilities, or a multi-label model's label set."""
     if p.labels is not None:
         return (", ".join(f"{c} {100 * p.probs[c]:.1f}%" for c in p.labels) or "(no label)")
-    return ("uncertain " if p.uncertain else "") + ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)
+    verdict = "" if p.unknown is None else (f"UNKNOWN (ood {p.ood_score:.2f}) " if p.unknown
+                                             else f"known (ood {p.ood_score:.2f}) ")
+    return verdict + ("uncertain " if p.uncertain else "") + ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.top)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnmode.deploy.predict import Predictor, write_results
 
     o = options_from_args(PredictOptions, args)
-    predictor = Predictor(args.artifact, device=o.device, backend=o.backend, calib_data=o.calib_data)
-    print(predictor.runner.describe())
+    predictor = Predictor(args.artifact, device=o.device, backend=o.backend, calib_data=o.calib_data,
+                          reject=o.reject, coverage=o.coverage)
+    print(predictor.runner.describe() + (f"; {predictor.runner.reject_note}, rejecting above "
+                                         f"{predictor.reject_at:.2f}" if predictor.reject_at is not None else ""))
     results = predictor.predict(args.inputs, o.topk, o.threshold, o.batch_size)
     print_table(None, ["file", "labels" if predictor.runner.multilabel else f"top-{o.topk}"],
                 [[p.file, _shown(p)] for p in results.predictions], left=2, width=None)

@@ -15,7 +15,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from cnnmode.evaluation.evaluate import run_eval
 
     out_dir, m = run_eval(args.target, data=args.data, split=args.split, out=args.out, device=args.device,
-                         say=print)
+                         say=print, unknown=args.unknown, coverage=args.coverage)
     if m.get("task") == "multilabel":
         print(f"{args.split}: mAP {100 * m['map']:.2f}% (micro {100 * m['map_micro']:.2f}%)  subset accuracy "
               f"{100 * m['subset_accuracy']:.2f}%  F1 examples {100 * m['f1_samples']:.2f}%  Hamming loss "
@@ -27,7 +27,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"ECE {100 * m['ece']:.2f}%  ({m['count']} images)")
     for pair in m["top_confused"][:3]:
         print(f"  confused: {pair['true']} → {pair['predicted']}: {pair['count']} ({100 * pair['share']:.1f}%)")
+    if "rejection" in m:
+        _print_rejection(m["rejection"])
     print(f"eval: {out_dir}")
+    return 0
+
+
+def _print_rejection(r: dict) -> None:
+    kept = f"{100 * r['accuracy_kept']:.2f}%" if r["accuracy_kept"] is not None else "n/a"
+    print(f"unknowns ({r['score']} score, rejecting above {r['threshold']:.2f}): {100 * r['coverage']:.1f}% of known "
+          f"images kept, accuracy {kept} of them vs {100 * r['accuracy_all']:.2f}% of all")
+    if "unknown" in r:
+        u = r["unknown"]
+        print(f"  unknown images: {100 * u['rejected']:.1f}% of {u['count']} rejected; AUROC "
+              + ", ".join(f"{k} {v:.3f}" for k, v in u["auroc"].items()))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import time
+
+    from cnnmode.evaluation.rejection import calibrate
+
+    start = time.perf_counter()
+    path, r = calibrate(args.target, args.data, args.score, args.coverage, args.index_size, args.neighbours,
+                        args.device)
+    print(f"unknown-image score: {r.score}, {r.neighbours} neighbours among {len(r.index)} training embeddings "
+          f"({r.index.numel() * 2 / 2**20:.1f} MiB), fitted on {len(r.held['msp'])} held-out images in "
+          f"{time.perf_counter() - start:.1f} s; --reject auto keeps {100 * r.coverage:.0f}% of known images")
+    print(f"wrote {path}")
     return 0
 
 
@@ -98,7 +125,32 @@ def add_parsers(verbs) -> None:
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--out", metavar="DIR", help="output folder (default <run>/eval)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--unknown", metavar="PATH", help="images of classes outside the training set (files, a folder, "
+                                                    "a glob): adds the AUROC of each unknown-image score and the "
+                                                    "share rejected to metrics.json and unknown_scores.png")
+    p.add_argument("--coverage", type=float, metavar="SHARE",
+                   help="judge rejection at this share of known images kept (default: the fitted one, 0.95)")
     p.set_defaults(func=cmd_eval)
+
+    from cnnmode.unknowns import COVERAGE, INDEX_CAP, NEIGHBOURS, SCORES
+
+    p = verbs.add_parser("calibrate", help="fit the unknown-image score (for --reject) of a trained model",
+                         description="Fit the out-of-distribution score that lets predict, serve and video answer "
+                                     "\"unknown\" (--reject): a k-NN index of training embeddings and the "
+                                     "held-out images' scores, written beside the artifact as model.unknowns.pt. "
+                                     "Training does this itself; run it for older runs, or to change the settings.")
+    p.add_argument("target", metavar="RUN_DIR_OR_ARTIFACT")
+    p.add_argument("--data", help="data path (default: the run's own data.path; an artifact file needs it)")
+    p.add_argument("--score", default="combined", choices=SCORES,
+                   help="what decides: combined (k-NN distance and max-softmax, standardised), knn or msp")
+    p.add_argument("--coverage", type=float, default=COVERAGE, metavar="SHARE",
+                   help=f"share of known images --reject auto keeps (default {COVERAGE})")
+    p.add_argument("--index-size", type=int, default=INDEX_CAP, metavar="N",
+                   help=f"training images in the k-NN index (default {INDEX_CAP}; 2 bytes per feature each)")
+    p.add_argument("--neighbours", type=int, default=NEIGHBOURS, metavar="K",
+                   help=f"the k of the k-NN distance (default {NEIGHBOURS})")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.set_defaults(func=cmd_calibrate)
 
     p = verbs.add_parser("explain", help="Grad-CAM heatmaps, feature maps and embedding plots",
                          description="Explain a model's predictions: CAM heatmaps over each image with its top-k "

@@ -17,6 +17,7 @@ from cnnmode.errors import UsageError
 
 TEST_SEED = 20_260_101  # the carved test split must not move with train.seed
 CALIB_IMAGES = 5000  # training images the temperature is fitted on with data.calib_split=0
+REFERENCE_IMAGES = 5000  # training images, seen as at test time, that the unknown-image index is built from
 
 
 @dataclass
@@ -34,6 +35,7 @@ class DataBundle:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     val_is_test: bool = False
     calib: TensorLoader | StreamLoader | None = None  # held-out images to fit the temperature on (never test)
+    reference: TensorLoader | StreamLoader | None = None  # training images without augmentation (the embedding index)
 
     @property
     def multilabel(self) -> bool:
@@ -156,6 +158,8 @@ def build_data(cfg: Config, device: torch.device, norm: tuple[list[float], list[
     bs, ebs = cfg.train.batch_size, cfg.train.eval_batch_size
     val_loader = make(val, ebs, False)
     calib_loader = make(calib, ebs, False) if calib is not None else val_loader
+    reference = make(train.take(stratified_subset(train.labels, REFERENCE_IMAGES, TEST_SEED)), ebs, False)
     return DataBundle(train=make(train, bs, True), val=val_loader, test=make(test, ebs, False),
                       classes=classes, mean=mean, std=std, channels=channels, img_size=img_size,
-                      source=str(cfg.data.path), skipped=found.skipped, val_is_test=val_is_test, calib=calib_loader)
+                      source=str(cfg.data.path), skipped=found.skipped, val_is_test=val_is_test, calib=calib_loader,
+                      reference=reference)

@@ -11,6 +11,10 @@ BACKENDS = ("eager, eager-bf16, compile, torchscript, onnxruntime, int8 (ONNX Ru
             "artifact)")
 DEVICE_HELP = ("auto (a CUDA GPU when there is one, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps; the "
                "onnxruntime, openvino and int8 backends run on the CPU")
+REJECT_HELP = ("say \"unknown\" (no label) for images unlike the training classes: auto rejects at --coverage, "
+               "T (0-1) above that ood score (the share of validation images more familiar), off never; needs the "
+               "score fitted after training or by `cnnmode calibrate`")
+COVERAGE_HELP = "with --reject auto, the share of known-class images to keep (default: the fitted one, 0.95)"
 CALIB_HELP = "real images to calibrate the int8 backends on (default: the run folder's own validation split)"
 
 
@@ -26,6 +30,8 @@ class PredictOptions:
                               "fastest that passes the parity gate on this CPU kind), " + BACKENDS)
     calib_data: str | None = opt(None, CALIB_HELP, metavar="PATH")
     device: str = opt("auto", DEVICE_HELP)
+    reject: str = opt("off", REJECT_HELP, metavar="auto|off|T")
+    coverage: float | None = opt(None, COVERAGE_HELP, metavar="SHARE")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from cnnmode.deploy.runtime import open_runner
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import resolve_target
+from cnnmode.unknowns import reject_threshold
 
 
 class Ranked:
@@ -38,6 +39,8 @@ class Prediction(Ranked):
     uncertain: bool = False
     labels: list[str] | None = None
     probs: dict[str, float] | None = None
+    unknown: bool | None = None  # with --reject: True when the image is unlike the training classes
+    ood_score: float | None = None  # with --reject: the share of validation images more familiar than this one
 
 
 @dataclass
@@ -52,9 +55,10 @@ class Predictor:
     folder (on any backend of the runtime registry), or an exported .onnx/.ts file (on its own runtime)."""
 
     def __init__(self, model_path: str | Path, device: str = "auto", backend: str | None = None,
-                 calib_data: str | None = None) -> None:
+                 calib_data: str | None = None, reject: str = "off", coverage: float | None = None) -> None:
         where = resolve_target(model_path)
         self.runner, _ = open_runner(where, backend, device, calib_data)
+        self.reject_at = reject_threshold(reject, coverage, self.runner.rejector)
         self.path = where.file
         self.preprocess = self.runner.preprocess | {"classes": self.runner.classes}
         self.classes: list[str] = self.runner.classes
@@ -78,7 +82,8 @@ class Predictor:
             results.failed += [(str(p), r) for p, r in failed]
             if not ok:
                 continue
-            probs = self.runner.probabilities(self.logits(batch))
+            logits, ood, unknown = self.runner.assess(batch, self.reject_at)
+            probs = self.runner.probabilities(logits)
             top = probs.topk(k, dim=1)
             present = self.runner.present(probs, threshold) if self.runner.multilabel else None
             for n, (path, values, indices) in enumerate(zip(ok, top.values.tolist(), top.indices.tolist())):
@@ -88,7 +93,9 @@ class Predictor:
                         str(path), pairs, labels=[self.classes[i] for i in present[n]],
                         probs={c: round(float(v), 6) for c, v in zip(self.classes, probs[n].tolist())}))
                 else:
-                    results.predictions.append(Prediction(str(path), pairs, pairs[0][1] < threshold))
+                    results.predictions.append(Prediction(
+                        str(path), pairs, pairs[0][1] < threshold, unknown=None if unknown is None else
+                        bool(unknown[n]), ood_score=None if ood is None else round(float(ood[n]), 4)))
         return results
 
 
@@ -97,6 +104,8 @@ def _json_row(p: Prediction) -> dict:
            "top": [{"class": c, "prob": v} for c, v in p.top]}
     if p.labels is not None:  # label sets: `label` is the most probable present label (None when none is)
         row |= {"label": p.labels[0] if p.labels else None, "labels": p.labels, "probs": p.probs}
+    if p.unknown is not None:  # --reject: an unknown image has no label
+        row |= {"label": None if p.unknown else p.label, "unknown": p.unknown, "ood_score": p.ood_score}
     return row
 
 
@@ -117,9 +126,11 @@ def write_results(results: Results, out: Path) -> Path:
             writer.writerow([p.file, ";".join(p.labels)] + [f"{p.probs[c]:.6f}" for c in classes])
         return atomic_write_text(out, buf.getvalue())
     k = max((len(p.top) for p in results.predictions), default=0)
-    writer.writerow(["file", "label", "confidence", "uncertain"]
+    judged = bool(results.predictions) and results.predictions[0].unknown is not None
+    writer.writerow(["file", "label", "confidence", "uncertain"] + (["unknown", "ood_score"] if judged else [])
                     + [c for i in range(k) for c in (f"top{i + 1}", f"prob{i + 1}")])
     for p in results.predictions:
-        writer.writerow([p.file, p.label, f"{p.confidence:.6f}", int(p.uncertain)]
+        verdict = [int(p.unknown), f"{p.ood_score:.4f}"] if judged else []
+        writer.writerow([p.file, "" if p.unknown else p.label, f"{p.confidence:.6f}", int(p.uncertain)] + verdict
                         + [x for c, v in p.top for x in (c, f"{v:.6f}")])
     return atomic_write_text(out, buf.getvalue())

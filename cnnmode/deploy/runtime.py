@@ -28,12 +28,14 @@ from cnnmode.engine.device import pick_device
 from cnnmode.errors import UsageError
 from cnnmode.registry import Registry
 from cnnmode.rundir import Target, resolve_target
+from cnnmode.unknowns import Rejector, from_state, load_rejector, logits_and_features
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Builder = Callable[[Artifact, torch.device, "Calibration | None"], Forward]
 BACKENDS: Registry[Builder] = Registry("backend")
 CALIBRATED = ("int8", "int8-x86", "openvino-int8")  # backends that calibrate on real images
 EXPORTED = {".onnx": "onnxruntime", ".ts": "torchscript"}  # exported file suffix → the backend that runs it
+FEATURES = ("eager", "eager-bf16")  # backends that also give the embedding the k-NN score needs
 SHAPE_BOUND = ("compile", "int8-x86")  # backends that compile once per batch shape
 ON_DEVICE = ("eager", "eager-bf16", "compile")  # backends that run on the chosen device; the others on the CPU
 MIN_AGREEMENT = 0.995  # the parity gate: top-1 agreement with eager fp32 on real test images (`bench`)
@@ -50,6 +52,8 @@ class Runner:
     temperature: float = 1.0  # logits are divided by it before the softmax (fitted after training; 1 if not)
     chosen_by: str = ""  # why this backend, when `auto` chose it
     device: str = "cpu"  # where the model runs
+    rejector: Rejector | None = None  # the fitted unknown-image score, when the model has one
+    features: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # → (logits, embeddings)
 
     def describe(self) -> str:
         """'backend openvino-int8 on cpu (auto: ...)', the line verbs print first."""
@@ -66,6 +70,28 @@ class Runner:
         if self.backend in SHAPE_BOUND and size > n:
             batch = torch.cat([batch, batch[:1].expand(size - n, *batch.shape[1:])])
         return self(batch)[:n]
+
+    def assess(self, batch: torch.Tensor, threshold: float | None, size: int = 0) -> tuple[
+            torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(logits, ood score, unknown) of a batch: the scores are None unless `threshold` is given. Without the
+        embedding (backends other than eager), the score is the calibrated max-softmax alone."""
+        if threshold is None or self.rejector is None:
+            return self.padded(batch, size), None, None
+        if self.features is not None:
+            logits, feats = self.features(batch.float().contiguous())
+        else:
+            logits, feats = self.padded(batch, size), None
+        score, unknown = self.rejector.judge(self.probabilities(logits), feats, threshold)
+        return logits, score, unknown
+
+    @property
+    def reject_note(self) -> str:
+        """What deciding "unknown" rests on with this runner, for the first line verbs print."""
+        if self.rejector is None:
+            return "no unknown-image score (fit one with `cnnmode calibrate RUN`)"
+        if self.features is None and self.rejector.needs_features:
+            return f"unknown images by max-softmax only (the {self.backend} backend gives no embedding for k-NN)"
+        return f"unknown images by the {self.rejector.score if self.features else 'msp'} score"
 
     def warm(self, size: int) -> None:
         """Run one blank batch of `size` images, so that compiling backends compile now, not on real input."""
@@ -118,6 +144,22 @@ def _autocast_bf16(model: torch.nn.Module, device: torch.device) -> Forward:
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             return model(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
+    return run
+
+
+def _with_features(art: Artifact, backend: str, device: torch.device) -> Callable:
+    """(logits, embeddings) per batch on the eager backends: the same model and precision, with the classifier
+    head's input caught on the way (one forward pass gives both)."""
+    bf16 = backend == "eager-bf16"
+    model = _fresh(art, device)
+    model = model.to(memory_format=torch.channels_last) if bf16 else model
+
+    @torch.no_grad()
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(device).contiguous(memory_format=torch.channels_last) if bf16 else x.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, feats = logits_and_features(model, x)
+        return logits.cpu(), feats.cpu()
     return run
 
 
@@ -242,7 +284,9 @@ def _exported(path: Path, backend: str | None, device: str | torch.device) -> Ru
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still what users ship
             module = torch.jit.load(str(path), map_location=device).eval()
         forward = lambda x: module(x.to(device)).float().cpu()  # noqa: E731
-    return Runner(natural, meta, meta["classes"], forward, meta.get("model", ""), meta.get("temperature", 1.0))
+    rejector = from_state(meta["reject"], str(path.with_name("preprocess.json"))) if "reject" in meta else None
+    return Runner(natural, meta, meta["classes"], forward, meta.get("model", ""), meta.get("temperature", 1.0),
+                  rejector=rejector)
 
 
 def load_runner(source: Artifact | Target | str | Path, backend: str | None = None,
@@ -266,8 +310,13 @@ def load_runner(source: Artifact | Target | str | Path, backend: str | None = No
         raise UsageError(f"the {backend} backend calibrates on real images: pass --data PATH (or give a run folder)")
     if backend not in ON_DEVICE:
         device = torch.device("cpu")  # ONNX Runtime, OpenVINO and the int8 kernels run on the CPU
+    rejector = None if source.multilabel else load_rejector(source.path)
+    if rejector is not None and backend in FEATURES:  # one model gives the logits and the k-NN's embedding
+        features = _with_features(source, backend, device)
+        return Runner(backend, source.preprocess, source.classes, lambda x: features(x)[0], source.name,
+                      source.temperature, why, str(device), rejector, features)
     return Runner(backend, source.preprocess, source.classes, build(source, device, calib), source.name,
-                  source.temperature, why, str(device))
+                  source.temperature, why, str(device), rejector)
 
 
 def open_runner(where: Target, backend: str | None = None, device: str | torch.device = "cpu",

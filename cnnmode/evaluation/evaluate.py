@@ -21,10 +21,12 @@ from cnnmode.engine.loop import predict_logits
 from cnnmode.errors import UsageError
 from cnnmode.evaluation import eval_figures as figures
 from cnnmode.evaluation.multilabel import write_multilabel_evaluation
+from cnnmode.evaluation.rejection import judge_split, unknown_images
 from cnnmode.evaluation.metrics import classification_report, compute_metrics, expected_calibration_error
 from cnnmode.evaluation.report import write_report
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import resolve_target
+from cnnmode.unknowns import Rejector, load_rejector, reject_threshold
 
 PLOTS = ("confusion_matrix.png", "confusion_matrix_normalized.png", "per_class_accuracy_all.png",
          "per_class_accuracy_top_bottom.png", "top_confused_pairs.png", "reliability_diagram.png",
@@ -46,18 +48,25 @@ def predictions_table(labels: np.ndarray, probs: np.ndarray, classes: list[str],
 
 def evaluate_model(model: nn.Module, loader, classes: list[str], mean: list[float], std: list[float], out_dir: Path,
                    precision: Precision, device: torch.device, tta: bool = False, seed: int = 0,
-                   shift: int = 0, temperature: float = 1.0, thresholds: list[float] | None = None) -> dict:
+                   shift: int = 0, temperature: float = 1.0, thresholds: list[float] | None = None,
+                   rejector: Rejector | None = None, reject_at: float | None = None,
+                   unknown: torch.Tensor | None = None) -> dict:
     """Run `model` over `loader` and write metrics.json, predictions.csv, classification_report.txt and plots;
-    probabilities are softmax(logits / temperature), or for label sets sigmoid, with per-label `thresholds`."""
+    probabilities are softmax(logits / temperature), or for label sets sigmoid, with per-label `thresholds`. With
+    a fitted `rejector`, also accuracy against coverage (`rejection`), rejecting above `reject_at` (default: the
+    fitted coverage), and how it tells `unknown` images (other classes, preprocessed) apart."""
     logits, labels = predict_logits(model, loader, precision, device, tta, shift)
     if labels.ndim == 2:
         return write_multilabel_evaluation(logits, labels, loader, classes, mean, std, out_dir, seed, temperature,
                                            thresholds)
-    return write_evaluation(logits, labels, loader, classes, mean, std, out_dir, seed, temperature)
+    extra = {"rejection": judge_split(model, loader, rejector, temperature, precision, device, Path(out_dir),
+                                      reject_at, unknown)} if rejector is not None else {}
+    return write_evaluation(logits, labels, loader, classes, mean, std, out_dir, seed, temperature, extra)
 
 
 def write_evaluation(logits: torch.Tensor, labels_t: torch.Tensor, loader, classes: list[str], mean: list[float],
-                     std: list[float], out_dir: Path, seed: int = 0, temperature: float = 1.0) -> dict:
+                     std: list[float], out_dir: Path, seed: int = 0, temperature: float = 1.0,
+                     extra: dict | None = None) -> dict:
     """metrics.json, predictions.csv, classification_report.txt and plots from any classifier's scores.
 
     `loader` is the (unshuffled) split the scores came from; its images illustrate the mistakes. With a fitted
@@ -69,6 +78,7 @@ def write_evaluation(logits: torch.Tensor, labels_t: torch.Tensor, loader, class
     metrics["temperature"] = temperature
     raw = logits.float().softmax(1).numpy()
     metrics["ece_uncalibrated"] = expected_calibration_error(raw.max(1), raw.argmax(1) == labels)[0]
+    metrics |= extra or {}
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     atomic_write_text(out_dir / "predictions.csv", predictions_table(labels, probs, classes,
                                                                      getattr(loader, "names", None)))
@@ -104,21 +114,31 @@ def _grid(loader, idx, labels, preds, conf, classes, mean, std, path: Path, titl
 
 
 def run_eval(target: str, data: str | None = None, split: str = "test", out: str | None = None,
-             device: str = "auto", say: Callable[[str], None] = lambda line: None) -> tuple[Path, dict]:
+             device: str = "auto", say: Callable[[str], None] = lambda line: None, unknown: str | None = None,
+             coverage: float | None = None) -> tuple[Path, dict]:
     """Evaluate a run folder or an artifact file on a data split; returns (output folder, metrics). `say` hears
-    the first line: which model, on which device."""
+    the first line: which model, on which device. A model with a fitted unknown-image score is also judged on
+    accuracy against coverage (rejecting at `coverage`, default the fitted one) and, given `unknown` (images of
+    other classes), on how well it rejects them."""
     if split not in ("test", "val"):
         raise UsageError(f"--split must be test or val, not {split!r}")
     where = resolve_target(target)
     dev = pick_device(device)
     say(f"evaluating {where.file} on {dev}")
     art = load_artifact(where, dev)
+    rejector = None if art.multilabel else load_rejector(where.file)
+    if (unknown or coverage is not None) and rejector is None:
+        raise UsageError("--unknown and --coverage judge the model's fitted unknown-image score, and this model has "
+                         "none" + (" (a multi-label model)" if art.multilabel else
+                                   f"; fit it with `cnnmode calibrate {target}`"))
+    reject_at = reject_threshold("auto", coverage, rejector) if rejector else None
+    others = unknown_images(unknown, art.preprocess, art.classes) if unknown else None
     cfg, bundle = data_for_model(where, art.preprocess, art.classes, data, "evaluating", dev)
     out_dir = Path(out) if out else where.home / "eval"
     metrics = evaluate_model(art.model, getattr(bundle, split), art.classes, art.preprocess["mean"],
                              art.preprocess["std"], out_dir, pick_precision(cfg.train.amp, dev), dev,
                              cfg.train.tta, cfg.train.seed, cfg.train.tta_translate,
-                             art.temperature, art.preprocess.get("thresholds"))
+                             art.temperature, art.preprocess.get("thresholds"), rejector, reject_at, others)
     if where.run is not None and out is None:
         write_report(where.run.path)
     return out_dir, metrics

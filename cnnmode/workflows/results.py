@@ -21,9 +21,11 @@ from cnnmode.evaluation.eval_figures import gather_images
 from cnnmode.evaluation.evaluate import evaluate_model
 from cnnmode.evaluation.metrics import fit_temperature
 from cnnmode.evaluation.multilabel import fit_thresholds
+from cnnmode.evaluation.rejection import fit_rejector
 from cnnmode.evaluation.training_figures import predictions_figure, training_curves
 from cnnmode.evaluation.report import write_report
 from cnnmode.files import atomic_write_text, torch_load
+from cnnmode.unknowns import save_rejector
 
 
 SINGLE_KEYS = ("accuracy", "balanced_accuracy", "top5", "loss", "f1_macro", "ece", "ece_uncalibrated", "temperature")
@@ -72,8 +74,11 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
     temperature = fit_temperature(held_logits, held_labels)
     thresholds = fit_thresholds(torch.sigmoid(held_logits / temperature).numpy(), held_labels.numpy()) \
         if data.multilabel else None
+    rejector = None if data.multilabel else fit_rejector(eval_model, data.reference, data.calib or data.val,
+                                                         temperature, setup.precision, setup.device)
     ev = evaluate_model(eval_model, data.test, data.classes, data.mean, data.std, run.eval, setup.precision,
-                        setup.device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate, temperature, thresholds)
+                        setup.device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate, temperature, thresholds,
+                        rejector)
     test = {k: ev[k] for k in (MULTILABEL_KEYS if data.multilabel else SINGLE_KEYS)}
     if data.val_is_test:  # the final model (with shift TTA) may be the first to reach the target
         state.note_target(cfg.train.target_accuracy, headline(test))
@@ -92,13 +97,18 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
     if cfg.train.qat:
         metrics["qat"] = qat.finish_qat(eval_model, float_model, data.test, run.export / "model-int8-qat.ts")
         artifact_model = float_model
-    atomic_write_text(run.metrics, json.dumps(metrics, indent=2))
     preprocess = {"img_size": data.img_size, "mean": data.mean, "std": data.std, "channels": data.channels,
                   "temperature": temperature, "task": _task(data)}
     if thresholds is not None:
         preprocess["thresholds"] = thresholds
     save_artifact(run.model, artifact_model, cfg.model.name, model_args, data.classes, preprocess,
                   {"test": test, "recipe": cfg.recipe, "best_epoch": state.best_epoch})
+    if rejector is not None:
+        save_rejector(rejector, run.model)
+        metrics["unknowns"] = {"score": rejector.score, "index_images": len(rejector.index),
+                               "index_mb": round(rejector.index.numel() * 2 / 2**20, 2),
+                               "coverage": rejector.coverage, "test": ev["rejection"]}
+    atomic_write_text(run.metrics, json.dumps(metrics, indent=2))
     _plots(job, state.history, eval_model, temperature)
     write_report(run.path)
     write_model_card(run.path)
