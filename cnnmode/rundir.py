@@ -79,6 +79,11 @@ class RunDir:
         return self.eval / "metrics.json"
 
     @property
+    def heldout(self) -> Path:
+        """The held-out images' predictions (out-of-fold in a cv study), that `data labels` ranks."""
+        return self.eval / "heldout.npz"
+
+    @property
     def export(self) -> Path:
         return self.path / "export"
 

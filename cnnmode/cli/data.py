@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cnnmode.cli.common import add_option_flags, options_from_args, print_table
 from cnnmode.data.tools.options import CheckOptions, ConvertOptions
+from cnnmode.errors import UsageError
 
 SHOW = 8  # examples printed per kind of finding; the JSON has them all
 MEANING = {
@@ -94,7 +95,30 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"moved {moved} files to {args.fix} (undo: cnnmode data restore {args.fix}; manifest {manifest})")
     elif report["to_move"]:
         print(f"--fix QUARANTINE_DIR would move {len(report['to_move'])} files (bad files and dropped duplicates)")
+    print(f"mislabelled images: cnnmode cv --folds 5 data.path={args.path}, then cnnmode data labels CV_DIR")
     return 0 if report["clean"] else 1
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from cnnmode.data.tools.label_errors import held_out, quarantine_suspects, rank_label_errors, write_label_report
+
+    if args.top < 1:
+        raise UsageError(f"--top {args.top}: show at least 1 image")
+    held = held_out(Path(args.target))
+    held.data = args.data or held.data
+    issues = rank_label_errors(held)
+    files = write_label_report(held, issues, Path(args.out or Path(args.target) / "label_issues"), args.top)
+    print(f"{len(issues)} likely label errors among {held.covered} (cleanlab, confident learning)")
+    if issues:
+        print_table(None, ["rank", "file", "given", "suggested", "score"],
+                    [[str(i), r["file"], r["given"], r["suggested"], f"{r['score']:.3f}"]
+                     for i, r in enumerate(issues[:SHOW], 1)], left=2, width=None)
+    for f in files.values():
+        print(f"wrote {f}")
+    if args.fix and issues:
+        moved, manifest = quarantine_suspects(issues, held.data, Path(args.fix))
+        print(f"moved {moved} files to {args.fix} (undo: cnnmode data restore {args.fix}; manifest {manifest})")
+    return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -254,6 +278,22 @@ def add_parsers(verbs) -> None:
                    "./class_counts.png); the first leaks and duplicates go beside it as *_duplicates.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("labels", help="likely mislabelled images, from a cv study's out-of-fold predictions",
+                       description="Rank likely label errors with cleanlab's confident learning from predictions "
+                                   "made by models that did not train on the images: a `cnnmode cv` study covers "
+                                   "every training image; a single run folder covers its held-out images. Writes "
+                                   "label_issues.csv (rank, file, given, suggested, score) and suspects.png.",
+                       epilog="example: cnnmode cv --recipe speed --folds 5 data.path=DATA && "
+                              "cnnmode data labels runs/cv-speed-k5")
+    p.add_argument("target", metavar="RUN_OR_CV_STUDY")
+    p.add_argument("data", nargs="?", metavar="DATA", help="where the images are (default: the data the runs "
+                                                            "trained on)")
+    p.add_argument("--out", metavar="DIR", help="where the CSV and picture go (default: TARGET/label_issues)")
+    p.add_argument("--top", type=int, default=24, metavar="N", help="suspects in the picture (default 24)")
+    p.add_argument("--fix", metavar="QUARANTINE_DIR", help="move the flagged images there (a folder source only); "
+                                                            "undo with `cnnmode data restore QUARANTINE_DIR`")
+    p.set_defaults(func=cmd_labels)
 
     p = sub.add_parser("restore", help="undo `data check --fix`: move quarantined files back",
                        description="Move every file listed in QUARANTINE_DIR/manifest.json back to its place.")

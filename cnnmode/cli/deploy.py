@@ -55,10 +55,13 @@ def cmd_video(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from cnnmode.deploy.export import export
 
-    for r in export(args.artifact, args.format.split(","), args.out, args.dynamic_batch, args.opset, args.calib_data):
+    results = export(args.artifact, args.format.split(","), args.out, args.dynamic_batch, args.opset, args.calib_data)
+    for r in results:
         print(f"{r['format']:<12} {r['file']}  {r['size_bytes'] / 2**20:.2f} MiB  max|Δlogit| "
               f"{r['max_abs_logit_diff']:.2e}  top-1 agreement {100 * r['top1_agreement']:.2f}% "
               f"({r['images']} {r['verified_on']})")
+    if results and "unknowns" in results[0]:
+        print(f"unknown images: {results[0]['unknowns']}")
     return 0
 
 

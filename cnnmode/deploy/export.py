@@ -20,6 +20,11 @@ from cnnmode.deploy.samples import calibration_images
 from cnnmode.errors import RunError, UsageError
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import resolve_target
+from cnnmode.unknowns import load_rejector
+
+
+EXPORTED_REJECTION = ("--reject on an exported file uses the calibrated max-softmax alone (in preprocess.json); "
+                      "the k-NN score needs the model's embedding and stays with the artifact in the PyTorch runtime")
 
 
 def _check_needs(name: str, fmt: Format) -> None:
@@ -61,14 +66,17 @@ def export(target: str, formats: list[str], out_dir: str | None = None, dynamic_
     calib = calibration_images(where, art, calib_data)
     folder = Path(out_dir) if out_dir else where.home / "export"
     folder.mkdir(parents=True, exist_ok=True)
+    rejector = None if art.multilabel else load_rejector(where.file)
+    reject = {"reject": rejector.state(with_index=False)} if rejector is not None else {}  # max-softmax only
     atomic_write_text(folder / "preprocess.json", json.dumps(art.preprocess | {
         "classes": art.classes, "model": art.name, "input": "input", "output": "logits", "layout": "NCHW",
-        "dtype": "float32", "pixel_scale": "0-1 before normalisation"}, indent=2))
+        "dtype": "float32", "pixel_scale": "0-1 before normalisation"} | reject, indent=2))
     images = calib[:verify_images] if calib is not None else example_batch(art.preprocess, verify_images)
     if calib is None and formats == ["all"]:
         names.remove("onnx-int8")  # static int8 needs real images; the rest export without them
     opts = ExportOptions(dynamic_batch, opset, calib)
-    results = [_export_one(art, name, folder, opts, images) for name in names]
+    results = [_export_one(art, name, folder, opts, images) | ({"unknowns": EXPORTED_REJECTION} if reject else {})
+               for name in names]
     record = folder / "export.json"
     previous = json.loads(record.read_text()) if record.exists() else {}
     atomic_write_text(record, json.dumps(previous | {r["format"]: r for r in results}, indent=2))

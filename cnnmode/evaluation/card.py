@@ -64,8 +64,7 @@ def model_card(run_dir) -> str:
     weakest = sorted(per_class.items(), key=lambda kv: kv[1]["accuracy"])[:3]
     if weakest:
         lines.append("- Weakest classes: " + ", ".join(f"`{c}` {_pct(v['accuracy'])}" for c, v in weakest) + ".")
-    lines += ["- Images unlike the training data (other sizes, domains, or classes outside the list above) get "
-              "one of these classes anyway, with no warning: the model has no 'unknown' class.", "",
+    lines += [_unknowns_line(metrics.get("unknowns")), "",
               "## Intended use",
               f"- Classifying images into the {len(classes)} classes above, for images like the training data. "
               "Check the confusions above before relying on it; do not use it for decisions about people.", "",
@@ -77,6 +76,19 @@ def model_card(run_dir) -> str:
               "- CNN Mode is MIT-licensed. The weights are derived from the training data: their use is bound by "
               "that data's licence.", ""]
     return "\n".join(lines)
+
+
+def _unknowns_line(u: dict | None) -> str:
+    """What happens to images of classes outside the list: rejected with --reject, or not."""
+    if not u:
+        return ("- Images unlike the training data (other sizes, domains, or classes outside the list above) get "
+                "one of these classes anyway, with no warning: the model has no 'unknown' class.")
+    t = u["test"]
+    return (f"- Images unlike the training data get one of these classes anyway unless `--reject auto` is given "
+            f"(predict, serve, video): then an image less familiar than {_pct(u['coverage'])} of held-out images "
+            f"is answered \"unknown\" (the {u['score']} score; {_pct(t['coverage'])} of test images kept, "
+            f"{_pct(t['accuracy_kept'])} of them right). Judge it on images of your own unknowns: "
+            "`cnnmode eval RUN --unknown PATH`.")
 
 
 def _metric_rows(test: dict) -> list[list]:

@@ -37,6 +37,21 @@ def run_with_features(model: nn.Module, loader, precision: Precision, device: to
     return torch.cat(logits)[:limit], torch.cat(feats)[:limit], torch.cat(labels)[:limit]
 
 
+def save_heldout(path: Path, loader, logits: torch.Tensor, labels: torch.Tensor, temperature: float,
+                 pool: int) -> Path:
+    """The held-out images' names, given labels and calibrated probabilities, and `pool` (the images that train
+    and validation split between them): what `data labels` ranks label errors from."""
+    from cnnmode.files import atomic_write
+
+    names = np.array([str(n) for n in (getattr(loader, "names", None) or [""] * len(labels))])
+    probs = (logits.float() / temperature).softmax(1).numpy().astype(np.float32)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, names=names, labels=labels.numpy(), probs=probs, pool=np.int64(pool))
+    return atomic_write(Path(path), write)
+
+
 def fit_rejector(model: nn.Module, reference, held, temperature: float, precision: Precision, device: torch.device,
                  score: str = "combined", coverage: float = COVERAGE, index_size: int = INDEX_CAP,
                  neighbours: int = NEIGHBOURS) -> Rejector:

@@ -81,7 +81,24 @@ def build_report(run_dir: Path) -> str:
         sections += [_img(run.eval / name, caption) for name, caption in EVAL_PLOTS]
         sections += ["<h2>Misclassified gallery</h2>", _img(run.eval / "misclassified.png",
                                                              "The most confident mistakes")]
+        sections += _rejection_section(run, ev.get("rejection"))
     return _page(run, metrics, history, config, cards, sections)
+
+
+def _rejection_section(run: RunDir, r: dict | None) -> list[str]:
+    """Accuracy against coverage and, after `eval --unknown`, how unknown images were told apart."""
+    if not r:
+        return []
+    rows = [["score", r["score"]], ["threshold (--reject auto)", f"{r['threshold']:.2f}"],
+            ["known images kept", _pct(r["coverage"])], ["accuracy of those kept", _pct(r["accuracy_kept"])],
+            ["accuracy of all", _pct(r["accuracy_all"])]]
+    if "unknown" in r:
+        u = r["unknown"]
+        rows += [["unknown images rejected", f"{_pct(u['rejected'])} of {u['count']}"]]
+        rows += [[f"AUROC ({name})", f"{auc:.3f}"] for name, auc in u["auroc"].items()]
+    return (["<h2>Unknown images</h2>", _table(["", "value"], rows),
+             _img(run.eval / "risk_coverage.png", "Accuracy against coverage")]
+            + ([_img(run.eval / "unknown_scores.png", "Known vs unknown images")] if "unknown" in r else []))
 
 
 def _calibration_rows(ev: dict) -> list[list]:

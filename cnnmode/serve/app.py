@@ -149,6 +149,7 @@ async def _predict(request: Request, served: ServedModel, options: ServeOptions)
         if isinstance(result, ImageRejected):
             entries.append({"file": name, "error": str(result), "status": result.status})
             continue
+        result, score = result[:len(classes)], (float(result[-1]) if len(result) > len(classes) else None)
         top = result.topk(topk)
         pairs = [{"class": classes[int(i)], "probability": round(float(p), 6)} for p, i in zip(top.values, top.indices)]
         if served.runner.multilabel:  # label sets: the labels present, most probable first, and every probability
@@ -156,7 +157,12 @@ async def _predict(request: Request, served: ServedModel, options: ServeOptions)
             entries.append({"file": name, "top": pairs, "labels": [classes[i] for i in present],
                             "probs": {c: round(float(p), 6) for c, p in zip(classes, result)}})
         else:
-            entries.append({"file": name, "top": pairs, "uncertain": pairs[0]["probability"] < threshold})
+            entry = {"file": name, "label": pairs[0]["class"], "top": pairs,
+                     "uncertain": pairs[0]["probability"] < threshold}
+            if score is not None:  # --reject: an image unlike the training classes has no label
+                unknown = score > served.reject_at
+                entry |= {"label": None if unknown else entry["label"], "unknown": unknown, "ood_score": round(score, 4)}
+            entries.append(entry)
     return JSONResponse({"predictions": entries, "model": served.info()["name"], "backend": served.runner.backend,
                          "latency_ms": round(1000 * (time.perf_counter() - start), 2)})
 

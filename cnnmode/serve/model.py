@@ -15,6 +15,7 @@ from cnnmode.serve.explain_endpoint import Explainer
 from cnnmode.serve.images import ImageRejected, Preprocessor
 from cnnmode.serve.metrics import ServeMetrics
 from cnnmode.serve.options import ServeOptions
+from cnnmode.unknowns import reject_threshold
 
 
 def warm_sizes(max_batch_size: int) -> list[int]:
@@ -35,6 +36,7 @@ class ServedModel:
         self.runner, art = open_runner(where, options.backend, options.device, options.calib_data)
         self.checksum = hashlib.sha256(where.file.read_bytes()).hexdigest()
         self.file = where.file
+        self.reject_at = reject_threshold(options.reject, options.coverage, self.runner.rejector)
         self.preprocessor = Preprocessor(self.runner.preprocess, options.max_pixels)
         self.sizes = warm_sizes(options.max_batch_size)
         self.metrics = ServeMetrics(options.max_batch_size, lambda: self.batcher.depth)
@@ -54,11 +56,15 @@ class ServedModel:
                 "preprocess": {k: p[k] for k in ("img_size", "mean", "std", "channels")}
                 | {"temperature": self.runner.temperature, "task": p.get("task", "single")}
                 | ({"thresholds": p["thresholds"]} if "thresholds" in p else {}),
+                "reject": None if self.reject_at is None else {"threshold": self.reject_at,
+                                                               "basis": self.runner.reject_note},
                 "max_batch_size": self.options.max_batch_size, "max_wait_ms": self.options.max_wait_ms,
                 "explain": self.explainer is not None}
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.runner.padded(batch, next(s for s in self.sizes if s >= len(batch)))  # a warmed size
+        """Logits, with each image's ood score as one more column when the server rejects unknowns."""
+        logits, score, _ = self.runner.assess(batch, self.reject_at, next(s for s in self.sizes if s >= len(batch)))
+        return logits if score is None else torch.cat([logits, score[:, None]], 1)  # padded to a warmed size
 
     def warm(self) -> None:
         """Run every batch size the batcher may use once, then mark the server ready."""
@@ -77,7 +83,8 @@ class ServedModel:
             self.explainer.close()
 
     async def classify(self, blobs: list[bytes]) -> list[torch.Tensor | ImageRejected]:
-        """Probabilities for each image, or the reason it was rejected; decoding runs in the decode threads."""
+        """Probabilities for each image (then its ood score, when the server rejects unknowns), or the reason it
+        was rejected; decoding runs in the decode threads."""
         keys = [hashlib.sha256(b).hexdigest() if self.options.cache_size else "" for b in blobs]
         out: list = [self._recall(k) for k in keys]
         todo = [i for i, o in enumerate(out) if o is None]
@@ -88,7 +95,9 @@ class ServedModel:
             if not isinstance(x, torch.Tensor):
                 out[i] = x if isinstance(x, ImageRejected) else ImageRejected(415, f"{type(x).__name__}: {x}")
         if good:
-            probs = self.runner.probabilities(await self.batcher.infer(torch.stack([x for _, x in good])))
+            out = await self.batcher.infer(torch.stack([x for _, x in good]))
+            n = len(self.runner.classes)
+            probs = torch.cat([self.runner.probabilities(out[:, :n]), out[:, n:]], 1)
             for (i, _), p in zip(good, probs):
                 out[i] = p
                 self._remember(keys[i], p)

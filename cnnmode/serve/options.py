@@ -5,7 +5,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from cnnmode.config import opt
-from cnnmode.deploy.options import DEVICE_HELP
+from cnnmode.deploy.options import COVERAGE_HELP, DEVICE_HELP, REJECT_HELP
 from cnnmode.errors import UsageError
 
 
@@ -36,6 +36,8 @@ class ServeOptions:
     threads: int = opt(0, "torch threads per worker (0 = the cores divided among the workers)")
     calib_data: str | None = opt(None, "real images for the int8 backends (default: a run folder's own data)",
                                  metavar="PATH")
+    reject: str = opt("off", REJECT_HELP, metavar="auto|off|T")
+    coverage: float | None = opt(None, COVERAGE_HELP, metavar="SHARE")
 
     def check(self) -> "ServeOptions":
         """Refuse impossible values in one line; resolve `threads` so that workers x threads fit the cores."""

@@ -21,7 +21,7 @@ from cnnmode.evaluation.eval_figures import gather_images
 from cnnmode.evaluation.evaluate import evaluate_model
 from cnnmode.evaluation.metrics import fit_temperature
 from cnnmode.evaluation.multilabel import fit_thresholds
-from cnnmode.evaluation.rejection import fit_rejector
+from cnnmode.evaluation.rejection import fit_rejector, save_heldout
 from cnnmode.evaluation.training_figures import predictions_figure, training_curves
 from cnnmode.evaluation.report import write_report
 from cnnmode.files import atomic_write_text, torch_load
@@ -72,6 +72,9 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
     held_logits, held_labels = predict_logits(eval_model, data.calib or data.val, setup.precision, setup.device,
                                               cfg.train.tta, cfg.train.tta_translate)
     temperature = fit_temperature(held_logits, held_labels)
+    if not data.multilabel:
+        save_heldout(run.heldout, data.calib or data.val, held_logits, held_labels, temperature,
+                     len(data.train.labels) + (0 if data.val_is_test else len(data.val.labels)))
     thresholds = fit_thresholds(torch.sigmoid(held_logits / temperature).numpy(), held_labels.numpy()) \
         if data.multilabel else None
     rejector = None if data.multilabel else fit_rejector(eval_model, data.reference, data.calib or data.val,

@@ -2,6 +2,7 @@
 paths, with a manifest that `restore` reads to put every file back."""
 from __future__ import annotations
 
+import filecmp
 import json
 import shutil
 import time
@@ -22,7 +23,8 @@ def _move(src: Path, dst: Path) -> None:
 
 def quarantine(report: dict, root: Path, folder: Path) -> tuple[int, Path]:
     """Move the report's `to_move` files from the data folder `root` into `folder`; returns (files moved, the
-    manifest path). The manifest is written after every move, so an interrupted fix can still be undone."""
+    manifest path). Each file's manifest entry is written before it moves, so a fix killed at any point can be
+    undone by `restore` (an entry whose file never moved is passed over)."""
     if report["kind"] != "folder":
         raise UsageError(f"--fix moves files within a class-folder tree; {report['source']} is a {report['kind']}"
                          " source: copy it into a folder first (cnnmode data split SOURCE --out DIR --copy)")
@@ -40,9 +42,9 @@ def quarantine(report: dict, root: Path, folder: Path) -> tuple[int, Path]:
         src = root / item["path"]
         if not (src.exists() or src.is_symlink()):
             continue
-        _move(src, folder / item["path"])
         manifest["moved"].append({"path": item["path"], "reason": item["reason"]})
         atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+        _move(src, folder / item["path"])
         moved += 1
     return moved, manifest_path
 
@@ -79,7 +81,10 @@ def restore(folder: Path) -> tuple[int, Path]:
     restored = 0
     for item in manifest["moved"]:
         src, dst = folder / item["path"], root / item["path"]
-        if src.exists() or src.is_symlink():
+        if (src.exists() or src.is_symlink()) and dst.is_file() and filecmp.cmp(src, dst, shallow=False):
+            src.unlink()  # a move across file systems killed between its copy and its delete: the file never left
+            _remove_empty_parents(src.parent, folder)
+        elif src.exists() or src.is_symlink():
             _move(src, dst)
             restored += 1
             _remove_empty_parents(src.parent, folder)

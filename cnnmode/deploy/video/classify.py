@@ -28,13 +28,15 @@ class FrameResult(Ranked):
     classified: bool
     latency_ms: float
     labels: list[tuple[str, float]] | None = None  # a multi-label model's labels present, most probable first
+    ood_score: float | None = None  # with --reject: the share of validation images more familiar than this frame
+    unknown: bool = False  # with --reject: the frame is unlike the training classes
 
 
 class FrameClassifier:
     """BGR frames from OpenCV → class probabilities, preprocessed as the artifact says."""
 
-    def __init__(self, runner: Runner, batch_size: int = 1) -> None:
-        self.runner, self.batch_size = runner, batch_size
+    def __init__(self, runner: Runner, batch_size: int = 1, reject_at: float | None = None) -> None:
+        self.runner, self.batch_size, self.reject_at = runner, batch_size, reject_at
         self.channels = runner.preprocess["channels"]
         self.transform = transform_for(runner.preprocess)
         self.resize_crop, self.normalise = resize_crop(runner.preprocess), normalise(runner.preprocess)
@@ -57,7 +59,12 @@ class FrameClassifier:
 
     def probabilities(self, images: list[np.ndarray]) -> torch.Tensor:
         """(N, classes) probabilities for BGR frames."""
-        return self.runner.probabilities(self.runner.padded(self.batch(images), self.batch_size))
+        return self.judged(images)[0]
+
+    def judged(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(probabilities, ood scores or None without --reject) for BGR frames."""
+        logits, score, _ = self.runner.assess(self.batch(images), self.reject_at, self.batch_size)
+        return self.runner.probabilities(logits), score
 
 
 def _runner(model: str | Path | Runner, backend: str | None, device: str) -> Runner:
@@ -65,14 +72,15 @@ def _runner(model: str | Path | Runner, backend: str | None, device: str) -> Run
 
 
 def classify_frames(frames: Iterable[Frame | np.ndarray], model: str | Path | Runner, *, backend: str | None = None,
-                    device: str = "cpu", batch_size: int = 1, stride: int = 1, topk: int = 5
-                    ) -> Iterator[FrameResult]:
+                    device: str = "cpu", batch_size: int = 1, stride: int = 1, topk: int = 5,
+                    reject_at: float | None = None) -> Iterator[FrameResult]:
     """One FrameResult per frame, in order. Every `stride`-th frame is classified (in batches of `batch_size`);
     the frames between hold the last label. `frames` may be plain BGR arrays (as OpenCV reads them) or Frames;
-    a Frame whose image is None (grabbed, not decoded) must not fall on a classified index."""
+    a Frame whose image is None (grabbed, not decoded) must not fall on a classified index. With `reject_at`
+    (the model's fitted unknown-image score), a frame scoring above it is marked unknown."""
     if batch_size < 1 or stride < 1 or topk < 1:
         raise UsageError(f"--batch-size, --stride and --topk must be >= 1 (got {batch_size}, {stride}, {topk})")
-    classifier = FrameClassifier(_runner(model, backend, device), batch_size)
+    classifier = FrameClassifier(_runner(model, backend, device), batch_size, reject_at)
     classes = classifier.runner.classes
     k = min(topk, len(classes))
     pending: list[tuple[Frame, bool]] = []  # (frame, whether it is classified) since the last batch
@@ -88,17 +96,20 @@ def classify_frames(frames: Iterable[Frame | np.ndarray], model: str | Path | Ru
         yield from _flush(pending, classifier, classes, k, last)[0]
 
 
-Answer = tuple[list[tuple[str, float]], list[tuple[str, float]] | None]  # (top-k, labels present or None)
+# (top-k, labels present or None, ood score or None)
+Answer = tuple[list[tuple[str, float]], list[tuple[str, float]] | None, float | None]
 
 
-def _answers(probs: torch.Tensor, runner: Runner, classes: list[str], k: int) -> list[Answer]:
+def _answers(probs: torch.Tensor, score: torch.Tensor | None, runner: Runner, classes: list[str],
+             k: int) -> list[Answer]:
     top = probs.topk(k, dim=1)
     tops = [[(classes[i], float(v)) for i, v in zip(ix, vs)] for vs, ix in zip(top.values.tolist(),
                                                                            top.indices.tolist())]
+    scores = [None] * len(tops) if score is None else score.tolist()
     if not runner.multilabel:
-        return [(t, None) for t in tops]
+        return [(t, None, s) for t, s in zip(tops, scores)]
     sets = runner.present(probs)
-    return [(t, [(classes[i], float(p[i])) for i in s]) for t, s, p in zip(tops, sets, probs)]
+    return [(t, [(classes[i], float(p[i])) for i in s], None) for t, s, p in zip(tops, sets, probs)]
 
 
 def _flush(pending: list[tuple[Frame, bool]], classifier: FrameClassifier, classes: list[str], k: int,
@@ -108,10 +119,12 @@ def _flush(pending: list[tuple[Frame, bool]], classifier: FrameClassifier, class
     if chosen:
         if any(f.image is None for f in chosen):
             raise ValueError("a frame to classify was grabbed without decoding")
-        answers = _answers(classifier.probabilities([f.image for f in chosen]), classifier.runner, classes, k)
+        answers = _answers(*classifier.judged([f.image for f in chosen]), classifier.runner, classes, k)
     done = time.perf_counter()
     out, given = [], iter(answers)
     for f, c in pending:
         last = next(given) if c else last  # the first frame is always classified, so `last` is set
-        out.append(FrameResult(f, last[0], c, 1000 * (done - f.read_at), last[1]))
+        ood = last[2]
+        out.append(FrameResult(f, last[0], c, 1000 * (done - f.read_at), last[1], ood,
+                               ood is not None and ood > classifier.reject_at))
     return out, last

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnmode.config import opt
-from cnnmode.deploy.options import DEVICE_HELP
+from cnnmode.deploy.options import COVERAGE_HELP, DEVICE_HELP, REJECT_HELP
 from cnnmode.errors import UsageError
 
 CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
@@ -32,6 +32,8 @@ class VideoOptions:
     host: str = opt("127.0.0.1", "address for --http (127.0.0.1: this machine only)")
     calib_data: str | None = opt(None, "real images to calibrate the int8 backends on (default: the run folder's "
                                  "own validation split)", metavar="PATH")
+    reject: str = opt("off", REJECT_HELP + "; an unknown frame is labelled \"unknown\"", metavar="auto|off|T")
+    coverage: float | None = opt(None, COVERAGE_HELP, metavar="SHARE")
 
     def check(self) -> VideoOptions:
         """Refuse bad values and unusable outputs before any capture starts."""

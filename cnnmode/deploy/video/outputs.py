@@ -39,17 +39,21 @@ class VideoOutput:
 
 
 class CsvOutput:
-    """One row per classified frame: frame index, timestamp, then top-k class/probability pairs."""
+    """One row per classified frame: frame index, timestamp, (with --reject: unknown 0/1 and the ood score,) then
+    top-k class/probability pairs."""
 
-    def __init__(self, path: Path, k: int) -> None:
-        self.path, self.tmp = path, path.with_name(f".{path.name}.partial")
+    def __init__(self, path: Path, k: int, judged: bool = False) -> None:
+        self.path, self.tmp, self.judged = path, path.with_name(f".{path.name}.partial"), judged
         self.file = self.tmp.open("w", newline="", encoding="utf-8")
         self.writer = csv.writer(self.file)
-        self.writer.writerow(["frame", "time_s"] + [c for i in range(k) for c in (f"top{i + 1}", f"prob{i + 1}")])
+        self.writer.writerow(["frame", "time_s"] + (["unknown", "ood_score"] if judged else [])
+                             + [c for i in range(k) for c in (f"top{i + 1}", f"prob{i + 1}")])
         self.rows = 0
 
-    def write(self, index: int, time_s: float, top: list[tuple[str, float]]) -> None:
-        self.writer.writerow([index, f"{time_s:.3f}"] + [x for c, p in top for x in (c, f"{p:.6f}")])
+    def write(self, index: int, time_s: float, top: list[tuple[str, float]], ood: float | None = None,
+              unknown: bool = False) -> None:
+        verdict = [int(unknown), f"{ood:.4f}"] if self.judged else []
+        self.writer.writerow([index, f"{time_s:.3f}"] + verdict + [x for c, p in top for x in (c, f"{p:.6f}")])
         self.rows += 1
 
     def close(self) -> None:

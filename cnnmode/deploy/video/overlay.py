@@ -9,6 +9,7 @@ import numpy as np
 GREEN = (60, 200, 60)  # BGR
 YELLOW = (0, 215, 255)
 WHITE = (255, 255, 255)
+RED = (60, 60, 230)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -24,9 +25,10 @@ def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float, c
 
 def draw(image: np.ndarray, top: list[tuple[str, float]], threshold: float, bars: bool = False,
          fps: float | None = None, latency_ms: float | None = None,
-         labels: list[tuple[str, float]] | None = None) -> np.ndarray:
+         labels: list[tuple[str, float]] | None = None, unknown_score: float | None = None) -> np.ndarray:
     """Draw on `image` (BGR, in place, original size) and return it. With `labels` (a multi-label model's labels
-    present), one line per label present, or "no label"."""
+    present), one line per label present, or "no label"; with `unknown_score`, "unknown" in red instead of the
+    label (the frame is unlike the training classes)."""
     h, w = image.shape[:2]
     scale = max(0.4, min(w, h) / 480)
     thick = max(1, round(2 * scale))
@@ -37,6 +39,8 @@ def draw(image: np.ndarray, top: list[tuple[str, float]], threshold: float, bars
             _text(image, text, (int(10 * scale), line + int(row * 30 * scale)), scale, GREEN if labels else YELLOW,
                   thick)
         line += int((max(len(labels), 1) - 1) * 30 * scale)
+    elif unknown_score is not None:
+        _text(image, f"unknown (ood {unknown_score:.2f})", (int(10 * scale), line), scale, RED, thick)
     else:
         label, confidence = top[0]
         _text(image, f"{label} {100 * confidence:.1f}%", (int(10 * scale), line), scale,

@@ -14,6 +14,7 @@ from cnnmode.deploy.video.outputs import CsvOutput, VideoOutput, Window, window_
 from cnnmode.deploy.video.overlay import draw
 from cnnmode.deploy.video.sources import open_source
 from cnnmode.rundir import resolve_target
+from cnnmode.unknowns import reject_threshold
 
 
 CALIB_IMAGES = 128  # int8 calibration images: enough for ResNet-style models, and a file starts in seconds
@@ -39,7 +40,9 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
     options.check()
     runner, _ = open_runner(resolve_target(target), options.backend, options.device, options.calib_data,
                             CALIB_IMAGES)
-    say(runner.describe())
+    reject_at = reject_threshold(options.reject, options.coverage, runner.rejector)
+    say(runner.describe() + (f"; {runner.reject_note}, rejecting above {reject_at:.2f}" if reject_at is not None
+                             else ""))
     source = open_source(options.source)
     window = None
     if options.show:
@@ -50,7 +53,8 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
             window = Window()
     drawing = bool(options.output or window or options.http is not None)
     video = VideoOutput(Path(options.output), source.fps, source.size) if options.output else None  # checked above
-    table = CsvOutput(Path(options.csv), min(options.topk, len(runner.classes))) if options.csv else None
+    table = CsvOutput(Path(options.csv), min(options.topk, len(runner.classes)), reject_at is not None) \
+        if options.csv else None
     stream = MjpegServer(options.http, options.host) if options.http is not None else None
     if stream:
         say(f"watch it at {stream.url}")
@@ -61,17 +65,18 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
                "classified": 0, "interrupted": False}
     fps, latencies, start = _Fps(), [], time.perf_counter()
     try:
-        for result in classify_frames(frames, runner, batch_size=batch, stride=options.stride, topk=options.topk):
+        for result in classify_frames(frames, runner, batch_size=batch, stride=options.stride, topk=options.topk,
+                                      reject_at=reject_at):
             summary["frames"] += 1
             rate = fps.tick()
             if result.classified:
                 summary["classified"] += 1
                 latencies.append(result.latency_ms)
                 if table:
-                    table.write(result.frame.index, result.frame.time_s, result.top)
+                    table.write(result.frame.index, result.frame.time_s, result.top, result.ood_score, result.unknown)
             if drawing:
                 image = draw(result.frame.image, result.top, options.threshold, options.topk > 1, rate,
-                             result.latency_ms, result.labels)
+                             result.latency_ms, result.labels, result.ood_score if result.unknown else None)
                 if video:
                     video.write(image)
                 if stream:

@@ -138,3 +138,47 @@ def test_fix_never_moves_every_copy(tmp_path):
     groups = [sorted(x["path"] for x in f["files"]) for f in report["findings"] if f["kind"] == "duplicate"]
     assert ["train/a/img0.png", "train/a/img1.png"] in groups  # the group would keep img0, which is too small
     assert "train/a/img0.png" in moves and "train/a/img1.png" not in moves
+
+
+@pytest.mark.parametrize("after_move", [False, True])
+def test_a_fix_killed_at_any_point_restores_byte_exact(planted, tmp_path, monkeypatch, after_move):
+    """#30 item 8: stop the fix at every file, before and after its move (what kill -9 leaves), and restore."""
+    import shutil
+
+    from cnnmode.data.tools import quarantine_files
+
+    root, _ = planted
+    before = tree_digest(root)
+    report = check_data(str(root))
+    real_move = quarantine_files._move
+    for stop in range(len(report["to_move"])):
+        data, q = tmp_path / f"d{stop}{after_move}", tmp_path / f"q{stop}{after_move}"
+        shutil.copytree(root, data)
+        calls = []
+
+        def dying_move(src, dst):
+            calls.append(src)
+            if len(calls) - 1 == stop:
+                if after_move:
+                    real_move(src, dst)
+                raise KeyboardInterrupt  # the process ends here
+            real_move(src, dst)
+
+        monkeypatch.setattr(quarantine_files, "_move", dying_move)
+        with pytest.raises(KeyboardInterrupt):
+            quarantine(report, data, q)
+        monkeypatch.setattr(quarantine_files, "_move", real_move)
+        restore(q)
+        assert tree_digest(data) == before, stop
+
+
+def test_a_copy_left_by_a_killed_cross_device_move_is_dropped_on_restore(planted, tmp_path):
+    import shutil
+
+    root, _ = planted
+    before = tree_digest(root)
+    count, manifest = quarantine(check_data(str(root)), root, tmp_path / "q")
+    first = json.loads(manifest.read_text())["moved"][0]["path"]
+    shutil.copy2(tmp_path / "q" / first, root / first)  # the copy made, the original never deleted
+    restore(tmp_path / "q")
+    assert tree_digest(root) == before
