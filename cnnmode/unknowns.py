@@ -1,7 +1,7 @@
 """Saying "I don't know": an out-of-distribution score fitted on held-out images and stored beside the artifact.
 
-Two signals, each higher for a less familiar image: `msp`, one minus the calibrated maximum softmax probability,
-and `knn`, the cosine distance from the image's embedding (the classifier head's input) to its k-th nearest
+Two signals, each higher for a less familiar image: `msp`, the calibrated maximum softmax probability (as
+-log of it, which keeps its precision where the probability is within 1e-7 of 1), and `knn`, the cosine distance from the image's embedding (the classifier head's input) to its k-th nearest
 training embedding (Sun et al., 2022). `combined` is the mean of the two, each standardised on the held-out
 images. A score is reported as the share of held-out (in-distribution) images that score lower, so a threshold
 of 0.95 rejects what is less familiar than 95% of validation images and keeps 95% of them (the coverage).
@@ -35,9 +35,9 @@ def unknowns_path(artifact: Path) -> Path:
     return Path(artifact).with_name(Path(artifact).stem + ".unknowns.pt")
 
 
-def msp_score(probs: torch.Tensor) -> torch.Tensor:
-    """1 - the maximum (calibrated) class probability per image."""
-    return 1 - probs.float().max(-1).values
+def msp_score(log_probs: torch.Tensor) -> torch.Tensor:
+    """-log of the maximum (calibrated) class probability per image, from log-probabilities."""
+    return -log_probs.float().max(-1).values
 
 
 def knn_score(features: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
@@ -69,9 +69,10 @@ class Rejector:
         """True when the score uses the embedding index."""
         return self.score != "msp"
 
-    def raw(self, probs: torch.Tensor, features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Each score's raw value per image (knn and combined only when `features` and the index are there)."""
-        out = {"msp": msp_score(probs)}
+    def raw(self, log_probs: torch.Tensor, features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Each score's raw value per image from calibrated log-probabilities (knn and combined only when
+        `features` and the index are there)."""
+        out = {"msp": msp_score(log_probs)}
         if features is not None and self.index is not None:
             out["knn"] = knn_score(features, self.index, self.neighbours)
             out["combined"] = sum((out[s] - self.norms[s][0]) / self.norms[s][1] for s in ("msp", "knn")) / 2
@@ -82,11 +83,12 @@ class Rejector:
         held = self.held[kind]
         return torch.searchsorted(held, raw.float().contiguous(), right=True).float() / len(held)
 
-    def judge(self, probs: torch.Tensor, features: torch.Tensor | None, threshold: float) -> tuple[torch.Tensor,
-                                                                                                   torch.Tensor]:
-        """(ood score in [0, 1], unknown) per image, by the stored score (max-softmax alone without features)."""
+    def judge(self, log_probs: torch.Tensor, features: torch.Tensor | None, threshold: float) -> tuple[
+            torch.Tensor, torch.Tensor]:
+        """(ood score in [0, 1], unknown) per image from calibrated log-probabilities, by the stored score
+        (max-softmax alone without features)."""
         kind = self.score if features is not None and self.index is not None else "msp"
-        score = self.percentile(kind, self.raw(probs, features)[kind])
+        score = self.percentile(kind, self.raw(log_probs, features)[kind])
         return score, score > threshold
 
     def state(self, with_index: bool = True) -> dict:
@@ -95,7 +97,7 @@ class Rejector:
                "neighbours": self.neighbours, "norms": {k: list(v) for k, v in self.norms.items()}}
         if with_index:
             return out | {"held": dict(self.held), "index": self.index}
-        return out | {"score": "msp", "held": {"msp": [round(v, 6) for v in self.held["msp"].tolist()]}}
+        return out | {"score": "msp", "held": {"msp": self.held["msp"].tolist()}}
 
 
 def from_state(state: dict, where: str) -> Rejector:

@@ -8,7 +8,7 @@ from cnnmode.unknowns import Rejector, from_state, knn_score, msp_score, reject_
 
 
 def _rejector(score: str = "combined") -> Rejector:
-    held = {"msp": torch.linspace(0.0, 0.5, 11), "knn": torch.linspace(0.0, 1.0, 11),
+    held = {"msp": torch.linspace(0.0, 0.5, 11),  # -log of the top probability "knn": torch.linspace(0.0, 1.0, 11),
             "combined": torch.linspace(-1.0, 1.0, 11)}
     index = torch.nn.functional.normalize(torch.eye(4)[:3], dim=1).half()
     return Rejector(score, held, {"msp": (0.25, 0.1), "knn": (0.5, 0.2)}, 0.9, 1, index)
@@ -21,7 +21,7 @@ def test_a_score_is_the_share_of_held_out_images_below_it():
 
 def test_judge_uses_the_stored_score_and_falls_back_to_max_softmax_without_features():
     r = _rejector()
-    probs = torch.tensor([[0.9, 0.05, 0.05], [0.4, 0.3, 0.3]])
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.4, 0.3, 0.3]]).log()
     near, far = torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([[0, 0, 0, 1.0]])  # on an index row / orthogonal
     assert knn_score(near, r.index, 1).item() == pytest.approx(0, abs=1e-3)
     assert knn_score(far, r.index, 1).item() == pytest.approx(1, abs=1e-3)

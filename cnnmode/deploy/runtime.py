@@ -81,7 +81,7 @@ class Runner:
             logits, feats = self.features(batch.float().contiguous())
         else:
             logits, feats = self.padded(batch, size), None
-        score, unknown = self.rejector.judge(self.probabilities(logits), feats, threshold)
+        score, unknown = self.rejector.judge((logits.float() / self.temperature).log_softmax(-1), feats, threshold)
         return logits, score, unknown
 
     @property

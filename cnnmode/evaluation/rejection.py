@@ -64,8 +64,7 @@ def fit_rejector(model: nn.Module, reference, held, temperature: float, precisio
     _, train_feats, _ = run_with_features(model, reference, precision, device, index_size)
     index = torch.nn.functional.normalize(train_feats, dim=1).half()
     logits, feats, _ = run_with_features(model, held, precision, device)
-    probs = (logits / temperature).softmax(1)
-    raw = {"msp": msp_score(probs), "knn": knn_score(feats, index, neighbours)}
+    raw = {"msp": msp_score((logits / temperature).log_softmax(1)), "knn": knn_score(feats, index, neighbours)}
     norms = {k: (float(v.mean()), float(v.std().clamp_min(1e-6))) for k, v in raw.items()}
     raw["combined"] = sum((raw[s] - norms[s][0]) / norms[s][1] for s in ("msp", "knn")) / 2
     return Rejector(score, {k: v.sort().values for k, v in raw.items()}, norms, coverage, neighbours, index)
@@ -78,14 +77,15 @@ def risk_coverage(score: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, n
     return kept / len(order), np.cumsum(correct[order]) / kept
 
 
-def rejection_metrics(rejector: Rejector, probs: torch.Tensor, feats: torch.Tensor, labels: np.ndarray,
+def rejection_metrics(rejector: Rejector, log_probs: torch.Tensor, feats: torch.Tensor, labels: np.ndarray,
                       threshold: float, unknown: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Accuracy against coverage on known images (the area under it; the accuracy and coverage at `threshold`),
-    and with `unknown` (probs, embeddings) of unknown images, each score's ROC AUC and the share rejected."""
+    and with `unknown` (calibrated log-probabilities, embeddings) of unknown images, each score's ROC AUC and the
+    share rejected."""
     from sklearn.metrics import roc_auc_score
 
-    score, rejected = rejector.judge(probs, feats, threshold)
-    correct = (probs.argmax(1).numpy() == labels).astype(float)
+    score, rejected = rejector.judge(log_probs, feats, threshold)
+    correct = (log_probs.argmax(1).numpy() == labels).astype(float)
     cov, acc = risk_coverage(score.numpy(), correct)
     keep = ~rejected.numpy()
     out = {"score": rejector.score, "threshold": threshold, "coverage": float(keep.mean()),
@@ -95,7 +95,7 @@ def rejection_metrics(rejector: Rejector, probs: torch.Tensor, feats: torch.Tens
                                     for c in (0.5, 0.8, 0.9, 0.95, 1.0)}}
     if unknown is not None:
         u_score, u_rejected = rejector.judge(*unknown, threshold)
-        known_raw, unknown_raw = rejector.raw(probs, feats), rejector.raw(*unknown)
+        known_raw, unknown_raw = rejector.raw(log_probs, feats), rejector.raw(*unknown)
         target = np.r_[np.zeros(len(labels)), np.ones(len(u_score))]
         out["unknown"] = {"count": len(u_score), "rejected": float(u_rejected.float().mean()),
                           "auroc": {k: float(roc_auc_score(target, np.r_[known_raw[k].numpy(), unknown_raw[k].numpy()]))
@@ -138,15 +138,15 @@ def judge_split(model: nn.Module, loader, rejector: Rejector, temperature: float
     classes), with their pictures in `out_dir`; the threshold defaults to the fitted coverage."""
     threshold = rejector.coverage if threshold is None else threshold
     logits, feats, labels = run_with_features(model, loader, precision, device)
-    probs = (logits / temperature).softmax(1)
+    log_probs = (logits / temperature).log_softmax(1)
     unknown_pair = None
     if unknown is not None:
         u_logits, u_feats, _ = run_with_features(model, [(c.to(device), torch.zeros(len(c)))
                                                          for c in unknown.split(256)], precision, device)
-        unknown_pair = ((u_logits / temperature).softmax(1), u_feats)
-    metrics = rejection_metrics(rejector, probs, feats, labels.numpy(), threshold, unknown_pair)
-    correct = (probs.argmax(1) == labels).numpy().astype(float)
-    plot_rejection(metrics, rejector.judge(probs, feats, threshold)[0].numpy(), correct, out_dir)
+        unknown_pair = ((u_logits / temperature).log_softmax(1), u_feats)
+    metrics = rejection_metrics(rejector, log_probs, feats, labels.numpy(), threshold, unknown_pair)
+    correct = (log_probs.argmax(1) == labels).numpy().astype(float)
+    plot_rejection(metrics, rejector.judge(log_probs, feats, threshold)[0].numpy(), correct, out_dir)
     if "unknown" in metrics:  # the per-image scores are for the picture, not for metrics.json
         metrics["unknown"].pop("known_scores")
         metrics["unknown"].pop("unknown_scores")

@@ -95,9 +95,9 @@ class ServedModel:
             if not isinstance(x, torch.Tensor):
                 out[i] = x if isinstance(x, ImageRejected) else ImageRejected(415, f"{type(x).__name__}: {x}")
         if good:
-            out = await self.batcher.infer(torch.stack([x for _, x in good]))
+            raw = await self.batcher.infer(torch.stack([x for _, x in good]))
             n = len(self.runner.classes)
-            probs = torch.cat([self.runner.probabilities(out[:, :n]), out[:, n:]], 1)
+            probs = torch.cat([self.runner.probabilities(raw[:, :n]), raw[:, n:]], 1)
             for (i, _), p in zip(good, probs):
                 out[i] = p
                 self._remember(keys[i], p)

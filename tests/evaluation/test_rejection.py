@@ -19,7 +19,7 @@ from tests.conftest import fast_overrides, run_cli
 @pytest.fixture(scope="module")
 def run(tiny_tree, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reject")
-    return train(resolve_config(overrides=fast_overrides(tmp, tiny_tree, **{"train.epochs": 3, "run.name": "u"})),
+    return train(resolve_config(overrides=fast_overrides(tmp, tiny_tree, **{"train.epochs": 5, "run.name": "u"})),
                  quiet=True)
 
 
