@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from cnnmode.cli.common import add_option_flags, options_from_args, print_table
@@ -71,7 +72,22 @@ def print_check(report: dict) -> None:
                     left=3, width=160)
 
 
+CHECK_FAILED = 3  # `data check` could not finish: distinct from 1, "problems found"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    """0: clean; 1: problems found; 2: bad input; 3: the check could not finish (an unreadable archive, a disk
+    error): a script must not take a failed check for a list of problems."""
+    try:
+        return _check(args)
+    except UsageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of the check itself
+        print(f"error: could not check {args.path}: {e}", file=sys.stderr)
+        return CHECK_FAILED
+
+
+def _check(args: argparse.Namespace) -> int:
     from cnnmode.data.tools import check_data, class_counts_figure, quarantine
     from cnnmode.files import atomic_write_text
 
@@ -265,7 +281,8 @@ def add_parsers(verbs) -> None:
                                      "problems",
                        description="Check a dataset for files training would skip, odd images, duplicates, "
                                    "leakage between splits, imbalance and layout problems, before training on it. "
-                                   "Exit code 0: clean; 1: problems found; 2: bad input.",
+                                   "Exit code 0: clean; 1: problems found; 2: bad input; 3: the check could not "
+                                   "finish (e.g. an unreadable archive).",
                        epilog="example: cnnmode data check ../shared/datasets/cifar10-jpeg.tar.gz --json check.json")
     p.add_argument("path", metavar="PATH", help="any data.path: a class-folder tree, an archive, a CSV list, or "
                    "cifar10/cifar100/mnist/fashion-mnist")

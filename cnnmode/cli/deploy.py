@@ -46,6 +46,9 @@ def cmd_video(args: argparse.Namespace) -> int:
     lag = f", label {s['latency_ms_p50']:.0f} ms after the frame (median)" if s["latency_ms_p50"] is not None else ""
     print(f"{s['frames']} frames read, {s['classified']} classified, {s['dropped']} dropped in {s['seconds']:.1f} s "
           f"({s['fps']:.1f} FPS{lag})" + (" — interrupted" if s["interrupted"] else ""))
+    if s["bad"]:
+        print(f"skipped {s['bad']} undecodable frame(s) of the {s['expected']} the file lists (damaged or cut off)",
+              file=sys.stderr)
     for what in ("output", "csv"):
         if s[what]:
             print(f"wrote {s[what]}")

@@ -24,7 +24,8 @@ def read_rows(path_text: str) -> tuple[Path, list[tuple[str, str, str]]]:
     """(the CSV's folder, (path, label, split) rows), each row checked."""
     path = Path(path_text).expanduser()
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
+        # -sig: a spreadsheet's byte-order mark; surrogateescape: file names that are not UTF-8 come back as they are
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             rows = [r for r in csv.reader(f) if r and any(cell.strip() for cell in r)]
     except FileNotFoundError:
         raise UsageError(f"data.path '{path_text}' does not exist") from None

@@ -12,7 +12,7 @@ import torch.nn as nn
 from cnnmode.artifact import load_artifact
 from cnnmode.data.inference_inputs import expand_inputs, load_images
 from cnnmode.errors import UsageError
-from cnnmode.files import atomic_write
+from cnnmode.files import atomic_write, printable
 from cnnmode.models import captured, head_module
 
 FORMATS = (".npy", ".parquet")
@@ -86,7 +86,9 @@ def save_embeddings(emb: Embeddings, out: Path) -> Path:
             import pyarrow.parquet as pq
         except ImportError:
             raise UsageError("--out .parquet needs pyarrow (pip install pyarrow); or write .npy") from None
-        table = pa.table({"path": emb.paths, "label": emb.labels, "features": list(emb.features)})
+        # Parquet strings are UTF-8: a file name that is not is written with backslash escapes
+        table = pa.table({"path": [printable(p) for p in emb.paths], "label": emb.labels,
+                          "features": list(emb.features)})
         return atomic_write(out, lambda tmp: pq.write_table(table, tmp))
     dtype = [("path", f"U{max(map(len, emb.paths))}"), ("label", f"U{max(1, *map(len, emb.labels))}"),
              ("features", "f4", (emb.features.shape[1],))]

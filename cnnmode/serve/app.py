@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -53,10 +55,13 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | None = 
         served.close()
 
     app = FastAPI(title="CNN Mode", version="1", lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=int(options.max_body_mb * 2**20))
+    app.add_middleware(BodyLimit, max_bytes=int(options.max_body_mb * 2**20), timeout_s=options.timeout_s,
+                       max_inflight=int(options.max_inflight_mb * 2**20))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
+        if state["model"] is not None and request.url.path in ("/v1/predict", "/v1/explain"):
+            state["model"].metrics.requests.labels(str(exc.status_code)).inc()  # e.g. 405: counted like the rest
         return error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
@@ -172,7 +177,7 @@ async def _read_request(request: Request, options: ServeOptions) -> tuple[list[s
     kind = request.headers.get("content-type", "")
     params: dict = dict(request.query_params)
     if kind.startswith("multipart/form-data"):
-        form = await request.form(max_files=options.max_images, max_fields=16)
+        form = await _form(request, options)
         files = [v for _, v in form.multi_items() if hasattr(v, "read")]
         names = [f.filename or f"image{i}" for i, f in enumerate(files)]
         blobs = [await f.read() for f in files]
@@ -187,6 +192,8 @@ async def _read_request(request: Request, options: ServeOptions) -> tuple[list[s
         blobs = [from_base64(text) for text in body["images"]]
         names = [f"image{i}" for i in range(len(blobs))]
         params |= {k: body[k] for k in ("topk", "threshold", "method", "class") if k in body}
+        if "topk" in body and (not isinstance(body["topk"], int) or isinstance(body["topk"], bool)):
+            raise ImageRejected(422, f"topk must be a whole number (got {body['topk']!r})")
     else:
         raise ImageRejected(415, "send images as multipart/form-data files or as JSON {\"images\": [base64, ...]}")
     if not blobs:
@@ -196,10 +203,37 @@ async def _read_request(request: Request, options: ServeOptions) -> tuple[list[s
     return names, blobs, params
 
 
+async def _form(request: Request, options: ServeOptions):
+    """The multipart form, with its limits: too many files is 413 (as --max-images says), a malformed body 422."""
+    from starlette.formparsers import MultiPartException
+
+    try:
+        return await request.form(max_files=options.max_images, max_fields=16)
+    except (MultiPartException, HTTPException) as e:
+        text = str(getattr(e, "detail", None) or getattr(e, "message", None) or e)
+        if "Too many files" in text:
+            raise ImageRejected(413, f"more files than --max-images ({options.max_images})") from None
+        raise ImageRejected(422, f"malformed multipart body: {text}") from None
+
+
+def _whole(value, name: str) -> int:
+    """A whole number from JSON (an int, not a bool or a fraction) or from a form field (its digits)."""
+    if isinstance(value, bool) or isinstance(value, float) or (isinstance(value, str) and not value.strip().isdigit()):
+        raise ImageRejected(422, f"{name} must be a whole number (got {value!r})")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ImageRejected(422, f"{name} must be a whole number (got {value!r})") from None
+
+
 def _predict_params(params: dict, num_classes: int) -> tuple[int, float]:
     """(topk, threshold) of a predict request, checked."""
+    topk = _whole(params.get("topk", 5), "topk")
     try:
-        topk, threshold = int(params.get("topk", 5)), float(params.get("threshold", 0.0))
+        threshold = params.get("threshold", 0.0)
+        if isinstance(threshold, bool):
+            raise ValueError
+        threshold = float(threshold)
     except (TypeError, ValueError):
         raise ImageRejected(422, "topk must be a whole number and threshold a number") from None
     if topk < 1 or not 0 <= threshold <= 1:
@@ -226,5 +260,19 @@ EXPLAIN_BODY = {"requestBody": {"required": True, "content": {
 
 
 def app_from_env() -> FastAPI:
-    """The app of one `--workers N` worker process (options passed in the environment)."""
+    """The app of one `--workers N` worker process (options passed in the environment). The worker ends itself
+    when the process that started it is gone (a `kill -9` of `cnnmode serve`), so no orphan keeps the port."""
+    watch_parent(os.getppid())
     return create_app(ServeOptions(**json.loads(os.environ[OPTIONS_ENV])))
+
+
+def watch_parent(parent: int, every_s: float = 0.5) -> threading.Thread:
+    """A daemon thread that sends this process SIGTERM (a graceful stop) once its parent `parent` has died (the
+    process is then re-parented, so getppid() changes)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+    thread = threading.Thread(target=watch, daemon=True, name="cnnmode-parent-watch")
+    thread.start()
+    return thread

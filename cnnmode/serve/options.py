@@ -29,6 +29,8 @@ class ServeOptions:
     max_queue: int = opt(256, "images waiting at most; more is answered 503 with Retry-After")
     timeout_s: float = opt(30.0, "per-request deadline; later is answered 504")
     max_body_mb: float = opt(20.0, "larger request bodies are answered 413")
+    max_inflight_mb: float = opt(256.0, "request bodies being received at once, in all, at most; more is answered "
+                                 "503 (with --timeout-s to receive each: slow senders cannot hold memory)")
     max_pixels: int = opt(40_000_000, "larger images are answered 413 (decompression bombs)")
     max_images: int = opt(64, "images in one request at most")
     cache_size: int = opt(0, "LRU cache of results by image hash (0 = off)")
@@ -47,8 +49,10 @@ class ServeOptions:
         for name, value in positive.items():
             if value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
-        if min(self.max_wait_ms, self.cache_size, self.threads) < 0 or self.timeout_s <= 0 or self.max_body_mb <= 0:
-            raise UsageError("--max-wait-ms, --cache-size and --threads must be >= 0; --timeout-s and --max-body-mb > 0")
+        if min(self.max_wait_ms, self.cache_size, self.threads) < 0 or self.timeout_s <= 0 or self.max_body_mb <= 0 \
+                or self.max_inflight_mb < self.max_body_mb:
+            raise UsageError("--max-wait-ms, --cache-size and --threads must be >= 0; --timeout-s and --max-body-mb "
+                             "> 0; --max-inflight-mb at least --max-body-mb")
         if not 0 < self.port < 65536:
             raise UsageError(f"--port must be in 1-65535 (got {self.port})")
         if self.workers * max(self.threads, 1) > cores:

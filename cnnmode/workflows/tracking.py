@@ -182,6 +182,8 @@ def use_mlflow(runs_dir: Path):
         raise UsageError("the mlflow tracker needs MLflow: pip install mlflow-skinny (or mlflow)") from None
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "cnnmode")
     given = os.environ.get("MLFLOW_TRACKING_URI")
+    for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+        os.environ.setdefault(key, value)  # MLflow's defaults retry a dead server for minutes
     if given and given not in _SET_BY_US:  # MLflow exports the URI it was last given: ours are not the user's
         mlflow.set_tracking_uri(given)
         mlflow.set_experiment(name)
@@ -231,29 +233,37 @@ def parent_run(cfg: Config, name: str) -> Iterator[None]:
 def tracked(job, resumed: bool) -> Iterator:
     """Start the run's trackers; yield `on_row(epoch, row)` to feed them each epoch (`on_row(None, None)`: the run
     finished); close them, marked failed when the block raised. A tracker that fails while the run goes on (a
-    tracking server gone away) is reported once and dropped: it never stops training."""
+    tracking server gone away, or one that never answered) is reported once and dropped: it never stops training.
+    MLflow's requests are bounded by its own timeout and retries (10 s, one retry, unless set in the environment)."""
     trackers = make_trackers(job.cfg) if job.world.is_main else []  # under torchrun: rank 0's records only
     live: list = []
+
+    def drop(t, e: BaseException) -> None:
+        job.reporter.warn(f"tracker {type(t).__name__} failed ({type(e).__name__}: {str(e)[:200]}); "
+                          "training goes on without it")
+        if t in live:
+            live.remove(t)
 
     def on_row(epoch: int | None, row: dict | None) -> None:
         for t in list(live):
             try:
-                if epoch is None:
-                    t.finish(job)
-                else:
-                    t.epoch(epoch, row)
+                t.finish(job) if epoch is None else t.epoch(epoch, row)
             except Exception as e:  # tracking is a copy of the run folder: losing it must not lose the run
-                job.reporter.warn(f"tracker {type(t).__name__} failed ({type(e).__name__}: {e}); "
-                                  "training goes on without it")
-                live.remove(t)
+                drop(t, e)
 
     ok = False
     try:
         for t in trackers:
-            t.start(job, resumed)
-            live.append(t)  # closed below even if a later tracker fails to start
+            live.append(t)
+            try:
+                t.start(job, resumed)
+            except Exception as e:  # an unreachable server: the run goes on, recorded in its own folder
+                drop(t, e)
         yield on_row
         ok = True
     finally:
-        for t in live:
-            t.close(ok)
+        for t in list(live):
+            try:
+                t.close(ok)
+            except Exception as e:
+                drop(t, e)

@@ -121,3 +121,33 @@ def test_results_cache(served_run):
         again = c.post("/v1/predict", files=[("files", ("b.png", png()))]).json()["predictions"]
         assert first[0]["top"] == again[0]["top"]
         assert "cnnmode_images_total 1.0" in c.get("/metrics").text  # the second answer came from the cache
+
+
+@pytest.mark.parametrize("body", [{"topk": 2.5}, {"topk": True}, {"topk": "3"}, {"threshold": True}])
+def test_json_numbers_are_numbers(api, body):
+    """#30 item 22: a fraction, a boolean or a string is not a whole number."""
+    r = api.post("/v1/predict", json={"images": [base64.b64encode(png()).decode()]} | body)
+    assert r.status_code == 422 and "error" in r.json()
+
+
+def test_multipart_limits_and_malformed_bodies_get_the_documented_codes(api):
+    """#30 item 22: too many files is 413 (as --max-images says), a malformed body 422; both are counted."""
+    many = [("files", (f"{i}.png", png())) for i in range(65)]
+    r = api.post("/v1/predict", files=many)
+    assert r.status_code == 413 and "--max-images" in r.json()["error"]
+    r = api.post("/v1/predict", content=b"--xyz\r\nnot a part", headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert r.status_code == 422 and "malformed" in r.json()["error"]
+    assert api.get("/v1/predict").status_code == 405
+    text = api.get("/metrics").text
+    assert 'cnnmode_requests_total{status="405"}' in text and 'cnnmode_requests_total{status="413"}' in text
+
+
+def test_a_huge_image_is_refused_with_the_servers_own_limit(api):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, "PNG")  # 400 M pixels, a few KB: over Pillow's own bomb cap
+    r = api.post("/v1/predict", files={"files": ("big.png", buf.getvalue())})
+    assert r.status_code == 413 and "--max-pixels" in r.json()["error"]

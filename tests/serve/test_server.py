@@ -83,3 +83,57 @@ def test_a_model_that_cannot_be_loaded_exits_with_one_line(tmp_path):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "no model at" in result.stderr
     result = run_cli("serve", str(tmp_path), "--workers", "64", "--threads", "2")
     assert result.returncode == 2 and "more than the" in result.stderr
+
+
+def test_workers_die_with_their_parent(served_run):
+    """#30 item 19: kill -9 of `cnnmode serve --workers 2` must not leave its workers serving on the port."""
+    import psutil
+
+    proc, url = start_server(served_run, "--workers", "2", "--threads", "1")
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    for p in alive:
+        p.kill()
+    assert not alive, "workers outlived their parent"
+    try:
+        httpx.get(f"{url}/healthz", timeout=2)
+        answered = True
+    except httpx.TransportError:
+        answered = False
+    assert not answered
+
+
+def test_slow_bodies_are_cut_off_and_do_not_pile_up(served_run):
+    """#30 item 12: sockets that declare a body, send part of it and hold, are answered 408 within --timeout-s and
+    closed; bodies arriving at once are capped by --max-inflight-mb (503 with Retry-After)."""
+    import socket
+
+    proc, url = start_server(served_run, "--threads", "1", "--timeout-s", "2", "--max-body-mb", "1",
+                             "--max-inflight-mb", "2")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        def stalled(send_bytes: int) -> socket.socket:
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                      b"Content-Length: 1000000\r\n\r\n" + b"x" * send_bytes)
+            s.settimeout(15)
+            return s
+        socks = [stalled(800_000) for _ in range(3)]  # 2.4 MB in flight: the third is over the 2 MB cap
+        answers = []
+        for s in socks:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            answers.append(data.split(b" ", 2)[1] if data else b"closed")
+            s.close()
+        assert sorted(answers) == [b"408", b"408", b"503"], answers
+        assert httpx.get(f"{url}/healthz").status_code == 200  # and it keeps serving
+    finally:
+        proc.terminate()
+        proc.wait(30)

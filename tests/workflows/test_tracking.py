@@ -124,3 +124,22 @@ def test_wandb_writes_an_offline_run_without_a_key(tmp_path, tiny_tree, monkeypa
         {m.path for m in artifact.manifest.contents}
     assert [r.exit.exit_code for r in records if r.HasField("exit")] == [0]
     assert list((offline / "files" / "media" / "images").glob("training_curves_*.png"))
+
+
+def test_an_unreachable_tracking_server_is_dropped_quickly(tmp_path, tiny_tree):
+    """#30 item 3: MLflow's default retries stalled a run for minutes and then failed it; now the tracker is
+    reported once and dropped, and the run finishes and leaves its folder unlocked."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "cnnmode", "train", "--quiet", *fast_overrides(tmp_path, tiny_tree, **{
+        "run.name": "offline", "run.trackers": "mlflow"})], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - start < 120
+    assert r.stderr.count("tracker MlflowTracker failed") == 1 and "training goes on without it" in r.stderr
+    from cnnmode.rundir import RunDir
+
+    run = RunDir(tmp_path / "runs" / "offline")
+    assert run.is_finished() and not run.in_use()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnmode.figures import plt, save_fig
+from cnnmode.files import printable
 
 __all__ = ["class_counts_figure", "duplicates_figure", "plt", "save_fig"]
 
@@ -56,7 +57,8 @@ def duplicates_figure(listing, findings: list[dict], path: Path, limits, rows: i
         for ax, x in zip(row, g["files"][:6]):
             if x["path"] in images:
                 ax.imshow(images[x["path"]])
-            ax.set_title(f"{x.get('split', g.get('split', ''))} · {x['class']}\n{Path(x['path']).name}", fontsize=7)
+            ax.set_title(printable(f"{x.get('split', g.get('split', ''))} · {x['class']}\n{Path(x['path']).name}"),
+                         fontsize=7)
         row[0].text(-0.1, 0.5, f"{g['kind']}\n{g['match']} d={g['distance']}", transform=row[0].transAxes,
                     ha="right", va="center", fontsize=8)
     fig.suptitle("leaks between splits, then duplicates within a split")

@@ -125,4 +125,5 @@ def _write_index(tmp: Path, parts: dict[str, list[Entry]], root: Path, is_archiv
     writer.writerow(["path", "label", "split"])
     for split, entries in parts.items():
         writer.writerows([str(root / e.name), e.label, split] for e in entries)
-    (tmp / INDEX).write_text(text.getvalue())
+    # a file name that is not UTF-8 is written as its own bytes, so the index names the file that exists
+    (tmp / INDEX).write_bytes(text.getvalue().encode("utf-8", "surrogateescape"))

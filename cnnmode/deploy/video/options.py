@@ -1,6 +1,7 @@
 """What `cnnmode video` is told: every flag of the verb, with its default and help text, in one dataclass."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,4 +71,6 @@ def check_output(path: str | None, suffixes: dict | tuple, what: str) -> Path | 
         raise UsageError(f"{what} {path}: unsupported extension; use one of {', '.join(suffixes)}")
     if not out.parent.is_dir():
         raise UsageError(f"{what} {path}: the folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"{what} {path}: not writable here (permissions); choose another folder")
     return out

@@ -1,10 +1,13 @@
 """`cnnmode video`: a source → classify_frames → overlay → video file / CSV / window / MJPEG, with a summary."""
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from cnnmode.deploy.runtime import open_runner
 from cnnmode.deploy.video.classify import classify_frames
@@ -35,6 +38,22 @@ class _Fps:
         return (len(self.times) - 1) / span if span > 0.2 else 0.0
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what `docker stop` and `timeout` send) ends the run as Ctrl-C does: outputs finished and kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = print) -> dict:
     """Classify a video source end to end; returns the summary (also for Ctrl-C, with `interrupted`)."""
     options.check()
@@ -63,8 +82,9 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
     frames = source.frames(decode=lambda i: drawing or i % options.stride == 0)
     summary = {"source": options.source, "live": source.live, "fps_source": source.fps, "frames": 0,
                "classified": 0, "interrupted": False}
-    fps, latencies, start = _Fps(), [], time.perf_counter()
+    fps, latencies, start, stack = _Fps(), [], time.perf_counter(), contextlib.ExitStack()
     try:
+        stack.enter_context(_sigterm_as_interrupt())
         for result in classify_frames(frames, runner, batch_size=batch, stride=options.stride, topk=options.topk,
                                       reject_at=reject_at):
             summary["frames"] += 1
@@ -88,11 +108,13 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
     except KeyboardInterrupt:
         summary["interrupted"] = True
     finally:
+        stack.close()
         for part in (source, video, table, stream, window):
             if part is not None:
                 part.close()
     elapsed = time.perf_counter() - start
-    summary |= {"read": source.read, "dropped": source.dropped, "seconds": round(elapsed, 2),
+    summary |= {"read": source.read, "dropped": source.dropped, "bad": getattr(source, "bad", 0),
+                "expected": getattr(source, "expected", None), "seconds": round(elapsed, 2),
                 "fps": round(summary["frames"] / elapsed, 2) if elapsed > 0 else 0.0,
                 "latency_ms_p50": round(sorted(latencies)[len(latencies) // 2], 1) if latencies else None,
                 "output": options.output, "csv": options.csv}

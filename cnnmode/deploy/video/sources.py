@@ -17,6 +17,7 @@ from cnnmode.errors import RunError, UsageError
 
 DEFAULT_FPS = 30.0  # what a source that reports 0 (many webcams) is taken to run at
 OPEN_TIMEOUT_MS = 5000
+MAX_MISSES = 25  # undecodable frames in a row after which a file is taken to end there
 
 
 @dataclass
@@ -60,6 +61,11 @@ class FileSource:
     live = False
 
     def __init__(self, path: str) -> None:
+        if Path(path).is_dir():
+            raise UsageError(f"--source {path} is a folder; give a video file, a camera index such as 0, or a URL")
+        if Path(path).exists() and not Path(path).is_file():
+            raise UsageError(f"--source {path} is not a regular file (a pipe or a device); give a video file, a "
+                             "camera index such as 0, or a stream URL")
         if not Path(path).is_file():
             raise UsageError(f"no such video file: {path} (give a file, a camera index such as 0, or a stream URL)")
         self.name = path
@@ -68,22 +74,34 @@ class FileSource:
             raise RunError(f"cannot read video {path}: OpenCV cannot open it (not a video, or an unsupported codec)")
         self.fps, self.size = _geometry(self.cap)
         self.read = self.dropped = 0
+        count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.expected = int(count) if count and math.isfinite(count) and count > 0 else None  # the container's count
+        self.bad = 0  # frames the container lists that could not be decoded (damaged, or cut off at the end)
 
     def frames(self, decode: Callable[[int], bool] = lambda i: True) -> Iterator[Frame]:
-        """The file's frames; raises RunError when not even the first frame can be read."""
-        index = 0
+        """The file's frames; a frame that cannot be decoded is skipped and counted (`bad`), and reading goes on
+        with the next frame the container lists. Raises RunError when no frame at all can be read."""
+        index = misses = 0
         while True:
             if decode(index):
                 ok, image = self.cap.read()
             else:
                 ok, image = self.cap.grab(), None
             if not ok:
-                if index == 0:
-                    raise RunError(f"cannot read video {self.name}: no frame could be decoded")
-                return
+                if self.expected is None or index >= self.expected:
+                    break
+                if misses >= MAX_MISSES:  # the file is cut off here: count what it lacks and stop trying
+                    self.bad += self.expected - index
+                    break
+                self.bad, misses, index = self.bad + 1, misses + 1, index + 1
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, index)  # past the damaged frame
+                continue
+            misses = 0
             self.read += 1
             yield Frame(index, index / self.fps, image, time.perf_counter())
             index += 1
+        if self.read == 0:
+            raise RunError(f"cannot read video {self.name}: no frame could be decoded")
 
     def close(self) -> None:
         self.cap.release()

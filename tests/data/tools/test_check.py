@@ -182,3 +182,19 @@ def test_a_copy_left_by_a_killed_cross_device_move_is_dropped_on_restore(planted
     shutil.copy2(tmp_path / "q" / first, root / first)  # the copy made, the original never deleted
     restore(tmp_path / "q")
     assert tree_digest(root) == before
+
+
+def test_a_check_that_cannot_finish_exits_3_not_1(planted, tmp_path):
+    """#30 item 21: "problems found" (1) and "could not check" differ, so a script can tell them apart."""
+    import tarfile
+
+    root, _ = planted
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="data")
+    blob = archive.read_bytes()
+    archive.write_bytes(blob[: len(blob) // 2])  # cut off part-way
+    r = run_cli("data", "check", str(archive), "--plot", str(tmp_path / "c.png"), "--quiet")
+    assert r.returncode == 3, (r.returncode, r.stdout[-500:], r.stderr)
+    assert r.stderr.startswith("error: could not check") and len(r.stderr.strip().splitlines()) == 1
+    assert run_cli("data", "check", str(root), "--plot", str(tmp_path / "p.png"), "--quiet").returncode == 1

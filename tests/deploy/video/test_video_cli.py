@@ -92,7 +92,9 @@ def test_show_without_a_display_runs_headless(trained_run, video):
     assert "--show: no display; running headless" in r.stdout
 
 
-def test_ctrl_c_leaves_a_playable_file_and_a_summary(trained_run, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_leaves_a_playable_file_and_a_summary(trained_run, tmp_path, sig):
+    """SIGTERM is what `docker stop` and `timeout` send (#30 item 6): treated as Ctrl-C."""
     long = write_video(tmp_path / "long.avi", frames=8000, size=64)
     out = tmp_path / "out.avi"
     proc = subprocess.Popen([sys.executable, "-m", "cnnmode", "video", str(trained_run), "--source", str(long),
@@ -105,7 +107,7 @@ def test_ctrl_c_leaves_a_playable_file_and_a_summary(trained_run, tmp_path):
             and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, f"the video ended before Ctrl-C was sent: {proc.communicate()}"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stdout and "frames read" in stdout
@@ -170,3 +172,43 @@ def test_an_output_that_is_the_source_is_refused_and_the_source_kept(trained_run
     r = run_cli("video", str(trained_run), "--source", str(source), "--output", str(out))
     assert r.returncode == 2 and "is the --source file itself" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert source.read_bytes() == video.read_bytes()
+
+
+def test_undecodable_frames_are_skipped_counted_and_said(trained_run, tmp_path):
+    """#30 item 7: a damaged frame in the middle, and a file cut off part-way."""
+    clip = write_video(tmp_path / "v.avi", frames=60, size=64)
+    data = bytearray(clip.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]  # each frame's JPEG
+    data[starts[12]:starts[12] + 300] = bytes(300)
+    damaged, cut = tmp_path / "damaged.avi", tmp_path / "cut.avi"
+    damaged.write_bytes(bytes(data))
+    cut.write_bytes(bytes(data[:starts[40]]))
+    source = FileSource(str(damaged))
+    assert [f.index for f in source.frames()] == [i for i in range(60) if i != 12] and source.bad == 1
+    r = run_cli("video", str(trained_run), "--source", str(damaged), "--csv", str(tmp_path / "d.csv"))
+    assert r.returncode == 0 and "59 frames read" in r.stdout
+    assert "skipped 1 undecodable frame(s) of the 60 the file lists" in r.stderr
+    r = run_cli("video", str(trained_run), "--source", str(cut))
+    assert r.returncode == 0 and "39 frames read" in r.stdout
+    assert "skipped 21 undecodable frame(s) of the 60" in r.stderr
+
+
+def test_unwritable_outputs_and_odd_sources_are_named(trained_run, video, tmp_path):
+    """#30 item 23: a read-only folder is not "no encoder"; a folder or a pipe as --source is not "no such file"."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        for flag, name in (("--output", "o.avi"), ("--csv", "l.csv")):
+            r = run_cli("video", str(trained_run), "--source", str(video), flag, str(locked / name))
+            assert r.returncode == 2 and "not writable here" in r.stderr, r.stderr
+    finally:
+        locked.chmod(0o700)
+    r = run_cli("video", str(trained_run), "--source", str(tmp_path))
+    assert r.returncode == 2 and "is a folder" in r.stderr
+    pipe = tmp_path / "p.avi"
+    os.mkfifo(pipe)
+    r = run_cli("video", str(trained_run), "--source", str(pipe))
+    assert r.returncode == 2 and "not a regular file" in r.stderr
