@@ -117,8 +117,10 @@ def test_slow_bodies_are_cut_off_and_do_not_pile_up(served_run):
     try:
         def stalled(send_bytes: int) -> socket.socket:
             s = socket.create_connection(("127.0.0.1", port))
+            part = (b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+                    b"Content-Type: image/png\r\n\r\n")
             s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                      b"Content-Length: 1000000\r\n\r\n" + b"x" * send_bytes)
+                      b"Content-Length: 1000000\r\n\r\n" + part + b"x" * (send_bytes - len(part)))
             s.settimeout(15)
             return s
         socks = [stalled(800_000) for _ in range(3)]  # 2.4 MB in flight: the third is over the 2 MB cap
