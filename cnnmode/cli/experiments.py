@@ -11,10 +11,11 @@ from cnnmode.experiments.options import BaselineOptions, SearchOptions
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cnnmode.experiments.compare import COLUMNS, compare_runs, format_cell
+    from cnnmode.experiments.compare import COLUMNS, compare_runs, differing_keys, format_cell
 
     rows, out = compare_runs(args.runs, args.out)
-    print_table("comparison", COLUMNS, [[format_cell(c, row.get(c)) for c in COLUMNS] for row in rows], left=2)
+    columns = COLUMNS[:2] + differing_keys(rows) + COLUMNS[2:]
+    print_table("comparison", columns, [[format_cell(c, row.get(c)) for c in columns] for row in rows], left=2)
     print(f"comparison: {out / 'comparison.md'} (also .csv and .png)")
     return 0
 
@@ -95,13 +96,15 @@ def _studies_help() -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from cnnmode.experiments.compare import format_cell
+    from cnnmode.experiments.compare import differing_keys, format_cell
     from cnnmode.experiments.runs_table import COLUMNS, list_runs
 
     rows = list_runs(Path(args.dir), args.sort, True if args.desc else (False if args.asc else None))
-    cells = {"test_acc": "test acc", "balanced_acc": "balanced", "train_time_s": "train s"}
-    print_table(f"{len(rows)} run(s) in {args.dir}", [cells.get(c, c) for c in COLUMNS],
-                [[format_cell(c, r[c]) for c in COLUMNS] for r in rows], left=4)
+    columns = COLUMNS[:4] + differing_keys(rows) + COLUMNS[4:]
+    cells = {"val_acc": "val acc", "test_acc": "test acc", "gap": "train-test", "balanced_acc": "balanced",
+             "train_time_s": "train s", "img_s": "img/s", "infer_img_s": "infer img/s", "peak_mem_mb": "peak MB"}
+    print_table(f"{len(rows)} run(s) in {args.dir}", [cells.get(c, c) for c in columns],
+                [[format_cell(c, r.get(c, r["config"].get(c))) for c in columns] for r in rows], left=4)
     return 0
 
 
@@ -109,19 +112,25 @@ def add_parsers(verbs) -> None:
     """The compare, runs, lr-find, baseline, ablate, search and cv verbs."""
     p = verbs.add_parser("runs", help="a table of the runs in a folder (finished or not), sortable",
                          description="List the run folders under DIR (default ./runs, three levels deep): name, "
-                                     "recipe, model, data, epochs, test and balanced accuracy, training time, date, "
-                                     "status.")
+                                     "recipe, model, data, the config keys that differ between the runs, epochs, "
+                                     "validation and test accuracy (mAP for label sets), the train-test gap, "
+                                     "balanced accuracy, training time, training and inference img/s, peak memory, "
+                                     "date, status.")
     p.add_argument("dir", nargs="?", default="runs", metavar="DIR")
-    p.add_argument("--sort", default="date", help="column to sort by: run, recipe, model, data, epochs, test_acc, "
-                   "balanced_acc, train_time_s, date, status (default date, newest first)")
+    p.add_argument("--sort", default="date", help="column to sort by: run, recipe, model, data, epochs, val_acc, "
+                   "test_acc, gap, balanced_acc, train_time_s, img_s, infer_img_s, peak_mem_mb, date, status "
+                   "(default date, newest first)")
     order = p.add_mutually_exclusive_group()
     order.add_argument("--asc", action="store_true", help="ascending")
     order.add_argument("--desc", action="store_true", help="descending")
     p.set_defaults(func=cmd_runs)
 
     p = verbs.add_parser("compare", help="one table and bar plot across run folders",
-                         description="Compare finished run folders: test accuracy, top-5, F1 macro, best epoch, "
-                                     "training time, img/s, peak memory, parameters. Writes comparison.csv/.md/.png.")
+                         description="Compare finished run folders: the config keys that differ between them, "
+                                     "validation and test accuracy, the train-test gap (training accuracy at the "
+                                     "kept epoch minus test accuracy), top-5, F1 macro, best epoch, training time, "
+                                     "training and inference img/s, peak memory, parameters. Writes "
+                                     "comparison.csv/.md/.png.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="comparison", help="output folder (default ./comparison)")
     p.set_defaults(func=cmd_compare)

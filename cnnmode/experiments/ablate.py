@@ -71,7 +71,7 @@ def result_row(run: PlannedRun, status: str, error: str = "") -> dict:
     row = {"setting": run.setting.label, "seed": run.seed, "status": status, "run_dir": str(run_dir),
            **run.setting.keys}
     if status != "failed":
-        row |= {k: v for k, v in run_row(run_dir).items() if k != "run"}
+        row |= {k: v for k, v in run_row(run_dir).items() if k not in ("run", "config")}
     else:
         row |= {k: None for k in COLUMNS if k != "run"} | {"error": error}
     return row

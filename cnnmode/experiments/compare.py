@@ -6,14 +6,16 @@ import io
 import json
 from pathlib import Path
 
-from cnnmode.config import read_yaml
+from cnnmode.config import flatten, read_yaml
 from cnnmode.errors import UsageError
 from cnnmode.figures import plt, save_fig
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import RunDir
 
-COLUMNS = ["run", "model", "test_acc", "top5", "f1_macro", "best_epoch", "train_time_s", "img_s", "peak_mem_mb",
-           "params"]
+COLUMNS = ["run", "model", "val_acc", "test_acc", "gap", "top5", "f1_macro", "best_epoch", "train_time_s", "img_s",
+           "infer_img_s", "peak_mem_mb", "params"]
+PERCENT = ("val_acc", "test_acc", "gap", "top5", "f1_macro", "balanced_acc")
+SKIP_KEYS = ("run.name", "run.dir", "data.root")  # differ between any two runs without changing what they measure
 
 
 def run_row(run_dir: Path) -> dict:
@@ -23,16 +25,41 @@ def run_row(run_dir: Path) -> dict:
         raise UsageError(f"{run_dir} has no metrics.json (not a finished run folder)")
     m = json.loads(run.metrics.read_text())
     cfg = read_yaml(run.config) if run.config.exists() else {}
-    peak = None
-    if run.history.exists():
-        mems = [float(r["peak_mem_mb"]) for r in csv.DictReader(io.StringIO(run.history.read_text()))
-                if r.get("peak_mem_mb")]
-        peak = max(mems) if mems else None
-    test = m.get("test", {})
+    history = list(csv.DictReader(io.StringIO(run.history.read_text()))) if run.history.exists() else []
+    mems = [float(r["peak_mem_mb"]) for r in history if r.get("peak_mem_mb")]
+    test, val = m.get("test", {}), m.get("val") or {}
+    headline = "map" if m.get("task") == "multilabel" else "accuracy"
     return {"run": run.path.name, "model": m.get("model") or cfg.get("model", {}).get("name", ""),
-            "test_acc": test.get("accuracy"), "top5": test.get("top5"), "f1_macro": test.get("f1_macro"),
+            "val_acc": val.get(headline), "test_acc": test.get(headline), "gap": train_test_gap(history, m),
+            "top5": test.get("top5"), "f1_macro": test.get("f1_macro"),
             "best_epoch": m.get("best_epoch"), "train_time_s": m.get("train_time_s"),
-            "img_s": m.get("images_per_s"), "peak_mem_mb": peak, "params": m.get("params")}
+            "img_s": m.get("images_per_s"), "infer_img_s": m.get("inference_images_per_s"),
+            "peak_mem_mb": max(mems) if mems else None, "params": m.get("params"),
+            "config": flatten(cfg)}
+
+
+def train_test_gap(history: list[dict], metrics: dict) -> float | None:
+    """Training accuracy at the kept epoch minus test accuracy (the seed's "overfitting index"); None when either
+    is unknown (multi-label runs keep no training accuracy)."""
+    kept = metrics.get("best_epoch")
+    row = next((r for r in history if str(r.get("epoch")) == str(kept)), history[-1] if history else None)
+    test = (metrics.get("test") or {}).get("accuracy")
+    if not row or not row.get("train_acc") or test is None or metrics.get("task") == "multilabel":
+        return None
+    return float(row["train_acc"]) - test
+
+
+def differing_keys(rows: list[dict]) -> list[str]:
+    """The config keys whose values differ between the rows' runs (run names and folders aside)."""
+    keys = list(dict.fromkeys(k for r in rows for k in r.get("config", {})))
+    return [k for k in keys if k not in SKIP_KEYS
+            and len({repr(r.get("config", {}).get(k)) for r in rows}) > 1]
+
+
+def with_differences(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Rows with each differing config key as a column of its own, and those keys."""
+    keys = differing_keys(rows)
+    return [r | {k: r.get("config", {}).get(k) for k in keys} for r in rows], keys
 
 
 def format_cell(key: str, value) -> str:
@@ -42,7 +69,9 @@ def format_cell(key: str, value) -> str:
         return ""
     if "." in key:
         return f"{value:g}" if isinstance(value, float) else str(value)
-    if key in ("test_acc", "top5", "f1_macro", "balanced_acc"):
+    if key == "gap":
+        return f"{100 * value:+.2f}"
+    if key in PERCENT:
         return f"{100 * value:.2f}%"
     if key == "params":
         return f"{value / 1e6:.2f} M"
@@ -83,13 +112,15 @@ def accuracy_bars(rows: list[dict], path: Path, label: str = "run") -> Path:
 
 
 def compare_runs(run_dirs: list[str], out: str | Path) -> tuple[list[dict], Path]:
-    """Rows for `run_dirs`, with comparison.csv, comparison.md and comparison.png written to `out`."""
+    """Rows for `run_dirs` (with a column per config key that differs between them), with comparison.csv,
+    comparison.md and comparison.png written to `out`."""
     if not run_dirs:
         raise UsageError("give at least one run folder")
-    rows = [run_row(Path(d)) for d in run_dirs]
+    rows, keys = with_differences([run_row(Path(d)) for d in run_dirs])
+    columns = COLUMNS[:2] + keys + COLUMNS[2:]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "comparison.csv", csv_table(rows))
-    atomic_write_text(out / "comparison.md", markdown_table(rows))
+    atomic_write_text(out / "comparison.csv", csv_table(rows, columns))
+    atomic_write_text(out / "comparison.md", markdown_table(rows, columns))
     accuracy_bars(rows, out / "comparison.png")
     return rows, out

@@ -7,11 +7,13 @@ import json
 import time
 from pathlib import Path
 
-from cnnmode.config import read_yaml
+from cnnmode.config import flatten, read_yaml
+from cnnmode.experiments.compare import train_test_gap
 from cnnmode.errors import UsageError
 from cnnmode.rundir import RunDir
 
-COLUMNS = ["run", "recipe", "model", "data", "epochs", "test_acc", "balanced_acc", "train_time_s", "date", "status"]
+COLUMNS = ["run", "recipe", "model", "data", "epochs", "val_acc", "test_acc", "gap", "balanced_acc", "train_time_s",
+           "img_s", "infer_img_s", "peak_mem_mb", "date", "status"]
 SORT_KEYS = tuple(COLUMNS)
 
 
@@ -27,14 +29,22 @@ def run_record(run_dir: Path, root: Path) -> dict:
     cfg, cfg_ok = _readable(lambda: read_yaml(run.config))
     m, metrics_ok = _readable(lambda: json.loads(run.metrics.read_text()) if run.metrics.exists() else {})
     test = m.get("test") if isinstance(m.get("test"), dict) else {}
+    val = m.get("val") if isinstance(m.get("val"), dict) else {}
     finished = bool(m) and run.model.exists()
+    history, _ = _readable(lambda: {"rows": list(csv.DictReader(io.StringIO(run.history.read_text())))}
+                           if run.history.exists() else {"rows": []})
+    rows = history.get("rows", [])
+    mems = [float(r["peak_mem_mb"]) for r in rows if r.get("peak_mem_mb")]
     stamp = (run.metrics if m else run.config).stat().st_mtime
     return {"run": run.path.relative_to(root).as_posix() if run.path != root else run.path.name,
             "recipe": cfg.get("recipe") or "", "model": cfg.get("model", {}).get("name", ""),
             "data": Path(str(cfg.get("data", {}).get("path", ""))).name,
             "epochs": f"{m.get('epochs_run', _history_epochs(run))}/{cfg.get('train', {}).get('epochs', '?')}",
-            "test_acc": test.get("accuracy"), "balanced_acc": test.get("balanced_accuracy"),
-            "train_time_s": m.get("train_time_s"), "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)),
+            "val_acc": val.get("map", val.get("accuracy")), "test_acc": test.get("map", test.get("accuracy")),
+            "gap": train_test_gap(rows, m) if m else None, "balanced_acc": test.get("balanced_accuracy"),
+            "train_time_s": m.get("train_time_s"), "img_s": m.get("images_per_s"),
+            "infer_img_s": m.get("inference_images_per_s"), "peak_mem_mb": max(mems) if mems else None,
+            "config": flatten(cfg), "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)),
             "status": ("damaged: " + ", ".join(n for n, ok in (("config.yaml", cfg_ok), ("metrics.json", metrics_ok))
                                                 if not ok)) if not (cfg_ok and metrics_ok)
             else "finished" if finished else ("running" if run.in_use() else "stopped")}
@@ -68,7 +78,8 @@ def list_runs(root: Path, sort: str = "date", descending: bool | None = None) ->
     if sort not in SORT_KEYS:
         raise UsageError(f"--sort {sort!r}: choose one of {', '.join(SORT_KEYS)}")
     rows = [run_record(r, Path(root)) for r in find_runs(root)]
-    desc = sort in ("date", "test_acc", "balanced_acc") if descending is None else descending
+    desc = sort in ("date", "val_acc", "test_acc", "balanced_acc", "img_s", "infer_img_s") if descending is None \
+        else descending
     present = [r for r in rows if r[sort] is not None]
     missing = [r for r in rows if r[sort] is None]
     return sorted(present, key=lambda r: r[sort], reverse=desc) + missing

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -83,6 +84,9 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
                         setup.device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate, temperature, thresholds,
                         rejector)
     test = {k: ev[k] for k in (MULTILABEL_KEYS if data.multilabel else SINGLE_KEYS)}
+    infer_start = time.perf_counter()  # one plain pass over the test split (no TTA): what a deployed model does
+    predict_logits(eval_model, data.test, setup.precision, setup.device)
+    inference_rate = len(data.test.labels) / max(time.perf_counter() - infer_start, 1e-9)
     if data.val_is_test:  # the final model (with shift TTA) may be the first to reach the target
         state.note_target(cfg.train.target_accuracy, headline(test))
     params = sum(p.numel() for p in eval_model.parameters())
@@ -92,7 +96,8 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
                "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": result.stopped_early,
                "train_time_s": round(state.train_time_s, 2), "time_to_target_s": state.time_to_target_s,
                "target_accuracy": cfg.train.target_accuracy or None,
-               "images_per_s": round(train_imgs / max(state.train_time_s, 1e-9), 1), "params": params,
+               "images_per_s": round(train_imgs / max(state.train_time_s, 1e-9), 1),
+               "inference_images_per_s": round(inference_rate, 1), "params": params,
                "classes": data.classes, "data": _data_record(data), "skipped_files": len(data.skipped),
                "seed": cfg.train.seed,
                "environment": environment(setup.device, setup.precision.name)}

@@ -1,6 +1,8 @@
 import json
 import math
 
+import pytest
+
 from cnnmode import train
 from cnnmode.config import resolve_config
 from cnnmode.experiments.lr_find import run_lr_find, suggest
@@ -30,6 +32,23 @@ def test_compare_two_runs_from_the_cli(tmp_path, tiny_tree):
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| a | simplecnn |" in table and "| b | lenet5 |" in table
     assert (tmp_path / "cmp" / "comparison.png").exists() and (tmp_path / "cmp" / "comparison.csv").exists()
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "cmp" / "comparison.csv").open()))
+    assert list(rows[0])[:3] == ["run", "model", "model.name"]  # the one key that differs, and no run.name
+    assert "run.name" not in rows[0] and {"val_acc", "gap", "infer_img_s", "peak_mem_mb"} <= set(rows[0])
+    for row, run in zip(rows, runs):
+        m = json.loads((run / "metrics.json").read_text())
+        history = list(csv.DictReader((run / "history.csv").open()))
+        kept = next(h for h in history if int(h["epoch"]) == m["best_epoch"])
+        assert float(row["gap"]) == pytest.approx(float(kept["train_acc"]) - m["test"]["accuracy"])
+        assert float(row["infer_img_s"]) == m["inference_images_per_s"] > 0
+    from cnnmode.experiments.compare import differing_keys
+    from cnnmode.experiments.runs_table import list_runs
+
+    assert run_cli("runs", str(tmp_path / "runs")).returncode == 0
+    listed = list_runs(tmp_path / "runs", "run")
+    assert differing_keys(listed) == ["model.name"] and all(r["gap"] is not None and r["val_acc"] for r in listed)
     bad = run_cli("compare", str(tmp_path))
     assert bad.returncode == 2 and "metrics.json" in bad.stderr
 
