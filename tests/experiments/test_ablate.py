@@ -20,7 +20,7 @@ def test_two_run_study_writes_its_table_and_a_rerun_skips_both(tmp_path, base_ya
     assert all(r["status"] == "done" and 0 <= r["test_acc"] <= 1 and r["params"] > 0 for r in results)
     table = (out / "results.md").read_text()
     assert "| lr=0.001 | 0 | done | 0.001 |" in table and "optim.lr" in table
-    assert (out / "results.csv").read_text().startswith("setting,seed,status,optim.lr,model,test_acc")
+    assert (out / "results.csv").read_text().startswith("setting,seed,status,optim.lr,model,val_acc,test_acc,gap,")
     assert (out / "accuracy_by_setting.png").exists() and (out / "accuracy_vs_time.png").exists()
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
     again = run_cli("ablate", str(study), "--base", str(base_yaml), "--out", str(out), "--quiet")
