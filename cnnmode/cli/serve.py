@@ -6,6 +6,7 @@ import json
 import os
 
 from cnnmode.cli.common import add_option_flags, options_from_args
+from cnnmode.errors import UsageError
 from cnnmode.serve.options import ServeOptions
 
 
@@ -16,10 +17,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cnnmode.serve.model import ServedModel
 
     options = options_from_args(ServeOptions, args).check()
+    check_port_free(options.host, options.port)
     model = ServedModel(options)  # loaded here first: a model that cannot be loaded is one line and a non-zero exit
     print(f"serving {model.file} ({model.runner.describe()}) on http://{options.host}:{options.port}: "
           f"{options.workers} worker(s) x {options.threads} thread(s), batches of up to {options.max_batch_size} "
-          f"images within {options.max_wait_ms:g} ms; page at /, API at /docs", flush=True)
+          f"images within {options.max_wait_ms:g} ms; page at /, API at /docs (its UI loads from a CDN; "
+          f"/openapi.json works offline)", flush=True)
     if options.workers == 1:
         uvicorn.run(create_app(options, model), host=options.host, port=options.port, log_level="warning")
     else:
@@ -27,6 +30,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvicorn.run("cnnmode.serve.app:app_from_env", factory=True, host=options.host, port=options.port,
                     workers=options.workers, log_level="warning")
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, before the model loads and before "serving on" is printed, an address something already holds."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no obstacle
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UsageError(f"cannot listen on {host}:{port} ({e.strerror or e}); is another server using the "
+                             "port? choose another with --port") from None
 
 
 def add_parsers(verbs) -> None:

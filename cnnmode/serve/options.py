@@ -13,6 +13,16 @@ BACKENDS_HELP = ("eager, eager-bf16, compile, torchscript, onnxruntime, int8, in
                  "(an exported file runs on its own runtime)")
 
 
+def default_threads() -> int:
+    """The torch threads a server takes by default: its CPU affinity (taskset, a container's cpuset), capped by
+    OMP_NUM_THREADS when that is set."""
+    from cnnmode.engine.cpu import usable_cores
+
+    cores = usable_cores()
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    return min(cores, int(omp)) if omp.isdigit() and int(omp) > 0 else cores
+
+
 @dataclass
 class ServeOptions:
     """Everything the server needs; every field is a `cnnmode serve` flag of the same name, with its default and
@@ -42,8 +52,11 @@ class ServeOptions:
     coverage: float | None = opt(None, COVERAGE_HELP, metavar="SHARE")
 
     def check(self) -> "ServeOptions":
-        """Refuse impossible values in one line; resolve `threads` so that workers x threads fit the cores."""
-        cores = os.cpu_count() or 1
+        """Refuse impossible values in one line; resolve `threads` so that workers x threads fit the cores this
+        process may use (its affinity), and by default OMP_NUM_THREADS when that is set."""
+        from cnnmode.engine.cpu import usable_cores
+
+        cores = usable_cores()
         positive = {"max_batch_size": self.max_batch_size, "max_queue": self.max_queue, "workers": self.workers,
                     "max_images": self.max_images, "max_pixels": self.max_pixels}
         for name, value in positive.items():
@@ -59,8 +72,9 @@ class ServeOptions:
             raise UsageError(f"--workers {self.workers} x --threads {max(self.threads, 1)} is more than the {cores} "
                              "cores: torch processes that share cores run many times slower")
         if not self.threads:
-            self.threads = max(1, cores // self.workers)
+            self.threads = max(1, default_threads() // self.workers)
         return self
 
     def to_dict(self) -> dict:
+        """The options as plain values (how `--workers N` hands them to each worker)."""
         return asdict(self)

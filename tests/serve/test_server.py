@@ -148,3 +148,22 @@ def test_slow_bodies_are_cut_off_and_do_not_pile_up(served_run):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_busy_port_is_refused_before_serving_and_threads_follow_the_affinity(served_run, monkeypatch):
+    """#30 item 22: no "serving on ..." for a port something holds; the default threads follow the cores this
+    process may use and OMP_NUM_THREADS."""
+    import socket
+
+    from cnnmode.serve.options import ServeOptions
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        r = run_cli("serve", str(served_run), "--port", str(held.getsockname()[1]))
+    assert r.returncode == 2 and "cannot listen on 127.0.0.1" in r.stderr and "serving" not in r.stdout
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert ServeOptions(target="x").check().threads == 1
+    with __import__("pytest").raises(Exception, match="more than the 1 cores"):
+        ServeOptions(target="x", workers=2, threads=1).check()
