@@ -70,6 +70,9 @@ def atomic_folder(out: Path) -> Iterator[Path]:
         raise UsageError(f"--out {out} already exists and is not an empty folder; choose a new one")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the finished folder gets the mode any new folder would
     try:
         yield tmp
         if out.exists():

@@ -12,6 +12,7 @@ from PIL import Image
 
 from cnnmode.data.tools import convert_coco, convert_idx
 from cnnmode.errors import UsageError
+from tests.conftest import run_cli
 
 
 def write_idx(path, array: np.ndarray, code: int, dtype: str) -> None:
@@ -93,3 +94,20 @@ def test_split_refuses_an_archive_that_names_a_member_twice(tmp_path):
     with pytest.raises(UsageError, match=r"holds 1 member name\(s\) more than once \(e.g. a/1.png\)"):
         split_dataset(str(tmp_path / "d.tar"), tmp_path / "out", mode="copy")
     assert not (tmp_path / "out").exists()
+
+
+def test_split_out_inside_the_source_is_refused_and_the_folder_gets_a_normal_mode(tiny_tree, tmp_path):
+    """#30 item 24: --out inside the data folder; the finished folder was left mode 0700 by mkdtemp."""
+    import os
+    import shutil
+    import stat
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_tree, data)
+    r = run_cli("data", "split", str(data), "--out", str(data / "splits"))
+    assert r.returncode == 2 and "inside the data folder" in r.stderr and not (data / "splits").exists()
+    r = run_cli("data", "split", str(data), "--out", str(tmp_path / "s"), "--copy")
+    assert r.returncode == 0, r.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o777 & ~umask

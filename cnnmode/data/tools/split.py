@@ -78,6 +78,10 @@ def split_dataset(path_text: str, out: Path, val: float = 0.1, test: float = 0.1
         raise UsageError(f"--val {val} and --test {test} must be fractions in [0, 1) that sum to less than 1")
     limits = limits or training_limits()
     listing = list_dataset(path_text, limits, root)
+    source, target = listing.root.resolve(), Path(out).resolve()
+    if listing.kind == "folder" and (target == source or source in target.parents):
+        raise UsageError(f"--out {out} is inside the data folder {listing.root}; the split would list itself the next "
+                         "time the data is read: choose a folder outside it")
     repeated = sorted(n for n, k in Counter(e.name for e in listing.entries).items() if k > 1)
     if repeated:  # a tar may hold one name twice: only the last copy can be read back, so one would be lost
         raise UsageError(f"{path_text} holds {len(repeated)} member name(s) more than once (e.g. {repeated[0]}); "
