@@ -15,21 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-PROBE = Path(__file__).resolve().parents[1] / ".." / "shared" / "bench" / "probe.py"
-
-
-def probe() -> str:
-    if not PROBE.exists():
-        return "n/a"
-    return subprocess.run([sys.executable, str(PROBE)], capture_output=True, text=True).stdout.strip()
+from time_to_accuracy import probe  # noqa: E402  (the shared machine-speed probe, as the other benchmarks read it)
+from unknowns import cli  # noqa: E402  (a cnnmode command, timed, stopping the benchmark if it fails)
 
 
 def noisy_subset(archive: Path, out: Path, per_class: int, flip: float, seed: int, test_per_class: int = 200
@@ -65,14 +58,6 @@ def noisy_subset(archive: Path, out: Path, per_class: int, flip: float, seed: in
         if i in flipped:
             names.add(path.relative_to(out).as_posix())
     return names
-
-
-def cli(*args: str) -> tuple[str, float]:
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "cnnmode", *args], capture_output=True, text=True)
-    if out.returncode:
-        sys.exit(f"failed: cnnmode {' '.join(args)}\n{out.stderr[-2000:]}")
-    return out.stdout, time.perf_counter() - start
 
 
 def main() -> None:

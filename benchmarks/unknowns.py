@@ -24,13 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PROBE = Path(__file__).resolve().parents[1] / ".." / "shared" / "bench" / "probe.py"
-
-
-def probe() -> str:
-    if not PROBE.exists():
-        return "n/a"
-    return subprocess.run([sys.executable, str(PROBE)], capture_output=True, text=True).stdout.strip()
+from time_to_accuracy import probe  # noqa: E402  (the shared machine-speed probe, as the other benchmarks read it)
 
 
 def split_classes(archive: Path, out: Path, seed: int) -> tuple[list[str], list[str]]:
@@ -55,6 +49,7 @@ def split_classes(archive: Path, out: Path, seed: int) -> tuple[list[str], list[
 
 
 def cli(*args: str) -> tuple[str, float]:
+    """(stdout, seconds) of `cnnmode ARGS` in a new process; the benchmark stops with its stderr if it fails."""
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "cnnmode", *args], capture_output=True, text=True)
     if out.returncode:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -46,10 +45,11 @@ def knn_score(features: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tens
     return 1 - sims.topk(min(k, index.shape[0]), dim=1).values[:, -1]
 
 
-def logits_and_features(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, embeddings) of a batch: the model's output and its classifier head's input, in fp32."""
+def logits_and_features(model: nn.Module, batch: torch.Tensor, forward=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, embeddings) of a batch: the model's output and its classifier head's input, in fp32. `forward`
+    (default: the model itself) is what runs the batch, e.g. a backend's bf16 wrapper around `model`."""
     with captured(head_module(model), take_input=True) as seen, torch.no_grad():
-        logits = model(batch)
+        logits = (forward or model)(batch)
     return logits.float(), seen[0].float().flatten(1)
 
 
@@ -131,6 +131,12 @@ def load_rejector(artifact: Path | None) -> Rejector | None:
     return from_state(torch_load(path), str(path))
 
 
+def check_coverage(coverage: float) -> None:
+    """Refuse, in one line, a coverage that is not a share between 0 and 1."""
+    if not 0 < coverage < 1:
+        raise UsageError(f"--coverage {coverage}: give the share of known images to keep, between 0 and 1 (e.g. 0.95)")
+
+
 def reject_threshold(reject: str | float | None, coverage: float | None = None,
                      rejector: Rejector | None = None) -> float | None:
     """The ood-score threshold above which an image is unknown: None for `off`; the target coverage for `auto`
@@ -138,8 +144,8 @@ def reject_threshold(reject: str | float | None, coverage: float | None = None,
     text = "off" if reject is None else str(reject).strip().lower()
     if text == "off":
         return None
-    if coverage is not None and not 0 < coverage < 1:
-        raise UsageError(f"--coverage {coverage}: give the share of known images to keep, between 0 and 1 (e.g. 0.95)")
+    if coverage is not None:
+        check_coverage(coverage)
     if text == "auto":
         threshold = coverage if coverage is not None else (rejector.coverage if rejector else COVERAGE)
     else:

@@ -84,6 +84,15 @@ def write_multilabel_csv(root: Path, per_split: dict[str, int], seed: int = 0, s
     return root / "labels.csv"
 
 
+def write_noise(folder: Path, count: int, seed: int = 0, size: int = 32) -> Path:
+    """`folder/0.png ...`: uniform-noise RGB images, of no class a shapes model knows (unknown images)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_multilabel(tmp_path_factory) -> Path:
     """A multi-label CSV list: 120 train and 40 test 32 px PNGs, each with 0-3 of the three shape labels."""

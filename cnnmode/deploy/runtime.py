@@ -136,7 +136,10 @@ def _fresh(art: Artifact, device: torch.device) -> torch.nn.Module:
 
 @BACKENDS.register("eager", help="PyTorch fp32, as trained")
 def _eager(art: Artifact, device: torch.device, calib: Calibration | None) -> Forward:
-    model = _fresh(art, device)
+    return _fp32(_fresh(art, device), device)
+
+
+def _fp32(model: torch.nn.Module, device: torch.device) -> Forward:
     return lambda x: model(x.to(device)).float().cpu()
 
 
@@ -148,18 +151,15 @@ def _autocast_bf16(model: torch.nn.Module, device: torch.device) -> Forward:
 
 
 def _with_features(art: Artifact, backend: str, device: torch.device) -> Callable:
-    """(logits, embeddings) per batch on the eager backends: the same model and precision, with the classifier
-    head's input caught on the way (one forward pass gives both)."""
-    bf16 = backend == "eager-bf16"
+    """(logits, embeddings) per batch on the eager backends: the backend's own forward, with the classifier head's
+    input caught on the way (one forward pass gives both)."""
     model = _fresh(art, device)
-    model = model.to(memory_format=torch.channels_last) if bf16 else model
+    forward = (_autocast_bf16(model.to(memory_format=torch.channels_last), device) if backend == "eager-bf16"
+               else _fp32(model, device))
 
-    @torch.no_grad()
     def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(device).contiguous(memory_format=torch.channels_last) if bf16 else x.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits, feats = logits_and_features(model, x)
-        return logits.cpu(), feats.cpu()
+        logits, feats = logits_and_features(model, x, forward)
+        return logits, feats.cpu()
     return run
 
 

@@ -15,8 +15,6 @@ from cnnmode.figures import plt, save_fig
 from cnnmode.unknowns import INDEX_CAP, NEIGHBOURS, COVERAGE, SCORES, Rejector, knn_score, logits_and_features, \
     msp_score
 
-PLOTS = ("risk_coverage.png", "unknown_scores.png")
-
 
 @torch.no_grad()
 def run_with_features(model: nn.Module, loader, precision: Precision, device: torch.device,
@@ -77,36 +75,36 @@ def risk_coverage(score: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, n
     return kept / len(order), np.cumsum(correct[order]) / kept
 
 
-def rejection_metrics(rejector: Rejector, log_probs: torch.Tensor, feats: torch.Tensor, labels: np.ndarray,
-                      threshold: float, unknown: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
-    """Accuracy against coverage on known images (the area under it; the accuracy and coverage at `threshold`),
-    and with `unknown` (calibrated log-probabilities, embeddings) of unknown images, each score's ROC AUC and the
-    share rejected."""
+def rejection_metrics(rejector: Rejector, score: np.ndarray, rejected: np.ndarray, correct: np.ndarray,
+                      threshold: float) -> dict:
+    """Accuracy against coverage on known images (`score`, `rejected` and `correct` per image): the area over the
+    curve, the accuracy at some coverages, and the coverage and accuracy at `threshold`."""
+    cov, acc = risk_coverage(score, correct)
+    keep = ~rejected
+    return {"score": rejector.score, "threshold": threshold, "coverage": float(keep.mean()),
+            "accuracy_kept": float(correct[keep].mean()) if keep.any() else None,
+            "accuracy_all": float(correct.mean()), "aurc": float(np.mean(1 - acc)),
+            "accuracy_at_coverage": {f"{c:.2f}": float(acc[max(0, int(np.ceil(c * len(acc))) - 1)])
+                                     for c in (0.5, 0.8, 0.9, 0.95, 1.0)}}
+
+
+def unknown_metrics(rejector: Rejector, known: tuple[torch.Tensor, torch.Tensor],
+                    unknown: tuple[torch.Tensor, torch.Tensor], rejected: torch.Tensor) -> dict:
+    """How each score tells known from unknown images (calibrated log-probabilities, embeddings of each; scikit-
+    learn's ROC AUC) and the share of unknown images `rejected`."""
     from sklearn.metrics import roc_auc_score
 
-    score, rejected = rejector.judge(log_probs, feats, threshold)
-    correct = (log_probs.argmax(1).numpy() == labels).astype(float)
-    cov, acc = risk_coverage(score.numpy(), correct)
-    keep = ~rejected.numpy()
-    out = {"score": rejector.score, "threshold": threshold, "coverage": float(keep.mean()),
-           "accuracy_kept": float(correct[keep].mean()) if keep.any() else None,
-           "accuracy_all": float(correct.mean()), "aurc": float(np.mean(1 - acc)),
-           "accuracy_at_coverage": {f"{c:.2f}": float(acc[max(0, int(np.ceil(c * len(acc))) - 1)])
-                                    for c in (0.5, 0.8, 0.9, 0.95, 1.0)}}
-    if unknown is not None:
-        u_score, u_rejected = rejector.judge(*unknown, threshold)
-        known_raw, unknown_raw = rejector.raw(log_probs, feats), rejector.raw(*unknown)
-        target = np.r_[np.zeros(len(labels)), np.ones(len(u_score))]
-        out["unknown"] = {"count": len(u_score), "rejected": float(u_rejected.float().mean()),
-                          "auroc": {k: float(roc_auc_score(target, np.r_[known_raw[k].numpy(), unknown_raw[k].numpy()]))
-                                    for k in known_raw},
-                          "known_scores": score.tolist(), "unknown_scores": u_score.tolist()}
-    return out
+    known_raw, unknown_raw = rejector.raw(*known), rejector.raw(*unknown)
+    target = np.r_[np.zeros(len(known[0])), np.ones(len(unknown[0]))]
+    return {"count": len(unknown[0]), "rejected": float(rejected.float().mean()),
+            "auroc": {k: float(roc_auc_score(target, np.r_[known_raw[k].numpy(), unknown_raw[k].numpy()]))
+                      for k in known_raw}}
 
 
-def plot_rejection(metrics: dict, score: np.ndarray, correct: np.ndarray, out_dir: Path) -> list[Path]:
-    """risk_coverage.png (accuracy of the kept images against the share kept) and, with unknown images,
-    unknown_scores.png (each set's ood scores and the threshold)."""
+def plot_rejection(metrics: dict, score: np.ndarray, correct: np.ndarray, out_dir: Path,
+                   unknown_score: np.ndarray | None = None) -> list[Path]:
+    """risk_coverage.png (accuracy of the kept images against the share kept) and, with the unknown images' ood
+    scores, unknown_scores.png (each set's ood scores and the threshold)."""
     cov, acc = risk_coverage(score, correct)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(100 * cov, 100 * acc, lw=2)
@@ -116,12 +114,12 @@ def plot_rejection(metrics: dict, score: np.ndarray, correct: np.ndarray, out_di
            title=f"Accuracy against coverage ({metrics['score']} score)")
     ax.legend(loc="lower left")
     paths = [save_fig(fig, out_dir / "risk_coverage.png")]
-    if "unknown" in metrics:
+    if unknown_score is not None:
         u = metrics["unknown"]
         fig, ax = plt.subplots(figsize=(6, 4))
         bins = np.linspace(0, 1, 41)
-        ax.hist(u["known_scores"], bins, alpha=0.6, density=True, label="known classes")
-        ax.hist(u["unknown_scores"], bins, alpha=0.6, density=True, label="unknown images")
+        ax.hist(score, bins, alpha=0.6, density=True, label="known classes")
+        ax.hist(unknown_score, bins, alpha=0.6, density=True, label="unknown images")
         ax.axvline(metrics["threshold"], color="k", ls="--",
                    label=f"threshold: {100 * u['rejected']:.0f}% of unknowns rejected")
         ax.set(xlabel="ood score (share of validation images more familiar)", ylabel="density",
@@ -139,17 +137,18 @@ def judge_split(model: nn.Module, loader, rejector: Rejector, temperature: float
     threshold = rejector.coverage if threshold is None else threshold
     logits, feats, labels = run_with_features(model, loader, precision, device)
     log_probs = (logits / temperature).log_softmax(1)
-    unknown_pair = None
+    score, rejected = rejector.judge(log_probs, feats, threshold)
+    correct = (log_probs.argmax(1) == labels).numpy().astype(float)
+    metrics = rejection_metrics(rejector, score.numpy(), rejected.numpy(), correct, threshold)
+    unknown_score = None
     if unknown is not None:
         u_logits, u_feats, _ = run_with_features(model, [(c.to(device), torch.zeros(len(c)))
                                                          for c in unknown.split(256)], precision, device)
-        unknown_pair = ((u_logits / temperature).log_softmax(1), u_feats)
-    metrics = rejection_metrics(rejector, log_probs, feats, labels.numpy(), threshold, unknown_pair)
-    correct = (log_probs.argmax(1) == labels).numpy().astype(float)
-    plot_rejection(metrics, rejector.judge(log_probs, feats, threshold)[0].numpy(), correct, out_dir)
-    if "unknown" in metrics:  # the per-image scores are for the picture, not for metrics.json
-        metrics["unknown"].pop("known_scores")
-        metrics["unknown"].pop("unknown_scores")
+        pair = ((u_logits / temperature).log_softmax(1), u_feats)
+        u_score, u_rejected = rejector.judge(*pair, threshold)
+        metrics["unknown"] = unknown_metrics(rejector, (log_probs, feats), pair, u_rejected)
+        unknown_score = u_score.numpy()
+    plot_rejection(metrics, score.numpy(), correct, out_dir, unknown_score)
     return metrics
 
 
@@ -177,9 +176,9 @@ def calibrate(target: str, data: str | None = None, score: str = "combined", cov
     from cnnmode.data.trained_model_data import data_for_model
     from cnnmode.engine.device import pick_device, pick_precision
     from cnnmode.rundir import resolve_target
-    from cnnmode.unknowns import reject_threshold, save_rejector
+    from cnnmode.unknowns import check_coverage, save_rejector
 
-    reject_threshold("auto", coverage, Rejector("msp", {}, {}))  # refuse a bad --coverage before any work
+    check_coverage(coverage)  # before any work
     where = resolve_target(target)
     dev = pick_device(device)
     art = load_artifact(where, dev)

@@ -17,10 +17,14 @@ COLUMNS = ["run", "recipe", "model", "data", "epochs", "val_acc", "test_acc", "g
 SORT_KEYS = tuple(COLUMNS)
 
 
-def _history_epochs(run: RunDir) -> int:
+def _history_rows(run: RunDir) -> list[dict]:
+    """history.csv's rows; none for a run without one or with one that cannot be read."""
     if not run.history.exists():
-        return 0
-    return len(list(csv.DictReader(io.StringIO(run.history.read_text()))))
+        return []
+    try:
+        return list(csv.DictReader(io.StringIO(run.history.read_text())))
+    except (OSError, ValueError, csv.Error):
+        return []
 
 
 def run_record(run_dir: Path, root: Path) -> dict:
@@ -31,15 +35,13 @@ def run_record(run_dir: Path, root: Path) -> dict:
     test = m.get("test") if isinstance(m.get("test"), dict) else {}
     val = m.get("val") if isinstance(m.get("val"), dict) else {}
     finished = bool(m) and run.model.exists()
-    history, _ = _readable(lambda: {"rows": list(csv.DictReader(io.StringIO(run.history.read_text())))}
-                           if run.history.exists() else {"rows": []})
-    rows = history.get("rows", [])
+    rows = _history_rows(run)
     mems = [float(r["peak_mem_mb"]) for r in rows if r.get("peak_mem_mb")]
     stamp = (run.metrics if m else run.config).stat().st_mtime
     return {"run": run.path.relative_to(root).as_posix() if run.path != root else run.path.name,
             "recipe": cfg.get("recipe") or "", "model": cfg.get("model", {}).get("name", ""),
             "data": Path(str(cfg.get("data", {}).get("path", ""))).name,
-            "epochs": f"{m.get('epochs_run', _history_epochs(run))}/{cfg.get('train', {}).get('epochs', '?')}",
+            "epochs": f"{m.get('epochs_run', len(rows))}/{cfg.get('train', {}).get('epochs', '?')}",
             "val_acc": val.get("map", val.get("accuracy")), "test_acc": test.get("map", test.get("accuracy")),
             "gap": train_test_gap(rows, m) if m else None, "balanced_acc": test.get("balanced_accuracy"),
             "train_time_s": m.get("train_time_s"), "img_s": m.get("images_per_s"),

@@ -10,17 +10,12 @@ from PIL import Image
 from cnnmode.deploy.predict import Predictor
 from cnnmode.deploy.video import classify_frames
 from cnnmode.deploy.runtime import load_runner
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_noise
 
 
 @pytest.fixture(scope="module")
 def noise(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("noise") / "noise"
-    folder.mkdir()
-    rng = np.random.default_rng(2)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
+    return write_noise(tmp_path_factory.mktemp("noise") / "noise", 8, seed=2)
 
 
 def test_predict_marks_unknown_images_and_leaves_them_without_a_label(trained_run, noise, tiny_tree, tmp_path):

@@ -13,7 +13,7 @@ from cnnmode import train
 from cnnmode.config import resolve_config
 from cnnmode.evaluation.rejection import risk_coverage
 from cnnmode.unknowns import load_rejector
-from tests.conftest import fast_overrides, run_cli
+from tests.conftest import fast_overrides, run_cli, write_noise
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +26,7 @@ def run(tiny_tree, tmp_path_factory):
 @pytest.fixture(scope="module")
 def noise(tmp_path_factory):
     """Images of no class the model knows: uniform noise, in a folder named for no class."""
-    folder = tmp_path_factory.mktemp("unknown") / "noise"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(24):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
+    return write_noise(tmp_path_factory.mktemp("unknown") / "noise", 24, seed=1)
 
 
 def test_training_fits_the_score_and_judges_it_on_test(run):

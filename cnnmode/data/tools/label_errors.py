@@ -67,27 +67,32 @@ def held_out(target: Path) -> HeldOut:
                    classes, data, f"all {len(names)} training images ({len(folds)} folds)")
 
 
-def rank_label_errors(held: HeldOut) -> list[dict]:
-    """Every image cleanlab flags as a label issue, most likely first: file, given label, suggested label (the
-    model's), and the label quality score (the self-confidence: the probability of the given label; low = suspect)."""
-    from cleanlab.filter import find_label_issues
+def label_quality(held: HeldOut) -> np.ndarray:
+    """cleanlab's label quality per image (self-confidence: the probability of the given label; low = suspect)."""
     from cleanlab.rank import get_label_quality_scores
 
-    labels = held.labels.astype(int)
-    probs = held.probs / held.probs.sum(1, keepdims=True)
+    return get_label_quality_scores(held.labels.astype(int), _normalised(held), method="self_confidence")
+
+
+def _normalised(held: HeldOut) -> np.ndarray:
+    return held.probs / held.probs.sum(1, keepdims=True)  # float32 rows that cleanlab finds sum to 1
+
+
+def rank_label_errors(held: HeldOut) -> list[dict]:
+    """Every image cleanlab flags as a label issue, most likely first: file, given label, suggested label (the
+    model's), and the label quality score (see `label_quality`)."""
+    from cleanlab.filter import find_label_issues
+
+    labels, probs = held.labels.astype(int), _normalised(held)
     flagged = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
-    quality = get_label_quality_scores(labels, probs, method="self_confidence")
+    quality = label_quality(held)
     return [{"file": held.names[i], "given": held.classes[labels[i]], "suggested": held.classes[int(probs[i].argmax())],
              "score": round(float(quality[i]), 6)} for i in flagged]
 
 
 def quality_order(held: HeldOut) -> np.ndarray:
-    """Indices of every image, least likely correctly labelled first (cleanlab's self-confidence score)."""
-    from cleanlab.rank import get_label_quality_scores
-
-    probs = held.probs / held.probs.sum(1, keepdims=True)
-    return np.argsort(get_label_quality_scores(held.labels.astype(int), probs, method="self_confidence"),
-                      kind="stable")
+    """Indices of every image, least likely correctly labelled first."""
+    return np.argsort(label_quality(held), kind="stable")
 
 
 def relative_name(name: str, data: str) -> str:

@@ -57,10 +57,6 @@ class FrameClassifier:
         bgr = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)  # NCHW view of NHWC memory: no copy
         return self.normalise(self.resize_crop(bgr).flip(1))
 
-    def probabilities(self, images: list[np.ndarray]) -> torch.Tensor:
-        """(N, classes) probabilities for BGR frames."""
-        return self.judged(images)[0]
-
     def judged(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(probabilities, ood scores or None without --reject) for BGR frames."""
         logits, score, _ = self.runner.assess(self.batch(images), self.reject_at, self.batch_size)
