@@ -135,8 +135,21 @@ def list_dataset(path_text: str, limits: Limits, root: str = "./data") -> Listin
                 problems["alias"].append(f"{prefix}{parts[0]}/ → {prefix}{split}/")
             class_dirs[split].add(parts[depth - 1])
             entries.append(Entry(prefix + r, split, parts[depth - 1]))
+    problems["case_clash"] = _case_clashes(class_dirs, prefix, depth)
     return Listing(path_text, root_path, archive, entries, dict(class_dirs), _layout_findings(problems),
                    kind="archive" if archive is not None else "folder")
+
+
+def _case_clashes(class_dirs: dict[str, set[str]], prefix: str, depth: int) -> list[str]:
+    """Class folders of one split whose names differ only in case (`Cat/`, `cat/`)."""
+    out = []
+    for split, names in class_dirs.items():
+        folded: dict[str, list[str]] = defaultdict(list)
+        for name in names:
+            folded[name.casefold()].append(name)
+        where = f"{prefix}{split}/" if depth > 1 else prefix
+        out += [f"{where}{name}/" for group in folded.values() if len(group) > 1 for name in group]
+    return out
 
 
 FIXES = {
@@ -149,6 +162,9 @@ FIXES = {
               "move each into its class folder (SPLIT/CLASS/FILE or CLASS/FILE)"),
     "nested": ("class folder(s) with sub-folders: their images are counted as the outer class",
                "move the images up into the class folder, or make each sub-folder a class of its own"),
+    "case_clash": ("class folder(s) whose names differ only in case: training reads them as separate classes, "
+                   "and on Windows and macOS they are one folder",
+                   "merge them into one class folder, or rename one"),
     "not_image_suffix": ("file(s) in class folders without an image suffix: training ignores them",
                          f"rename or remove them (read: {', '.join(sorted(IMAGE_SUFFIXES))})"),
 }

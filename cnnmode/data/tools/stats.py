@@ -65,17 +65,21 @@ def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Lim
         if progress:
             progress(done[0], len(listing.entries))
 
+    used = 0  # sampled images whose pixels went into the mean/std
     for i, (e, data, reason) in enumerate(read_entries(listing, limits, tick)):
         try:
             with Image.open(io.BytesIO(data)) as img:
-                sizes.append(img.size)
-                modes[img.mode] += 1
-                formats[img.format or "?"] += 1
-                if i in picked:
-                    moments.add(np.asarray(pil_to_mode(img, 3)))
+                size, mode, fmt = img.size, img.mode, img.format or "?"
+                rgb = np.asarray(pil_to_mode(img, 3))  # decode every file, so a truncated one counts as unreadable
         except DECODE_ERRORS:
             unreadable += 1
             continue
+        sizes.append(size)
+        modes[mode] += 1
+        formats[fmt] += 1
+        if i in picked:
+            moments.add(rgb)
+            used += 1
         file_kb.append(len(data) / 1024)
         labels = listing.labels_of(e)
         counts[e.split].update(labels)
@@ -88,7 +92,7 @@ def dataset_stats(path_text: str, sample: int = 5000, seed: int = 0, limits: Lim
     stats = {
         "source": path_text, "images": len(sizes), "unreadable": unreadable,
         "counts": {s: dict(sorted(c.items())) for s, c in counts.items()},
-        "mean": mean, "std": std, "stats_from": len(picked),
+        "mean": mean, "std": std, "stats_from": used,
         "width": _summary(widths), "height": _summary(heights),
         "sizes": {f"{w}x{h}": n for (w, h), n in Counter(sizes).most_common(10)},
         "aspect_ratio": _histogram(aspects, [0, 0.5, 0.75, 0.9, 1.1, 1.34, 2, max(aspects + [2]) + 1e-9]),

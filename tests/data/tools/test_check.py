@@ -116,6 +116,13 @@ def test_layout_problems_are_named_with_their_fix(tmp_path):
     assert report["counts"]["val"] == {"a": 1, "b": 1}  # the aliased split is still checked
 
 
+def test_class_folders_differing_only_in_case_are_flagged(tmp_path):
+    root = clean_tree(tmp_path / "ds", {"train": {"Cat": 2, "cat": 2, "dog": 2}, "test": {"Cat": 1, "dog": 1}})
+    layout = [f for f in check_data(str(root), CheckOptions(near=-1))["findings"] if f["kind"] == "layout"]
+    assert [f["layout"] for f in layout] == ["case_clash"]
+    assert layout[0]["paths"] == ["train/Cat/", "train/cat/"] and "Windows" in layout[0]["problem"]
+
+
 def test_a_manifest_cannot_move_files_outside_its_folders(planted, tmp_path):
     root, _ = planted
     count, manifest = quarantine(check_data(str(root)), root, tmp_path / "q")

@@ -75,6 +75,17 @@ def test_stats_match_numpy(tmp_path):
     assert stats["counts"] == {"train": {"a": 6, "b": 4}, "test": {"a": 2, "b": 2}}
 
 
+def test_stats_count_unreadable_and_truncated_files_apart_from_images(tmp_path):
+    src = tree(tmp_path, {"train": {"a": 3, "b": 3}})
+    (src / "train/a/junk.png").write_text("not a picture")
+    jpeg = src / "train/b/cut.jpg"
+    Image.open(src / "train/b/img0.png").resize((256, 256)).save(jpeg, quality=90)
+    jpeg.write_bytes(jpeg.read_bytes()[:-2000])  # the header still opens; the pixels do not
+    stats = dataset_stats(str(src), sample=0)
+    assert (stats["images"], stats["unreadable"], stats["stats_from"]) == (6, 2, 6)
+    assert stats["counts"] == {"train": {"a": 3, "b": 3}} and stats["sizes"] == {"32x32": 6}
+
+
 def test_stats_and_preview_cli_write_pictures(tmp_path):
     src = tree(tmp_path, {"train": {"a": 6, "b": 4}, "test": {"a": 3, "b": 3}})
     out = run_cli("data", "stats", str(src), "--quiet", "--plot", str(tmp_path / "s.png"), "--json",
