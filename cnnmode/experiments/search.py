@@ -36,6 +36,7 @@ from cnnmode.rundir import RunDir
 
 PARAM_TYPES = ("float", "int", "categorical")
 PRUNERS = ("median", "halving", "none")
+SERVER_SCHEMES = "postgresql://USER@HOST/DB or mysql://USER@HOST/DB"
 HEARTBEAT = (30, 90)  # seconds between a running trial's heartbeats; seconds of silence before it counts as dead
 
 
@@ -150,12 +151,20 @@ def connect(storage: str, heartbeat: tuple[int, int] = HEARTBEAT, kind: type | N
             return (kind or optuna.storages.RDBStorage)(driver_url(storage), heartbeat_interval=heartbeat[0],
                                                         grace_period=heartbeat[1])
 
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
     try:
         return with_retries(make)
     except ImportError as e:  # a server URL without its driver
         missing = getattr(e.__cause__, "name", None) or e.name or "its driver"
         raise UsageError(f"storage {shown_url(storage)} needs the database driver module '{missing}' (for "
                          "PostgreSQL: pip install psycopg2-binary)") from None
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise UsageError(f"storage {shown_url(storage)} is not a database URL this can open; give sqlite:///FILE, "
+                         f"{SERVER_SCHEMES}") from None
+    except DBAPIError as e:
+        reason = str(e.orig or e).strip().splitlines()[0]
+        raise UsageError(f"storage {shown_url(storage)} cannot be opened: {reason}") from None
 
 
 def driver_url(storage: str) -> str:
@@ -176,10 +185,19 @@ def with_retries(make: Callable[[], Any], tries: int = 6) -> Any:
     for attempt in range(tries):
         try:
             return make()
-        except DBAPIError:
-            if attempt == tries - 1:
+        except DBAPIError as e:
+            if attempt == tries - 1 or not _a_race(e):
                 raise
             time.sleep(0.5 + attempt)
+
+
+def _a_race(error: Exception) -> bool:
+    """Whether a database error is one that trying again can cure (a lock, or tables another process created
+    first); a refused connection or a missing file is not, and is reported at once."""
+    from sqlalchemy.exc import IntegrityError
+
+    text = str(getattr(error, "orig", None) or error).lower()
+    return isinstance(error, IntegrityError) or any(w in text for w in ("locked", "already exists", "duplicate"))
 
 
 def shown_url(storage: str) -> str:

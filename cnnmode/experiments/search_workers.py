@@ -28,7 +28,7 @@ from cnnmode.experiments.options import SearchOptions
 
 PLAN_ATTR = "planned_trials"
 PLAN_WAIT_S = 60.0  # how long a joining process waits for the creator to finish enqueuing
-SERVER_SCHEMES = "postgresql://USER@HOST/DB or mysql://USER@HOST/DB"
+SERVER_SCHEMES = search.SERVER_SCHEMES
 
 
 class QueueEmpty(Exception):
@@ -80,22 +80,35 @@ def run_search(options: SearchOptions, overrides: list[str] | tuple[str, ...] = 
     study_dir = Path(out) if out else Path(probe.run.dir) / "search" / name
     storage = storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
     shared = check_jobs(trials, jobs, storage, heartbeat)
-    study_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with new_folder_removed_on_failure(study_dir):
+        opened = (open_queue(name, storage, search.make_pruner(pruner), seed, trials, heartbeat, log) if shared
+                  else search.open_study(name, storage, search.make_pruner(pruner), seed, heartbeat))
+    search.check_strays(opened, study_dir, storage)
     if shared:
-        opened = open_queue(name, storage, search.make_pruner(pruner), seed, trials, heartbeat, log)
-        search.check_strays(opened, study_dir, storage)
         run_shared(opened, Job(str(space_file), name, storage, str(study_dir), tuple(overrides), pruner, seed, quiet,
                                trials, heartbeat, None if timeout is None else time.time() + timeout), jobs, log)
     else:
-        opened = search.open_study(name, storage, search.make_pruner(pruner), seed, heartbeat)
-        search.check_strays(opened, study_dir, storage)
         log(f"study '{name}' in {search.shown_url(storage)}: {len(opened.trials)} trial(s) so far; "
             f"running {trials} more")
         with search.tracked(probe, study_dir, name):
             opened.optimize(search.objective(space, study_dir, overrides, quiet), n_trials=trials, timeout=timeout,
                             catch=(Exception,), callbacks=[search.after_trial(space, study_dir, log)])
     return search.write_results(opened, space, study_dir, overrides)
+
+
+@contextmanager
+def new_folder_removed_on_failure(folder: Path) -> Iterator[None]:
+    """Make `folder` for the block; if the block fails, remove it again when it did not exist before and is still
+    empty (a storage that cannot be opened leaves no empty study folder behind)."""
+    existed = folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if not existed and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def check_jobs(trials: int, jobs: int | None, storage: str, heartbeat: tuple[int, int]) -> bool:

@@ -111,3 +111,19 @@ def test_jobs_need_a_database_server_and_name_the_choices(tmp_path, base_yaml):
     with pytest.raises(UsageError, match="needs INTERVAL,GRACE"):
         parse_heartbeat("30")
     assert not (tmp_path / "j").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("storage, says", [
+    ("bogus://x", "is not a database URL this can open; give sqlite:///FILE"),
+    ("postgresql://u@127.0.0.1:1/db", "cannot be opened: .*refused"),
+    ("sqlite:////nonexistent/dir/x.db", "cannot be opened: unable to open database file"),
+])
+def test_a_storage_that_cannot_be_opened_fails_at_once_in_one_line_leaving_no_folder(tmp_path, base_yaml,
+                                                                                    storage, says, monkeypatch):
+    waits = []
+    monkeypatch.setattr(search.time, "sleep", waits.append)
+    space = write_space(tmp_path, base_yaml, LR)
+    with pytest.raises(UsageError, match=says) as caught:
+        run_search(SearchOptions(space, trials=1, storage=storage, out=tmp_path / "s"), log=lambda _: None)
+    assert waits == []  # not retried as if it were a lock
+    assert "\n" not in str(caught.value) and not (tmp_path / "s").exists()
