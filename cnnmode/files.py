@@ -5,6 +5,7 @@ import errno
 import hashlib
 import os
 import pickle
+import warnings
 import shutil
 import tempfile
 from pathlib import Path
@@ -100,7 +101,9 @@ def torch_load(path: Path) -> Any:
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a foreign pickle protocol would precede our one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise UsageError(f"{path} is not a safe CNN Mode file: it holds Python objects besides tensors and plain "
                          "values, and such files are never loaded") from None

@@ -28,6 +28,14 @@ def test_a_foreign_pickle_is_refused_in_one_line_without_unsafe_advice(tmp_path)
     assert "this must never run" not in result.stdout
 
 
+def test_a_pickle_of_another_protocol_gets_our_line_alone(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(pickle.dumps({"format": "cnnmode-artifact", "weights": [1, 2]}, protocol=4))
+    result = run_cli("predict", str(path), str(tmp_path), process=True)  # warnings print as they would
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "is not a safe CNN Mode file" in result.stderr and "protocol" not in result.stderr
+
+
 @pytest.mark.parametrize("keep", [0.5, 0.05])
 def test_a_truncated_file_is_named(tmp_path, keep):
     path = tmp_path / "last.pt"
