@@ -5,6 +5,8 @@ and `resolve_target` is the one place that turns "a run folder or an artifact fi
 """
 from __future__ import annotations
 
+import csv
+import io
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,6 +92,13 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / "tensorboard"
+
+    def history_rows(self) -> list[dict]:
+        """history.csv's rows (one per epoch); none for a run without one or with one that cannot be read."""
+        try:
+            return list(csv.DictReader(io.StringIO(self.history.read_text())))
+        except (OSError, ValueError, csv.Error):
+            return []
 
     def is_run(self) -> bool:
         """True when the folder holds a run's config (it remembers its data)."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 from pathlib import Path
@@ -58,7 +57,7 @@ def build_report(run_dir: Path) -> str:
     run = RunDir(run_dir)
     metrics = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
     ev = json.loads(run.eval_metrics.read_text()) if run.eval_metrics.exists() else {}
-    history = list(csv.DictReader(run.history.open())) if run.history.exists() else []
+    history = run.history_rows()
     config = run.config.read_text() if run.config.exists() else ""
     if ev.get("task") == "multilabel":
         return _page(run, metrics, history, config, _multilabel_cards(ev, metrics), _multilabel_sections(run, ev))

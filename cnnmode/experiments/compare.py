@@ -25,7 +25,7 @@ def run_row(run_dir: Path) -> dict:
         raise UsageError(f"{run_dir} has no metrics.json (not a finished run folder)")
     m = json.loads(run.metrics.read_text())
     cfg = read_yaml(run.config) if run.config.exists() else {}
-    history = list(csv.DictReader(io.StringIO(run.history.read_text()))) if run.history.exists() else []
+    history = run.history_rows()
     mems = [float(r["peak_mem_mb"]) for r in history if r.get("peak_mem_mb")]
     test, val = m.get("test", {}), m.get("val") or {}
     headline = "map" if m.get("task") == "multilabel" else "accuracy"

@@ -1,8 +1,6 @@
 """`cnnmode runs [DIR]`: the runs in a folder as one table (the seed's experiment record), finished or not."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from pathlib import Path
@@ -17,16 +15,6 @@ COLUMNS = ["run", "recipe", "model", "data", "epochs", "val_acc", "test_acc", "g
 SORT_KEYS = tuple(COLUMNS)
 
 
-def _history_rows(run: RunDir) -> list[dict]:
-    """history.csv's rows; none for a run without one or with one that cannot be read."""
-    if not run.history.exists():
-        return []
-    try:
-        return list(csv.DictReader(io.StringIO(run.history.read_text())))
-    except (OSError, ValueError, csv.Error):
-        return []
-
-
 def run_record(run_dir: Path, root: Path) -> dict:
     """One row for a run folder: from metrics.json when finished, else from config.yaml and history.csv."""
     run = RunDir(run_dir)
@@ -35,7 +23,7 @@ def run_record(run_dir: Path, root: Path) -> dict:
     test = m.get("test") if isinstance(m.get("test"), dict) else {}
     val = m.get("val") if isinstance(m.get("val"), dict) else {}
     finished = bool(m) and run.model.exists()
-    rows = _history_rows(run)
+    rows = run.history_rows()
     mems = [float(r["peak_mem_mb"]) for r in rows if r.get("peak_mem_mb")]
     stamp = (run.metrics if m else run.config).stat().st_mtime
     return {"run": run.path.relative_to(root).as_posix() if run.path != root else run.path.name,
