@@ -35,6 +35,15 @@ def tolerate_console_encoding() -> None:
             stream.reconfigure(errors="replace")
 
 
+def lost_a_peer(error: Exception) -> bool:
+    """Under torchrun: whether `error` is this rank's side of another rank's failure."""
+    if "RANK" not in os.environ:
+        return False
+    from cnnmode.engine.distributed import lost_a_peer as lost
+
+    return lost(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cnnmode` console script."""
     tolerate_console_encoding()
@@ -60,5 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # an unforeseen failure still gets one line; CNNMODE_DEBUG=1 shows the traceback
         if os.environ.get("CNNMODE_DEBUG"):
             raise
+        if lost_a_peer(e):  # not gloo's own words beside the other rank's real error
+            print(f"error: rank {os.environ.get('RANK')} stopped because another rank of the job failed (its "
+                  "error says why)", file=sys.stderr)
+            return 1
         print(f"error: {type(e).__name__}: {e} (set CNNMODE_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1

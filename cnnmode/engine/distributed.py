@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -71,7 +72,40 @@ def start() -> World:
         backend = "cpu:gloo,cuda:nccl"
     dist.init_process_group(backend, store=_attempt_store(), rank=int(os.environ["RANK"]),
                             world_size=int(os.environ["WORLD_SIZE"]))
+    _watch_agent()
     return world()
+
+
+_agent_gone = threading.Event()
+
+
+def _watch_agent(every_s: float = 1.0) -> None:
+    """A daemon thread that notices when the torchrun agent that started this rank dies (kill -9 leaves its ranks
+    running, re-parented): the ranks then stop together at their next step (see `agent_gone`)."""
+    agent = os.getppid()
+
+    def watch() -> None:
+        while not _agent_gone.wait(every_s):
+            if os.getppid() != agent:
+                _agent_gone.set()
+
+    threading.Thread(target=watch, name="cnnmode-agent-watch", daemon=True).start()
+
+
+def agent_gone() -> bool:
+    """True on every rank at the same step once any rank has seen its torchrun agent die (a collective under
+    torchrun: all ranks call it at each step; always False in a single process)."""
+    if not world().active:
+        return False
+    return all_sum([float(_agent_gone.is_set())])[0] > 0
+
+
+def lost_a_peer(error: BaseException) -> bool:
+    """Whether an error is this rank's side of another rank's failure (gloo/NCCL lost the connection to it):
+    the other rank's own error says what went wrong."""
+    text = str(error).lower()
+    return launched() and (isinstance(error, getattr(dist, "DistError", ())) or any(
+        w in text for w in ("connection reset by peer", "connection closed by peer", "broken pipe")))
 
 
 def _attempt_store() -> dist.Store:

@@ -46,6 +46,10 @@ class FitResult:
     stopped_early: bool = False
 
 
+class AgentGone(RunError):
+    """The torchrun agent died mid-run; every rank stopped at the same step after saving last.pt."""
+
+
 def train_size(cfg: Config, full: int, epoch: int) -> int:
     """Image size for `epoch` (1-based) under progressive resizing: linear from train.progressive_size to `full`
     over train.progressive_fraction of the epochs, in steps of 4 pixels."""
@@ -162,12 +166,19 @@ def _train_epoch(job: Job, state: RunState, epoch: int) -> dict:
             state.step, state.partial = done, {"loader": loader.state_dict(), "tally": vars(tally())}
             save_last(job, state)
         distributed.kill_if_asked((epoch - 1) * len(loader) + done, job.world)
+        if job.world.active and done < len(loader) and distributed.agent_gone():
+            state.step, state.partial = done, {"loader": loader.state_dict(), "tally": vars(tally())}
+            save_last(job, state)
+            raise AgentGone(f"the torchrun agent that started this job is gone (killed?); stopped at step {done} "
+                           f"of epoch {epoch} with last.pt saved: continue with --resume {job.run.path}")
 
     try:
         with job.reporter.epoch_bar(epoch, cfg.train.epochs, len(loader), start=loader.resume_at) as bar:
             stats = train_one_epoch(parts.forward_model, loader, parts.criterion, parts.step, on_progress=bar,
                                     on_step=on_step, carried=carried,
                                     reduce=distributed.all_sum if job.world.active else None)
+    except AgentGone:
+        raise
     except RunError as e:
         raise RunError(f"{e} at epoch {epoch}; {_kept(job)}; try a lower optim.lr or train.grad_clip=1.0") from None
     except torch.OutOfMemoryError:

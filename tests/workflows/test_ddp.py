@@ -136,3 +136,56 @@ def test_elastic_restart_goes_on_from_last_pt(tmp_path, tiny_tree):
     log = (tmp_path / "runs" / "elastic" / "train.log").read_text()
     assert "elastic restart 1" in log and "resumed after step 2 of epoch 2" in log
     assert (tmp_path / "runs" / "elastic" / "model.pt").is_file()
+
+
+def _alive(pid: int) -> bool:
+    """A process that has not exited (a zombie, left unreaped in a container without init, counts as gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="kill -9 of the agent: POSIX signals")
+def test_killing_the_torchrun_agent_stops_its_ranks_with_last_pt_resumable(tmp_path, tiny_tree):
+    import signal
+    import time
+
+    import psutil
+
+    args = _overrides(tmp_path, tiny_tree, "orphans", **{"train.epochs": 5000, "train.batch_size": 8})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "cnnmode",
+           "train", *args]
+    log = tmp_path / "runs" / "orphans" / "train.log"
+    with open(tmp_path / "stderr.txt", "w") as err:
+        agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=_env())
+        deadline = time.time() + 120
+        while time.time() < deadline and "epoch 1/" not in (log.read_text() if log.exists() else ""):
+            time.sleep(0.5)
+        ranks = [p.pid for p in psutil.Process(agent.pid).children()]
+        assert len(ranks) == 2 and agent.poll() is None
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        deadline = time.time() + 60
+        while time.time() < deadline and any(_alive(p) for p in ranks):
+            time.sleep(0.5)
+    assert not any(_alive(p) for p in ranks), "ranks went on training without their agent"
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert "torchrun agent that started this job is gone" in stderr and "--resume" in stderr, stderr[-2000:]
+    run = tmp_path / "runs" / "orphans"
+    state = torch.load(run / "last.pt", weights_only=True)["state"]
+    assert state["partial"] is not None  # stopped mid-epoch, where it was
+    again = torchrun("train", "--resume", str(run), f"train.epochs={state['epoch'] + 1}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == state["epoch"] + 1
+
+
+def test_a_rank_whose_peer_failed_says_so_in_one_line_not_in_glooese(tmp_path):
+    done = torchrun("train", *_overrides(tmp_path, tmp_path / "no-such-data", "peer"))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and len(errors) == 2, done.stderr[-3000:]
+    peer = "error: rank 1 stopped because another rank of the job failed (its error says why)"
+    assert peer in errors and any("data.path" in e and "does not exist" in e for e in errors)
+    assert "gloo" not in done.stderr and "Connection reset" not in done.stderr
