@@ -54,6 +54,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def close_all(*parts) -> None:
+    """Close every part that exists, even when one fails to; the first failure is raised after."""
+    failure = None
+    for part in parts:
+        try:
+            if part is not None:
+                part.close()
+        except Exception as e:  # noqa: BLE001  (re-raised below)
+            failure = failure or e
+    if failure is not None:
+        raise failure
+
+
 def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = print) -> dict:
     """Classify a video source end to end; returns the summary (also for Ctrl-C, with `interrupted`)."""
     options.check()
@@ -109,9 +122,7 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
         summary["interrupted"] = True
     finally:
         stack.close()
-        for part in (source, video, table, stream, window):
-            if part is not None:
-                part.close()
+        close_all(source, video, table, stream, window)
     elapsed = time.perf_counter() - start
     summary |= {"read": source.read, "dropped": source.dropped, "bad": getattr(source, "bad", 0),
                 "expected": getattr(source, "expected", None), "seconds": round(elapsed, 2),

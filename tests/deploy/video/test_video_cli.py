@@ -212,3 +212,35 @@ def test_unwritable_outputs_and_odd_sources_are_named(trained_run, video, tmp_pa
     os.mkfifo(pipe)
     r = run_cli("video", str(trained_run), "--source", str(pipe))
     assert r.returncode == 2 and "not a regular file" in r.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs (needs root to mount; skipped elsewhere)."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield disk
+    if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mp4"])
+def test_a_full_disk_fails_the_video_in_one_line_and_leaves_no_short_file_under_its_name(trained_run, tmp_path,
+                                                                                        small_disk, suffix):
+    clip = write_video(tmp_path / "long.avi", seconds=60, size=256)  # MBs of frames for a 256 KiB disk
+    out = small_disk / f"x{suffix}"
+    r = run_cli("video", str(trained_run), "--source", str(clip), "--output", str(out))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert f"writing {out} failed: no space left on {small_disk}" in r.stderr and "incomplete file is kept" in r.stderr
+    assert not out.exists() and (small_disk / f".x.partial{suffix}").exists()
+
+
+def test_a_full_disk_under_the_csv_is_one_line_and_the_video_still_finishes(trained_run, video, tmp_path,
+                                                                           small_disk):
+    (small_disk / "filler").write_bytes(b"\0" * 256 * 1024)  # the disk full before the CSV starts
+    out, table = tmp_path / "x.avi", small_disk / "labels.csv"
+    r = run_cli("video", str(trained_run), "--source", str(video), "--output", str(out), "--csv", str(table))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and f"writing {table} failed" in r.stderr, r.stderr
+    assert not table.exists() and _frame_count(out) == 30
