@@ -50,10 +50,18 @@ def look(data: bytes) -> Looked:
         return Looked("not an image (no known image format)", "not_image")
     except DECODE_ERRORS as e:
         text = str(e)
-        kind = "truncated" if "truncated" in text or "broken" in text.lower() else "unreadable"
-        return Looked(f"cannot decode: {type(e).__name__}: {text}", kind)
+        return Looked(f"cannot decode: {type(e).__name__}: {text}", _damage(text))
     return Looked(size=size, mode=mode, format=fmt, orientation=orientation,
                   sha256=hashlib.sha256(data).hexdigest(), gray=np.asarray(gray, dtype=np.float32))
+
+
+def _damage(message: str) -> str:
+    """`truncated` for a file that ends early (Pillow: 'truncated', or a PNG whose last chunk is cut), else
+    `unreadable` (bytes changed in place: a checksum that does not match, a compressed stream that is broken)."""
+    text = message.lower()
+    if "checksum" in text or "data stream" in text:
+        return "unreadable"
+    return "truncated" if "truncated" in text or "broken png file (chunk" in text else "unreadable"
 
 
 def _dct_rows(n: int, keep: int) -> np.ndarray:

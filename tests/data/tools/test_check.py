@@ -123,6 +123,38 @@ def test_class_folders_differing_only_in_case_are_flagged(tmp_path):
     assert layout[0]["paths"] == ["train/Cat/", "train/cat/"] and "Windows" in layout[0]["problem"]
 
 
+def _damaged(data: bytes, how: str) -> bytes:
+    if how == "cut":
+        return data[:len(data) // 2]
+    if how == "cut_last_chunk":
+        return data[:-6]
+    out = bytearray(data)
+    idat = out.find(b"IDAT")
+    if how == "bad_crc":  # the pixels intact, the chunk's checksum wrong
+        out[idat + 4 + int.from_bytes(out[idat - 4:idat], "big")] ^= 0xFF
+    else:  # "flipped": a byte of the compressed pixels changed
+        out[idat + 10] ^= 0xFF
+    return bytes(out)
+
+
+@pytest.mark.parametrize("suffix, how, kind", [
+    (".jpg", "cut", "truncated"), (".png", "cut", "truncated"), (".png", "cut_last_chunk", "truncated"),
+    (".png", "bad_crc", "unreadable"), (".png", "flipped", "unreadable")])
+def test_a_file_cut_short_is_truncated_and_one_changed_in_place_is_unreadable(tmp_path, suffix, how, kind):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    root = clean_tree(tmp_path / "ds", {"train": {"a": 2, "b": 2}})
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(
+        buf, "JPEG" if suffix == ".jpg" else "PNG")
+    (root / "train/a" / f"bad{suffix}").write_bytes(_damaged(buf.getvalue(), how))
+    found = [(f["kind"], f["path"]) for f in check_data(str(root), CheckOptions(near=-1))["findings"]]
+    assert found == [(kind, f"train/a/bad{suffix}")]
+
+
 def test_a_manifest_cannot_move_files_outside_its_folders(planted, tmp_path):
     root, _ = planted
     count, manifest = quarantine(check_data(str(root)), root, tmp_path / "q")
