@@ -162,8 +162,8 @@ try:
     lat = sorted(asyncio.run(drive(4000, 32)))
     took = time.perf_counter() - start
     text = httpx.get(f"{url}/metrics").text
-    total = float(re.search(r"^cnnmode_batch_size_sum (\S+)", text, re.M).group(1))
-    calls = float(re.search(r"^cnnmode_batch_size_count (\S+)", text, re.M).group(1))
+    total = float(re.search(r"^cnnmode_batch_size_sum\{[^}]*\} (\S+)", text, re.M).group(1))
+    calls = float(re.search(r"^cnnmode_batch_size_count\{[^}]*\} (\S+)", text, re.M).group(1))
     print(f"RESULT {4000 / took:.0f} req/s with 32 clients, p50 {1000 * lat[len(lat) // 2]:.1f} ms, "
           f"p99 {1000 * lat[int(len(lat) * 0.99)]:.1f} ms, mean batch {total / calls:.1f} images")
 finally:

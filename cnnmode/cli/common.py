@@ -35,8 +35,10 @@ def add_option_flags(p: argparse.ArgumentParser, options: type, positional: tupl
         if f.name in skip:
             continue
         meta, kind = f.metadata, _base_type(hints[f.name])
-        if f.name in positional:
-            p.add_argument(f.name, metavar=meta.get("metavar") or f.name.upper(), help=meta.get("help"))
+        if f.name in positional:  # a field that may hold a list takes one or more values
+            many = any(typing.get_origin(t) is list for t in typing.get_args(hints[f.name]))
+            p.add_argument(f.name, metavar=meta.get("metavar") or f.name.upper(), help=meta.get("help"),
+                           **({"nargs": "+"} if many else {}))
             continue
         flag = "--" + f.name.replace("_", "-")
         if kind is bool:

@@ -13,18 +13,25 @@ from cnnmode.serve.options import ServeOptions
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from cnnmode.serve.access import read_keys
     from cnnmode.serve.app import OPTIONS_ENV, create_app
-    from cnnmode.serve.model import ServedModel
+    from cnnmode.serve.catalog import Catalog
+    from cnnmode.serve.metrics import ServeMetrics
 
     options = options_from_args(ServeOptions, args).check()
+    keys = read_keys(options.api_keys)  # a bad keys file is one line before anything loads
     check_port_free(options.host, options.port)
-    model = ServedModel(options)  # loaded here first: a model that cannot be loaded is one line and a non-zero exit
-    print(f"serving {model.file} ({model.runner.describe()}) on http://{options.host}:{options.port}: "
-          f"{options.workers} worker(s) x {options.threads} thread(s), batches of up to {options.max_batch_size} "
-          f"images within {options.max_wait_ms:g} ms; page at /, API at /docs (its UI loads from a CDN; "
-          f"/openapi.json works offline)", flush=True)
+    catalog = Catalog(options, ServeMetrics(options.max_batch_size))
+    catalog.load_all()  # loaded here first: a model that cannot be loaded is one line and a non-zero exit
+    for model in catalog.all():
+        print(f"serving {model.file} as '{model.name}' ({model.runner.describe()})", flush=True)
+    access = (f"{len(keys)} API key(s)" if keys else "no API keys: anyone who reaches the port may call it") + \
+        (f", {options.rate_limit} per caller" if options.rate_limit else "")
+    print(f"on http://{options.host}:{options.port}: {options.workers} worker(s) x {options.threads} thread(s), "
+          f"batches of up to {options.max_batch_size} images within {options.max_wait_ms:g} ms; {access}; page at "
+          f"/, API at /docs (its UI loads from a CDN; /openapi.json works offline)", flush=True)
     if options.workers == 1:
-        uvicorn.run(create_app(options, model), host=options.host, port=options.port, log_level="warning")
+        uvicorn.run(create_app(options, catalog), host=options.host, port=options.port, log_level="warning")
     else:
         os.environ[OPTIONS_ENV] = json.dumps(options.to_dict())
         uvicorn.run("cnnmode.serve.app:app_from_env", factory=True, host=options.host, port=options.port,
@@ -50,8 +57,11 @@ def add_parsers(verbs) -> None:
     """The serve verb."""
     p = verbs.add_parser("serve", help="serve a model over HTTP: API with dynamic batching, metrics, web page",
                          description="Serve a run folder, model.pt artifact or exported .onnx/.ts file. Endpoints: "
-                                     "POST /v1/predict (multipart files or JSON base64 images), POST /v1/explain "
-                                     "(Grad-CAM for one image), GET /v1/model, "
-                                     "/healthz, /readyz (after warm-up), /metrics (Prometheus), and a web page at /.")
+                                     "POST /v1/predict (multipart files, JSON base64 images or one raw image), POST "
+                                     "/v1/explain (Grad-CAM for one image), GET /v1/model; with several models "
+                                     "(NAME=PATH ...) /v1/models and /v1/models/NAME[@VERSION]/predict|explain; POST "
+                                     "/v1/models/NAME/load (or SIGHUP) loads a new version from disk without "
+                                     "dropping a request; /healthz, /readyz (after warm-up), /metrics (Prometheus), "
+                                     "and a web page at /.")
     add_option_flags(p, ServeOptions, positional=("target",))
     p.set_defaults(func=cmd_serve)

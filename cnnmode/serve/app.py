@@ -1,7 +1,9 @@
 """`create_app`: the FastAPI application of `cnnmode serve` (also usable inside another ASGI server).
 
-POST /v1/predict (multipart files or JSON base64 images), POST /v1/explain (Grad-CAM), GET /v1/model, /healthz,
-/readyz, /metrics, and the web page at /. Every error is a JSON `{"error": ...}` with its status; the server keeps serving.
+POST /v1/predict and /v1/explain (the first model), /v1/models/{name[@version]}/predict and .../explain, GET
+/v1/model, /v1/models, /v1/models/{name}, POST /v1/models/{name}/load (a new version from disk; SIGHUP loads every
+model again), /healthz, /readyz, /metrics, and the web page at /. Bodies: multipart files, JSON base64 images, or
+one raw image. Every error is a JSON `{"error": ...}` with its status; the server keeps serving.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -20,48 +23,78 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from cnnmode.serve.access import Gate, Refused, read_keys
 from cnnmode.serve.batcher import QueueFull
-from cnnmode.serve.images import ImageRejected, from_base64
+from cnnmode.serve.bodies import EXPLAIN_BODY, PREDICT_BODY, predict_params, read_request
+from cnnmode.serve.catalog import Catalog, LoadFailed, Unknown
+from cnnmode.serve.images import ImageRejected
 from cnnmode.serve.limits import BodyLimit
+from cnnmode.serve.metrics import ServeMetrics
 from cnnmode.serve.model import ServedModel
 from cnnmode.serve.options import ServeOptions
 
 PAGE = Path(__file__).with_name("page.html")
 OPTIONS_ENV = "CNNMODE_SERVE_OPTIONS"  # how `--workers N` hands the options to each worker process
+LOOPBACK = ("127.0.0.1", "::1", "localhost", "testclient")
 
 
 def error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
     """A JSON error answer."""
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
-def create_app(options: ServeOptions | None = None, model: ServedModel | None = None) -> FastAPI:
-    """The app for `options` (or for an already loaded `model`); the model is warmed in the background after
-    start-up, and /readyz says when it is done."""
+def create_app(options: ServeOptions | None = None, model: ServedModel | Catalog | None = None) -> FastAPI:
+    """The app for `options` (or for already loaded models: one `ServedModel` or a `Catalog`); the models are
+    warmed in the background after start-up, and /readyz says when all are done."""
     options = (options or model.options).check()
-    state: dict = {"model": model}
+    gate = Gate(read_keys(options.api_keys), options.rate_limit)
+    if isinstance(model, Catalog):
+        catalog = model
+    else:
+        catalog = Catalog(options, model.all_metrics if model is not None else ServeMetrics(options.max_batch_size))
+        if model is not None:
+            catalog.add(model)
+    metrics = catalog.metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         torch.set_num_threads(options.threads)
-        served = state["model"] or await asyncio.to_thread(ServedModel, options)
-        state["model"] = served
-        served.batcher.start()
-        warming = asyncio.create_task(asyncio.to_thread(served.warm))
+        await asyncio.to_thread(catalog.load_all)
+        for served in catalog.all():
+            served.batcher.start()
+        warming = [asyncio.create_task(asyncio.to_thread(served.warm)) for served in catalog.all()]
+        hangup = _on_sighup(catalog)
         yield
-        await warming
-        await served.batcher.stop()  # graceful: every accepted image is answered first
-        served.close()
+        hangup()
+        await asyncio.gather(*warming)
+        await catalog.stop()  # graceful: every accepted image is answered first
 
     app = FastAPI(title="CNN Mode", version="1", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=int(options.max_body_mb * 2**20), timeout_s=options.timeout_s,
                        max_inflight=int(options.max_inflight_mb * 2**20))
 
+    def refused(request: Request, model: str | None = None, admin: bool = False) -> JSONResponse | None:
+        """None when the caller may go on, else the 401/403/429 answer (counted by reason)."""
+        try:
+            gate.check(request.headers, request.client.host if request.client else "", model, admin)
+        except Refused as e:
+            metrics.refused.labels(e.reason).inc()
+            return error(e.status, str(e), e.retry_after)
+        return None
+
+    def find(spec: str | None) -> ServedModel | JSONResponse:
+        try:
+            return catalog.get(spec)
+        except Unknown as e:
+            return error(404, str(e))
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
-        if state["model"] is not None and request.url.path in ("/v1/predict", "/v1/explain"):
-            state["model"].metrics.requests.labels(str(exc.status_code)).inc()  # e.g. 405: counted like the rest
+        if catalog.versions and request.url.path in ("/v1/predict", "/v1/explain"):
+            catalog.get().metrics.request(exc.status_code)  # e.g. 405: counted like the rest
         return error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
@@ -74,18 +107,33 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | None = 
 
     @app.get("/readyz")
     async def readyz():
-        served = state["model"]
-        if served is None or not served.ready:
+        models = catalog.all()
+        if not models or not all(m.ready for m in models):
             return error(503, "warming up", retry_after=1)
-        return {"status": "ready", "backend": served.runner.backend, "warmed_batch_sizes": served.sizes}
+        first = catalog.get()
+        return {"status": "ready", "backend": first.runner.backend, "warmed_batch_sizes": first.sizes,
+                "models": {m.name: m.version for m in (catalog.get(n) for n in catalog.versions)}}
 
     @app.get("/v1/model")
-    async def model_info() -> dict:
-        return state["model"].info()
+    async def model_info(request: Request):
+        return refused(request, catalog.first) or catalog.get().info()
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        return refused(request) or {"models": catalog.listing(), "needs_key": gate.locked}
+
+    @app.get("/v1/models/{spec}")
+    async def one_model(spec: str, request: Request):
+        served = find(spec)
+        if isinstance(served, JSONResponse):
+            return served
+        return refused(request, served.name) or served.info()
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(state["model"].metrics.render(), media_type="text/plain; version=0.0.4")
+    async def metrics_text(request: Request) -> Response:
+        if options.protect_metrics and gate.locked and (no := refused(request)) is not None:
+            return no
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     page_html = PAGE.read_text(encoding="utf-8")
 
@@ -93,21 +141,77 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | None = 
     async def page() -> HTMLResponse:
         return HTMLResponse(page_html)
 
-    @app.post("/v1/predict", openapi_extra=PREDICT_BODY)
-    async def predict(request: Request):
+    async def predict_on(spec: str | None, request: Request):
+        served = find(spec)
+        if isinstance(served, JSONResponse):
+            return served
+        if (no := refused(request, served.name)) is not None:
+            return no
         start = time.perf_counter()
-        served = state["model"]
         with served.metrics.in_progress.track_inprogress():
             response = await _predict(request, served, options)
-        served.metrics.requests.labels(str(response.status_code)).inc()
+        served.metrics.request(response.status_code)
         served.metrics.latency.observe(time.perf_counter() - start)
         return response
 
+    async def explain_on(spec: str | None, request: Request):
+        served = find(spec)
+        if isinstance(served, JSONResponse):
+            return served
+        return refused(request, served.name) or await _explain(request, served, options)
+
+    @app.post("/v1/predict", openapi_extra=PREDICT_BODY)
+    async def predict(request: Request):
+        return await predict_on(None, request)
+
+    @app.post("/v1/models/{spec}/predict", openapi_extra=PREDICT_BODY)
+    async def predict_model(spec: str, request: Request):
+        return await predict_on(spec, request)
+
     @app.post("/v1/explain", openapi_extra=EXPLAIN_BODY)
     async def explain(request: Request):
-        return await _explain(request, state["model"], options)
+        return await explain_on(None, request)
+
+    @app.post("/v1/models/{spec}/explain", openapi_extra=EXPLAIN_BODY)
+    async def explain_model(spec: str, request: Request):
+        return await explain_on(spec, request)
+
+    @app.post("/v1/models/{name}/load")
+    async def load(name: str, request: Request):
+        if not gate.locked and (request.client.host if request.client else "") not in LOOPBACK:
+            return error(403, "loading a version needs --api-keys with an admin key (or a call from this machine)")
+        if (no := refused(request, name, admin=True)) is not None:
+            return no
+        try:
+            served = await catalog.load(name)
+        except Unknown as e:
+            return error(404, str(e))
+        except LoadFailed as e:
+            return error(409, str(e))
+        return {"loaded": served.info()}
 
     return app
+
+
+def _on_sighup(catalog: Catalog):
+    """SIGHUP loads every model again from disk (where the platform has it); returns the undo."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+
+    async def reload() -> None:
+        for name in list(catalog.paths):
+            try:
+                served = await catalog.load(name)
+                print(f"SIGHUP: model '{name}' version {served.version} now serving", file=sys.stderr, flush=True)
+            except (Unknown, LoadFailed) as e:
+                print(f"SIGHUP: {e}", file=sys.stderr, flush=True)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    except (NotImplementedError, RuntimeError, ValueError):
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
 
 
 async def _explain(request: Request, served: ServedModel, options: ServeOptions) -> JSONResponse:
@@ -116,7 +220,7 @@ async def _explain(request: Request, served: ServedModel, options: ServeOptions)
     if served.explainer is None:
         return error(501, f"Grad-CAM needs the PyTorch model (model.pt); this server runs {served.file.name}")
     try:
-        names, blobs, params = await _read_request(request, options)
+        names, blobs, params = await read_request(request, options)
         if len(blobs) != 1:
             raise ImageRejected(422, f"send one image to explain, not {len(blobs)}")
         image = await served.decode(blobs[0])
@@ -135,8 +239,8 @@ async def _predict(request: Request, served: ServedModel, options: ServeOptions)
     if not served.ready:
         return error(503, "the model is warming up", retry_after=1)
     try:
-        names, blobs, params = await _read_request(request, options)
-        topk, threshold = _predict_params(params, len(served.runner.classes))
+        names, blobs, params = await read_request(request, options)
+        topk, threshold = predict_params(params, len(served.runner.classes))
     except ImageRejected as e:
         return error(e.status, str(e))
     start = time.perf_counter()
@@ -168,95 +272,9 @@ async def _predict(request: Request, served: ServedModel, options: ServeOptions)
                 unknown = score > served.reject_at
                 entry |= {"label": None if unknown else entry["label"], "unknown": unknown, "ood_score": round(score, 4)}
             entries.append(entry)
-    return JSONResponse({"predictions": entries, "model": served.info()["name"], "backend": served.runner.backend,
+    return JSONResponse({"predictions": entries, "model": served.runner.name, "served_as": served.name,
+                         "version": served.version, "backend": served.runner.backend,
                          "latency_ms": round(1000 * (time.perf_counter() - start), 2)})
-
-
-async def _read_request(request: Request, options: ServeOptions) -> tuple[list[str], list[bytes], dict]:
-    """(names, bytes, parameters) from multipart files or JSON {"images": [base64, ...]}."""
-    kind = request.headers.get("content-type", "")
-    params: dict = dict(request.query_params)
-    if kind.startswith("multipart/form-data"):
-        form = await _form(request, options)
-        files = [v for _, v in form.multi_items() if hasattr(v, "read")]
-        names = [f.filename or f"image{i}" for i, f in enumerate(files)]
-        blobs = [await f.read() for f in files]
-        params |= {k: v for k, v in form.multi_items() if isinstance(v, str)}
-    elif kind.startswith("application/json"):
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise ImageRejected(422, "the body is not valid JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("images"), list):
-            raise ImageRejected(422, 'send JSON {"images": [base64, ...], "topk": K, "threshold": P}')
-        blobs = [from_base64(text) for text in body["images"]]
-        names = [f"image{i}" for i in range(len(blobs))]
-        params |= {k: body[k] for k in ("topk", "threshold", "method", "class") if k in body}
-        if "topk" in body and (not isinstance(body["topk"], int) or isinstance(body["topk"], bool)):
-            raise ImageRejected(422, f"topk must be a whole number (got {body['topk']!r})")
-    else:
-        raise ImageRejected(415, "send images as multipart/form-data files or as JSON {\"images\": [base64, ...]}")
-    if not blobs:
-        raise ImageRejected(422, "no images in the request")
-    if len(blobs) > options.max_images:
-        raise ImageRejected(413, f"{len(blobs)} images is more than --max-images ({options.max_images})")
-    return names, blobs, params
-
-
-async def _form(request: Request, options: ServeOptions):
-    """The multipart form, with its limits: too many files is 413 (as --max-images says), a malformed body 422."""
-    from starlette.formparsers import MultiPartException
-
-    try:
-        return await request.form(max_files=options.max_images, max_fields=16)
-    except (MultiPartException, HTTPException) as e:
-        text = str(getattr(e, "detail", None) or getattr(e, "message", None) or e)
-        if "Too many files" in text:
-            raise ImageRejected(413, f"more files than --max-images ({options.max_images})") from None
-        raise ImageRejected(422, f"malformed multipart body: {text}") from None
-
-
-def _whole(value, name: str) -> int:
-    """A whole number from JSON (an int, not a bool or a fraction) or from a form field (its digits)."""
-    if isinstance(value, bool) or isinstance(value, float) or (isinstance(value, str) and not value.strip().isdigit()):
-        raise ImageRejected(422, f"{name} must be a whole number (got {value!r})")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ImageRejected(422, f"{name} must be a whole number (got {value!r})") from None
-
-
-def _predict_params(params: dict, num_classes: int) -> tuple[int, float]:
-    """(topk, threshold) of a predict request, checked."""
-    topk = _whole(params.get("topk", 5), "topk")
-    try:
-        threshold = params.get("threshold", 0.0)
-        if isinstance(threshold, bool):
-            raise ValueError
-        threshold = float(threshold)
-    except (TypeError, ValueError):
-        raise ImageRejected(422, "topk must be a whole number and threshold a number") from None
-    if topk < 1 or not 0 <= threshold <= 1:
-        raise ImageRejected(422, "topk must be >= 1 and threshold in [0, 1]")
-    return min(topk, num_classes), threshold
-
-
-PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        "topk": {"type": "integer", "minimum": 1}, "threshold": {"type": "number", "minimum": 0, "maximum": 1}}}},
-    "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
-        "images": {"type": "array", "items": {"type": "string", "format": "byte"}},
-        "topk": {"type": "integer", "minimum": 1}, "threshold": {"type": "number", "minimum": 0, "maximum": 1}}}}}}}
-
-
-EXPLAIN_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "maxItems": 1},
-        "method": {"type": "string", "enum": ["gradcam", "gradcam++"]}, "class": {"type": "string"}}}},
-    "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
-        "images": {"type": "array", "items": {"type": "string", "format": "byte"}, "maxItems": 1},
-        "method": {"type": "string", "enum": ["gradcam", "gradcam++"]}, "class": {"type": "string"}}}}}}}
 
 
 def app_from_env() -> FastAPI:

@@ -36,7 +36,7 @@ class Batcher:
     """Collects single images into batches for `forward` (batch → logits), run on one dedicated thread."""
 
     def __init__(self, forward: Forward, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_queue: int = 1024,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float, list[float]], None] | None = None) -> None:
         self.forward, self.max_batch_size, self.max_wait = forward, max_batch_size, max_wait_ms / 1000
         self.max_queue, self.on_batch = max_queue, on_batch
         self._queue: asyncio.Queue[_Item] | None = None
@@ -111,6 +111,7 @@ class Batcher:
         if not live:
             return
         start = time.perf_counter()
+        waits = [start - item.queued_at for item in live]
         try:
             logits = await asyncio.get_running_loop().run_in_executor(
                 self._thread, self.forward, torch.stack([item.image for item in live]))
@@ -123,4 +124,4 @@ class Batcher:
             if not item.future.done():
                 item.future.set_result(row)
         if self.on_batch is not None:
-            self.on_batch(len(live), time.perf_counter() - start)
+            self.on_batch(len(live), time.perf_counter() - start, waits)

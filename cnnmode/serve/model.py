@@ -30,28 +30,33 @@ def warm_sizes(max_batch_size: int) -> list[int]:
 class ServedModel:
     """Runner, preprocessing, batcher, metrics and the optional result cache of one served model."""
 
-    def __init__(self, options: ServeOptions) -> None:
-        self.options = options
-        where = resolve_target(options.target)
-        self.runner, art = open_runner(where, options.backend, options.device, options.calib_data)
+    def __init__(self, options: ServeOptions, name: str = "default", path: str | None = None, version: int = 1,
+                 metrics: ServeMetrics | None = None) -> None:
+        self.options, self.name, self.version = options, name, version
+        self.path = path if path is not None else options.models()[0][1]
+        where = resolve_target(self.path)
         self.checksum = hashlib.sha256(where.file.read_bytes()).hexdigest()
+        self.runner, art = open_runner(where, options.backend, options.device, options.calib_data)
         self.file = where.file
         self.reject_at = reject_threshold(options.reject, options.coverage, self.runner.rejector)
         self.preprocessor = Preprocessor(self.runner.preprocess, options.max_pixels)
         self.sizes = warm_sizes(options.max_batch_size)
-        self.metrics = ServeMetrics(options.max_batch_size, lambda: self.batcher.depth)
+        self.all_metrics = metrics or ServeMetrics(options.max_batch_size)
+        self.metrics = self.all_metrics.of(name, str(version), lambda: self.batcher.depth)
         self.batcher = Batcher(self._forward, options.max_batch_size, options.max_wait_ms, options.max_queue,
                                on_batch=self.metrics.batch)
         self.decoder = concurrent.futures.ThreadPoolExecutor(max_workers=options.threads,
                                                              thread_name_prefix="cnnmode-decode")
         self.explainer = Explainer(art) if art is not None else None  # Grad-CAM needs the PyTorch model
+        self.art = art
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.ready = False
 
     def info(self) -> dict:
         """What GET /v1/model answers."""
         p = self.runner.preprocess
-        return {"file": self.file.name, "name": self.runner.name, "backend": self.runner.backend,  # no server path
+        return {"model": self.name, "version": self.version,
+                "file": self.file.name, "name": self.runner.name, "backend": self.runner.backend,  # no server path
                 "classes": self.runner.classes, "checksum": f"sha256:{self.checksum}",
                 "preprocess": {k: p[k] for k in ("img_size", "mean", "std", "channels")}
                 | {"temperature": self.runner.temperature, "task": p.get("task", "single")}

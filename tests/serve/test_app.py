@@ -120,7 +120,7 @@ def test_results_cache(served_run):
         first = c.post("/v1/predict", files=[("files", ("a.png", png()))]).json()["predictions"]
         again = c.post("/v1/predict", files=[("files", ("b.png", png()))]).json()["predictions"]
         assert first[0]["top"] == again[0]["top"]
-        assert "cnnmode_images_total 1.0" in c.get("/metrics").text  # the second answer came from the cache
+        assert 'cnnmode_images_total{model="default",version="1"} 1.0' in c.get("/metrics").text  # the second answer came from the cache
 
 
 @pytest.mark.parametrize("body", [{"topk": 2.5}, {"topk": True}, {"topk": "3"}, {"threshold": True}])
@@ -139,7 +139,7 @@ def test_multipart_limits_and_malformed_bodies_get_the_documented_codes(api):
     assert r.status_code == 422 and "malformed" in r.json()["error"]
     assert api.get("/v1/predict").status_code == 405
     text = api.get("/metrics").text
-    assert 'cnnmode_requests_total{status="405"}' in text and 'cnnmode_requests_total{status="413"}' in text
+    assert 'status="405",' in text and 'status="413",' in text
 
 
 def test_a_huge_image_is_refused_with_the_servers_own_limit(api):

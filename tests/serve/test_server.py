@@ -26,19 +26,19 @@ def test_concurrent_requests_are_batched_within_the_cap(server):
         codes = list(pool.map(lambda i: _predict(url, i), range(48)))
     assert codes == [200] * 48
     text = httpx.get(f"{url}/metrics").text
-    count = float(re.search(r"^cnnmode_batch_size_count (\S+)", text, re.M).group(1))
-    total = float(re.search(r"^cnnmode_batch_size_sum (\S+)", text, re.M).group(1))
-    at_cap = float(re.search(r'^cnnmode_batch_size_bucket\{le="8.0"\} (\S+)', text, re.M).group(1))
+    count = float(re.search(r"^cnnmode_batch_size_count\{[^}]*\} (\S+)", text, re.M).group(1))
+    total = float(re.search(r"^cnnmode_batch_size_sum\{[^}]*\} (\S+)", text, re.M).group(1))
+    at_cap = float(re.search(r'^cnnmode_batch_size_bucket\{le="8.0",[^}]*\} (\S+)', text, re.M).group(1))
     assert total == 48  # every image once (the warm-up runs outside the batcher)
     assert total / count > 1.5 and at_cap == count  # batched, and never a batch over 8
-    assert 'cnnmode_requests_total{status="200"} 48.0' in text
+    assert 'cnnmode_requests_total{model="default",status="200",version="1"} 48.0' in text
 
 
 def _accepted(url: str) -> float:
     """Requests inside the server or already answered."""
     text = httpx.get(f"{url}/metrics").text
-    inside = float(re.search(r"^cnnmode_requests_in_progress (\S+)", text, re.M).group(1))
-    done = re.search(r'^cnnmode_requests_total\{status="200"\} (\S+)', text, re.M)
+    inside = float(re.search(r"^cnnmode_requests_in_progress\{[^}]*\} (\S+)", text, re.M).group(1))
+    done = re.search(r'^cnnmode_requests_total\{[^}]*status="200"[^}]*\} (\S+)', text, re.M)
     return inside + (float(done.group(1)) if done else 0.0)
 
 
