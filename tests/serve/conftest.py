@@ -34,10 +34,11 @@ def png(i: int) -> bytes:
 
 
 def start_server(target, *flags: str, launch: tuple[str, ...] = ("-m", "cnnmode")) -> tuple[subprocess.Popen, str]:
-    """`cnnmode serve TARGET` on a free loopback port, returned once /readyz answers 200 (`launch`: the
+    """`cnnmode serve TARGET` (or several: a list) on a free loopback port, returned once /readyz answers 200 (`launch`: the
     interpreter's arguments that start the CLI)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, *launch, "serve", str(target), "--port", str(port), *flags],
+    targets = [str(t) for t in target] if isinstance(target, (list, tuple)) else [str(target)]
+    proc = subprocess.Popen([sys.executable, *launch, "serve", *targets, "--port", str(port), *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):

@@ -20,7 +20,7 @@ def live(served_run):
 def test_no_request_makes_a_server_error(live):
     schema = schemathesis.openapi.from_url(f"{live}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 7
+    assert len(operations) >= 12
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -32,5 +32,7 @@ def test_no_request_makes_a_server_error(live):
 
 def test_the_schema_covers_every_endpoint(live):
     paths = httpx.get(f"{live}/openapi.json").json()["paths"]
-    assert {"/v1/predict", "/v1/explain", "/v1/model", "/healthz", "/readyz", "/metrics", "/"} <= set(paths)
+    assert {"/v1/predict", "/v1/explain", "/v1/model", "/healthz", "/readyz", "/metrics", "/", "/v1/models",
+            "/v1/models/{spec}", "/v1/models/{spec}/predict", "/v1/models/{spec}/explain",
+            "/v1/models/{name}/load"} <= set(paths)
     assert httpx.get(f"{live}/healthz").status_code == 200

@@ -46,3 +46,38 @@ def test_page_classifies_an_uploaded_image(server, tmp_path):
     assert len(labels) == 2 and set(labels) <= {"circle", "square", "stripes"} and bars == 3
     assert loaded == 224  # the Grad-CAM overlay, enlarged from 32 px
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_page_asks_for_a_key_when_the_server_needs_one(served_run, tmp_path):
+    browser_path = chromium()
+    if browser_path is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    from tests.serve.conftest import start_server
+    key = "page-key-0123456789abcdef"
+    (tmp_path / "keys.txt").write_text(key + "\n")
+    image = tmp_path / "one.png"
+    import numpy as np
+    make_image(1, np.random.default_rng(0)).save(image)
+    proc, url = start_server(served_run, "--threads", "1", "--api-keys", str(tmp_path / "keys.txt"))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=browser_path, args=CHROME_FLAGS)
+            page = browser.new_page()
+            page.goto(f"{url}/")
+            page.wait_for_selector("#keybox", state="visible")
+            page.fill("#key", "wrong-key-0123456789abcdef")
+            page.click("#usekey")
+            page.wait_for_function("document.getElementById('keyerr').textContent.includes('unknown API key')")
+            page.fill("#key", key)
+            page.click("#usekey")
+            page.wait_for_function("document.getElementById('meta').textContent.includes('3 classes')")
+            page.set_input_files("#files", [str(image)])
+            page.wait_for_selector(".row .label", timeout=30_000)
+            label = page.locator(".row .label").first.inner_text()
+            browser.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert label in {"circle", "square", "stripes"}
