@@ -1,5 +1,6 @@
 """Who may call the server, and how often: API keys (kept in memory only as sha256 hashes, never logged) with the
-models each may use, and a per-key (or per-address) rate limit from the `limits` library."""
+models each may use, and a per-key (or per-address) rate limit from the `limits` library (a sliding-window
+counter: the previous window's count weighted by its overlap, plus the current one)."""
 from __future__ import annotations
 
 import hashlib
@@ -98,11 +99,12 @@ class Gate:
 
     def __init__(self, grants: list[Grant] | None, rate: str | None) -> None:
         from limits.storage import MemoryStorage
-        from limits.strategies import MovingWindowRateLimiter
+        from limits.strategies import SlidingWindowCounterRateLimiter
 
         self.grants = {g.digest: g for g in grants} if grants else None
         self.rate = parse_rate(rate) if rate else None
-        self.limiter = MovingWindowRateLimiter(MemoryStorage()) if self.rate else None
+        # a sliding-window counter: constant memory per caller (a moving window keeps every hit's time)
+        self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage()) if self.rate else None
 
     @property
     def locked(self) -> bool:
