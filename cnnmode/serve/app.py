@@ -85,7 +85,11 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | Catalog
             return error(e.status, str(e), e.retry_after)
         return None
 
-    def find(spec: str | None) -> ServedModel | JSONResponse:
+    def find(spec: str | None, request: Request) -> ServedModel | JSONResponse:
+        """The model a request names (its key checked first, so a caller without one learns no model names),
+        or the answer that refuses it."""
+        if (no := refused(request, (spec or catalog.first).partition("@")[0])) is not None:
+            return no
         try:
             return catalog.get(spec)
         except Unknown as e:
@@ -116,7 +120,8 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | Catalog
 
     @app.get("/v1/model")
     async def model_info(request: Request):
-        return refused(request, catalog.first) or catalog.get().info()
+        served = find(None, request)
+        return served if isinstance(served, JSONResponse) else served.info()
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -124,10 +129,8 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | Catalog
 
     @app.get("/v1/models/{spec}")
     async def one_model(spec: str, request: Request):
-        served = find(spec)
-        if isinstance(served, JSONResponse):
-            return served
-        return refused(request, served.name) or served.info()
+        served = find(spec, request)
+        return served if isinstance(served, JSONResponse) else served.info()
 
     @app.get("/metrics")
     async def metrics_text(request: Request) -> Response:
@@ -142,23 +145,22 @@ def create_app(options: ServeOptions | None = None, model: ServedModel | Catalog
         return HTMLResponse(page_html)
 
     async def predict_on(spec: str | None, request: Request):
-        served = find(spec)
+        served = find(spec, request)
         if isinstance(served, JSONResponse):
             return served
-        if (no := refused(request, served.name)) is not None:
-            return no
         start = time.perf_counter()
-        with served.metrics.in_progress.track_inprogress():
+        with served.in_use(), served.metrics.in_progress.track_inprogress():
             response = await _predict(request, served, options)
         served.metrics.request(response.status_code)
         served.metrics.latency.observe(time.perf_counter() - start)
         return response
 
     async def explain_on(spec: str | None, request: Request):
-        served = find(spec)
+        served = find(spec, request)
         if isinstance(served, JSONResponse):
             return served
-        return refused(request, served.name) or await _explain(request, served, options)
+        with served.in_use():
+            return await _explain(request, served, options)
 
     @app.post("/v1/predict", openapi_extra=PREDICT_BODY)
     async def predict(request: Request):

@@ -4,6 +4,7 @@ serving; only then does traffic move, while requests already inside the old vers
 from __future__ import annotations
 
 import asyncio
+import time
 
 import torch
 
@@ -108,8 +109,12 @@ class Catalog:
             await retire(model)
 
 
-async def retire(model: ServedModel) -> None:
-    """Let a version's queued images finish (requests inside it keep their answers), then close it."""
+async def retire(model: ServedModel, patience_s: float | None = None) -> None:
+    """Let the requests inside a version finish (each keeps its answer, up to --timeout-s and a little more),
+    then its queued images, then close it."""
+    deadline = time.monotonic() + (model.options.timeout_s + 5 if patience_s is None else patience_s)
+    while model.users and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     await model.batcher.stop()
     model.close()
     model.metrics.forget()

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 from collections import OrderedDict
+from typing import Iterator
 
 import torch
 
@@ -50,7 +52,16 @@ class ServedModel:
         self.explainer = Explainer(art) if art is not None else None  # Grad-CAM needs the PyTorch model
         self.art = art
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.ready = False
+        self.ready, self.users = False, 0  # users: requests inside this version (a retired one waits for them)
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Count a request as inside this version for as long as the block runs."""
+        self.users += 1
+        try:
+            yield
+        finally:
+            self.users -= 1
 
     def info(self) -> dict:
         """What GET /v1/model answers."""

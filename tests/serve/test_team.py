@@ -44,7 +44,8 @@ def models(served_run, tmp_path_factory):
 def team(models):
     tmp, a, b, keys = models
     proc, url = start_server([f"a={a}", f"b={b}"], "--threads", "1", "--max-batch-size", "8", "--backend", "eager",
-                             "--api-keys", str(keys), "--rate-limit", "1000/second")
+                             "--api-keys", str(keys), "--rate-limit", "1000/second",
+                             "--keep-versions", "1")  # a swap retires the old version while requests are inside it
     yield proc, url
     proc.kill()
     proc.wait()
@@ -61,6 +62,7 @@ def predict(url, model=None, key=None, header="bearer", **kw):
 def test_keys_gate_the_api_and_leave_health_open(team):
     proc, url = team
     assert predict(url).status_code == 401
+    assert predict(url, "no-such-model").status_code == 401  # no model names for a caller without a key
     assert predict(url, key="not-a-key-at-all-1234").status_code == 401
     assert predict(url, "b", READER_KEY).status_code == 403  # the reader may use a only
     ok = predict(url, "a", READER_KEY)
