@@ -100,18 +100,25 @@ def start(name: str, target: str, threads: int, batch: int, wait_ms: float) -> t
                             stderr=subprocess.DEVNULL, cwd=ROOT, text=True,
                             preexec_fn=(lambda: os.sched_setaffinity(0, pinned)) if pinned else None)
     url = f"http://127.0.0.1:{port}"
-    ready = "/health" if name.startswith("litserve") else "/readyz"
+    wait_ready(proc, url + ("/health" if name.startswith("litserve") else "/readyz"), name)
+    if proc.stdout is not None:
+        print(f"  {proc.stdout.readline().strip()}")  # the first line names the backend auto chose
+        proc.stdout.close()
+    return proc, url
+
+
+def wait_ready(proc: subprocess.Popen, ready_url: str, name: str) -> None:
+    """Poll `ready_url` until it answers 200 (up to 2 minutes); a server that exits or never gets ready ends the
+    benchmark with one line (and the end of its stderr when that was piped)."""
     for _ in range(1200):
         try:
-            if httpx.get(url + ready, timeout=1).status_code == 200:
-                if proc.stdout is not None:
-                    print(f"  {proc.stdout.readline().strip()}")  # the first line names the backend auto chose
-                    proc.stdout.close()
-                return proc, url
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
-            raise SystemExit(f"{name} exited during start-up (code {proc.returncode})")
+            tail = proc.stderr.read()[-2000:] if proc.stderr is not None else ""
+            raise SystemExit(f"{name} exited during start-up (code {proc.returncode}) {tail}".rstrip())
         time.sleep(0.1)
     raise SystemExit(f"{name} never became ready")
 

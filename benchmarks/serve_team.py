@@ -35,7 +35,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from serve_load import free_port  # noqa: E402
+from serve_load import free_port, wait_ready  # noqa: E402
 from time_to_accuracy import probe  # noqa: E402
 
 KEY = "bench-admin-key-0123456789abcdef"
@@ -57,16 +57,8 @@ def start(targets: list[str], *flags: str) -> tuple[subprocess.Popen, str]:
                              "--max-queue", "4096", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             cwd=ROOT, text=True)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(1200):
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited during start-up: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.1)
-    raise SystemExit("the server never became ready")
+    wait_ready(proc, url + "/readyz", "cnnmode serve")
+    return proc, url
 
 
 def stop(proc: subprocess.Popen) -> None:
