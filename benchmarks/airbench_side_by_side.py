@@ -1,7 +1,7 @@
-"""The `speed` recipe and the public airbench94_muon side by side on this CPU, both in fp32.
+"""The `speed` recipe and the public airbench94_muon side by side on this CPU, both in fp32, or on a CUDA GPU.
 
     python benchmarks/airbench_side_by_side.py --airbench PATH/airbench94_muon.py \
-        --data ../shared/datasets/cifar10-jpeg.tar.gz [--subset 1.0] [--only speed|airbench]
+        --data ../shared/datasets/cifar10-jpeg.tar.gz [--subset 1.0] [--only speed|airbench] [--gpu --runs 3]
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/airbench_side_by_side.py ...   # an AVX2 CPU
 
 airbench94_muon.py (github.com/KellerJordan/cifar10-airbench: fetch it yourself, never commit it) is written for
@@ -12,6 +12,10 @@ JPEG copy of CIFAR-10 that `cnnmode` reads, decoded into the train.pt/test.pt fi
 the first fraction of each class's training images; the test set stays whole). Then `cnnmode train --recipe
 speed` runs on the same fraction (`data.subset`). Prints, for each: test accuracy (airbench's with its own TTA,
 ours with the recipe's), training time as each reports it, and wall time; and the CPU, its kind and the probe.
+
+With --gpu both run on the CUDA GPU, airbench's file unmodified: a driver does what its `__main__` does (the model
+compiled with mode="max-autotune", one warm-up run on random labels that the timing leaves out), but --runs times
+instead of 200; our recipe runs --runs seeds as it is (`train.device=auto` picks the GPU, no torch.compile).
 """
 from __future__ import annotations
 
@@ -55,6 +59,23 @@ model = ab.CifarNet().to(memory_format=torch.channels_last)
 start = time.perf_counter()
 acc = ab.main(0, model)
 print(json.dumps({"accuracy": acc, "wall_s": time.perf_counter() - start}))
+"""
+
+GPU_DRIVER = """
+import json, sys, time, torch
+import airbench94_muon as ab
+model = ab.CifarNet().cuda().to(memory_format=torch.channels_last)
+model.compile(mode="max-autotune")
+ab.print_columns(ab.logging_columns_list, is_head=True)
+start = time.perf_counter()
+ab.main("warmup", model)
+warmup = time.perf_counter() - start
+accs, walls = [], []
+for run in range(int(sys.argv[1])):
+    start = time.perf_counter()
+    accs.append(ab.main(run, model))
+    walls.append(time.perf_counter() - start)
+print(json.dumps({"accuracies": accs, "walls": walls, "warmup_s": warmup}))
 """
 
 
@@ -108,15 +129,37 @@ def run_airbench(path: Path, archive: str, subset: float, work: Path) -> dict:
     return result
 
 
-def run_speed(archive: str, subset: float, work: Path) -> dict:
+def run_airbench_gpu(path: Path, archive: str, subset: float, work: Path, runs: int) -> list[dict]:
+    """Train the unmodified airbench94_muon `runs` times on the CUDA GPU after its own compiled warm-up run."""
+    import torch
+
+    data = work / "cifar10"
+    data.mkdir(parents=True, exist_ok=True)
+    torch.save(decode_split(archive, "train", subset), data / "train.pt")
+    torch.save(decode_split(archive, "test", 1.0), data / "test.pt")
+    (work / "airbench94_muon.py").write_text(path.read_text())
+    (work / "driver.py").write_text(GPU_DRIVER)
+    done = subprocess.run([sys.executable, "driver.py", str(runs)], cwd=work, capture_output=True, text=True)
+    print(done.stdout, end="")
+    if done.returncode:
+        raise SystemExit(f"airbench failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    train_s = [float(line.split("|")[-2]) for line in done.stdout.splitlines() if "eval" in line]
+    print(f"airbench warm-up (compile included): {result['warmup_s']:.1f} s", flush=True)
+    return [{"accuracy": a, "wall_s": w, "train_s": t}
+            for a, w, t in zip(result["accuracies"], result["walls"], train_s[-runs:])]
+
+
+def run_speed(archive: str, subset: float, work: Path, seed: int = 0) -> dict:
     """Train `cnnmode train --recipe speed` once on the same fraction of the data."""
-    overrides = [f"data.path={archive}", f"run.dir={work}", "run.name=speed", "train.seed=0"]
+    name = f"speed-{seed}"
+    overrides = [f"data.path={archive}", f"run.dir={work}", f"run.name={name}", f"train.seed={seed}"]
     if subset < 1:
         overrides.append(f"data.subset={subset}")
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "cnnmode", "train", "--recipe", "speed", "--quiet", *overrides],
                    check=True, cwd=ROOT)
-    m = json.loads((work / "speed" / "metrics.json").read_text())
+    m = json.loads((work / name / "metrics.json").read_text())
     return {"accuracy": m["test"]["accuracy"], "train_s": m["train_time_s"], "wall_s": time.perf_counter() - start}
 
 
@@ -126,7 +169,11 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="the CIFAR-10 JPEG archive")
     ap.add_argument("--subset", type=float, default=1.0, help="fraction of each class's training images")
     ap.add_argument("--only", choices=["speed", "airbench"], help="run one side only")
+    ap.add_argument("--gpu", action="store_true", help="both on the CUDA GPU (airbench unmodified)")
+    ap.add_argument("--runs", type=int, default=3, help="with --gpu: runs of each (seeds 0.. for ours)")
     args = ap.parse_args()
+    if args.gpu:
+        return main_gpu(args)
     from backend_table import cpu_name, probe
     from cnnmode.engine.cpu import cpu_kind
 
@@ -143,6 +190,32 @@ def main() -> None:
     for name, r in results.items():
         train = f"{r['train_s']:.0f}" if r.get("train_s") is not None else "n/a"
         print(f"| {name} | {100 * r['accuracy']:.2f}% | {train} | {r['wall_s']:.0f} |")
+
+
+def main_gpu(args: argparse.Namespace) -> None:
+    """Both sides on the CUDA GPU, `args.runs` runs each, then one table row per run and the medians."""
+    import statistics
+
+    import torch
+
+    print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+    rows: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="airbench-") as tmp:
+        if args.only != "airbench":
+            rows["cnnmode speed recipe"] = [run_speed(args.data, args.subset, Path(tmp) / "runs", seed)
+                                            for seed in range(args.runs)]
+        if args.only != "speed":
+            rows["airbench94_muon (unmodified)"] = run_airbench_gpu(args.airbench, args.data, args.subset,
+                                                                    Path(tmp), args.runs)
+    print(f"| on {torch.cuda.get_device_name(0)} | run | test accuracy | training time s | wall s |")
+    print("|---|---|---|---|---|")
+    for name, runs in rows.items():
+        for i, r in enumerate(runs):
+            print(f"| {name} | {i} | {100 * r['accuracy']:.2f}% | {r['train_s']:.2f} | {r['wall_s']:.1f} |")
+    for name, runs in rows.items():
+        print(f"MEDIAN {name}: {100 * statistics.median(r['accuracy'] for r in runs):.2f}%, "
+              f"{statistics.median(r['train_s'] for r in runs):.2f} s training, "
+              f"{statistics.median(r['wall_s'] for r in runs):.1f} s wall", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@
 #   aug-batched     the same with the batched policies (the default): img/s, GPU busy %, memory
 #   recipe-r50      the whole recipe, R50_EPOCHS (default 15) epochs on all 50,000 images: test accuracy, wall
 #                   time, img/s, GPU busy %, peak memory (NVML and torch's allocator)
+#   speed-airbench  `train --recipe speed` beside the public airbench94_muon run unmodified (its file at AIRBENCH, default
+#                   .devdata/airbench94_muon.py; fetch it from github.com/KellerJordan/cifar10-airbench, never commit
+#                   it), RUNS (default 3) runs each on the same JPEG copy: test accuracy and training time
 #   train-fp16      ResNet-18, fp16 autocast + GradScaler, channels-last, TF32, cudnn.benchmark
 #   train-bf16      the same in bf16 (no scaler)
 #   train-compile   bf16 + torch.compile
@@ -28,7 +31,7 @@ OUT=${2:-/tmp/cnnmode-cuda-check}
 PY=${PYTHON:-python3}
 EPOCHS=${EPOCHS:-2}
 R50_EPOCHS=${R50_EPOCHS:-15}
-CHECKS=${CHECKS:-aug-per-image aug-batched recipe-r50 train-fp16 train-bf16 train-compile ddp-nccl bench-cuda serve-cuda}
+CHECKS=${CHECKS:-aug-per-image aug-batched recipe-r50 speed-airbench train-fp16 train-bf16 train-compile ddp-nccl bench-cuda serve-cuda}
 want() { [[ " $CHECKS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 FAILED=0
@@ -89,6 +92,14 @@ recipe_check() {  # recipe_check NAME overrides...: the cnnmode-resnet50 recipe 
 recipe_check aug-per-image aug.batched=false train.epochs=1 data.subset=0.2
 recipe_check aug-batched aug.batched=true train.epochs=1 data.subset=0.2
 recipe_check recipe-r50 train.epochs=$R50_EPOCHS
+
+if want speed-airbench; then
+  log="$OUT/speed-airbench.log"
+  $PY benchmarks/airbench_side_by_side.py --gpu --runs "${RUNS:-3}" --airbench "${AIRBENCH:-.devdata/airbench94_muon.py}" \
+    --data "$DATA" >"$log" 2>&1
+  rc=$?
+  result speed-airbench $rc "$(grep '^MEDIAN' "$log" | tr '\n' ';')" "$log"
+fi
 
 train_check train-fp16 train.amp=fp16
 train_check train-bf16 train.amp=bf16

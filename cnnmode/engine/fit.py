@@ -14,7 +14,7 @@ from cnnmode.data import DataBundle, TensorLoader
 from cnnmode.engine import distributed
 from cnnmode.engine.checkpoint import keep_epoch_checkpoint, rng_state, save_checkpoint
 from cnnmode.engine.console import Reporter
-from cnnmode.engine.device import gpu_status, peak_memory_mb
+from cnnmode.engine.device import GpuMeter, peak_memory_mb
 from cnnmode.engine.distributed import World
 from cnnmode.engine.loop import EpochTally, predict_logits, score, train_one_epoch, headline
 from cnnmode.engine.setup import TrainParts
@@ -64,9 +64,17 @@ def train_size(cfg: Config, full: int, epoch: int) -> int:
 def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after: int | None = None) -> FitResult:
     """Train from the epoch after `state.epoch` to train.epochs. `on_epoch(epoch, val)` runs after each epoch's
     checkpoint (an exception it raises ends the run there); `stop_after` ends as if killed after that epoch."""
-    cfg, parts, reporter = job.cfg, job.parts, job.reporter
+    cfg, parts = job.cfg, job.parts
     if cfg.train.unfreeze_at and state.epoch >= cfg.train.unfreeze_at:
         _unfreeze(parts.model)  # resumed after the switch: the optimizer already holds the scaled LR
+    with GpuMeter(parts.step.device) as gpu:
+        return _fit_epochs(job, state, gpu, on_epoch, stop_after)
+
+
+def _fit_epochs(job: Job, state: RunState, gpu: GpuMeter, on_epoch: EpochHook | None,
+                stop_after: int | None) -> FitResult:
+    """`fit`'s epochs, with the GPU meter read once per epoch line."""
+    cfg, parts, reporter = job.cfg, job.parts, job.reporter
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         _prepare_epoch(job, epoch)
         stats = _train_epoch(job, state, epoch)
@@ -84,7 +92,7 @@ def fit(job: Job, state: RunState, on_epoch: EpochHook | None = None, stop_after
                       f"  |  val loss {val['loss']:.4f} acc {100 * val['accuracy']:.2f}%"
                       + (f" mAP {100 * val['map']:.2f}%" if "map" in val else "") + f"{' *' if improved else ''}"
                       f"  |  {stats['time']:.1f}s {stats['img_s']:.0f} img/s"
-                      + (f"  |  {gpu}" if (gpu := gpu_status(parts.step.device)) else ""))
+                      + (f"  |  {busy}" if (busy := gpu.reading()) else ""))
         if on_epoch is not None:
             on_epoch(epoch, val)
         if stop:
