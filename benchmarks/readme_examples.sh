@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the README's example pictures (docs/images/) from a finished CIFAR-10 run folder.
+# Regenerates the docs' example pictures (docs/images/) from a finished CIFAR-10 run folder.
 #   bash benchmarks/readme_examples.sh runs/<a default-recipe run> ../shared/datasets/cifar10-jpeg.tar.gz
 set -euo pipefail
 run=${1:?run folder}

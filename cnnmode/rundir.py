@@ -21,7 +21,7 @@ from cnnmode.pretrained import shipped_names, shipped_path
 
 @dataclass(frozen=True)
 class RunDir:
-    """The files of one run folder (see the README's run-folder contract)."""
+    """The files of one run folder (see docs/runs.md, the run-folder contract)."""
     path: Path
 
     def __post_init__(self) -> None:
