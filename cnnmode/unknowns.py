@@ -18,15 +18,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnnmode.config.schema import COVERAGE, INDEX_CAP, NEIGHBOURS, SCORES  # noqa: F401  (defaults live there)
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_torch_save, torch_load
 from cnnmode.models import captured, head_module
 
 FORMAT = "cnnmode-unknowns"
-SCORES = ("combined", "knn", "msp")
-INDEX_CAP = 5000  # training embeddings kept in the index
-NEIGHBOURS = 10
-COVERAGE = 0.95  # the share of in-distribution images `--reject auto` keeps
 
 
 def unknowns_path(artifact: Path) -> Path:

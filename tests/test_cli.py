@@ -141,3 +141,25 @@ def test_unforeseen_failure_is_one_line(tmp_path):
     result = run_cli("predict", str(not_an_artifact), str(tmp_path))
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "CNNMODE_DEBUG" in result.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_listing_quietly():
+    """`cnnmode models | head -0`: the reader is gone before the first line; the command ends with exit 0 and
+    nothing on stderr."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "cnnmode", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and stderr == "", stderr
+
+
+def test_help_imports_no_torch():
+    """`cnnmode --help` and every verb's parser are built without importing torch (seconds of imports)."""
+    import subprocess
+
+    code = ("import sys; from cnnmode.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

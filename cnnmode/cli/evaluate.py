@@ -132,7 +132,7 @@ def add_parsers(verbs) -> None:
                    help="judge rejection at this share of known images kept (default: the fitted one, 0.95)")
     p.set_defaults(func=cmd_eval)
 
-    from cnnmode.unknowns import COVERAGE, INDEX_CAP, NEIGHBOURS, SCORES
+    from cnnmode.config.schema import COVERAGE, INDEX_CAP, NEIGHBOURS, SCORES
 
     p = verbs.add_parser("calibrate", help="fit the unknown-image score (for --reject) of a trained model",
                          description="Fit the out-of-distribution score that lets predict, serve and video answer "

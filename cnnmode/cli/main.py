@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except CnnModeError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # the reader went away (`cnnmode models | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
     except KeyboardInterrupt:
         hint = ("rerun the same command to continue where it stopped" if args.verb in RESUMABLE_VERBS
                 else "a run can be continued with --resume RUN_DIR")

@@ -192,6 +192,13 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# the unknown-image score (`cnnmode/unknowns.py`, `calibrate`, `--reject`): here so the CLI can show them
+# without importing torch
+SCORES = ("combined", "knn", "msp")
+INDEX_CAP = 5000  # training embeddings kept in the index
+NEIGHBOURS = 10
+COVERAGE = 0.95  # the share of in-distribution images `--reject auto` keeps
+
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory))
 TOP_LEVEL = ("recipe", "description")
 

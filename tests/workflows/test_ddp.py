@@ -63,11 +63,17 @@ def one_process(tmp_path_factory, tiny_tree) -> Path:
     return tmp / "runs" / "ref"
 
 
-def test_two_ranks_write_one_run_folder_and_match_one_process(tmp_path, tiny_tree, one_process):
-    done = torchrun("train", *_overrides(tmp_path, tiny_tree, "ddp"))
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory, tiny_tree) -> tuple[Path, subprocess.CompletedProcess]:
+    tmp = tmp_path_factory.mktemp("ddp-two")
+    done = torchrun("train", *_overrides(tmp, tiny_tree, "ddp"))
     assert done.returncode == 0, done.stderr[-3000:]
-    run = tmp_path / "runs" / "ddp"
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"]
+    return tmp / "runs" / "ddp", done
+
+
+def test_two_ranks_write_one_run_folder_and_match_one_process(two_ranks, one_process):
+    run, done = two_ranks
+    assert [p.name for p in run.parent.iterdir()] == ["ddp"]
     for name in ("model.pt", "metrics.json", "report.html", "history.csv", "train.log", "last.pt", "best.pt"):
         assert (run / name).is_file(), name
     assert done.stdout.count("epoch 1/2") == 1 and "rank 0 of 2" in done.stdout  # rank 0 alone prints
@@ -88,17 +94,18 @@ def test_every_rank_holds_the_same_parameters_after_every_step(tmp_path):
     assert seen["batch_per_rank"] == 8  # the global batch of 16, split
 
 
-def test_checkpoints_move_between_one_and_two_processes(tmp_path, tiny_tree):
-    args = _overrides(tmp_path, tiny_tree, "a", **{"train.epochs": 1})
-    assert torchrun("train", *args).returncode == 0
-    resumed = single("train", "--resume", str(tmp_path / "runs" / "a"), "train.epochs=2")
+def test_checkpoints_move_between_one_and_two_processes(tmp_path, two_ranks, one_process):
+    """A 2-process run extended by one process, and a 1-process run extended by two (copies of the runs above)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(two_ranks[0], a)
+    shutil.copytree(one_process, b)
+    resumed = single("train", "--resume", str(a), "train.epochs=3")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming a 2-process run with 1" in resumed.stdout
-    args = _overrides(tmp_path, tiny_tree, "b", **{"train.epochs": 1})
-    assert single("train", *args).returncode == 0
-    resumed = torchrun("train", "--resume", str(tmp_path / "runs" / "b"), "train.epochs=2")
+    resumed = torchrun("train", "--resume", str(b), "train.epochs=3")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert len(torch.load(tmp_path / "runs" / "b" / "last.pt", weights_only=True)["state"]["history"]) == 2
+    for run in (a, b):
+        assert len(torch.load(run / "last.pt", weights_only=True)["state"]["history"]) == 3
 
 
 def test_a_global_batch_that_does_not_divide_among_the_ranks_is_one_line(tmp_path, tiny_tree):

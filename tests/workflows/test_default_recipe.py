@@ -17,10 +17,10 @@ def shapes16(tmp_path_factory):
     return write_tree(tmp_path_factory.mktemp("shapes16") / "shapes", {"": 200}, size=16)
 
 
-# resnet101 and resnet152 are resnet50's builder with more blocks (their sizes are checked in tests/models): a
-# minute of CI time for no path of their own
+# resnet34, resnet101 and resnet152 are resnet18's and resnet50's builders with more blocks (their sizes are
+# checked in tests/models): a minute and a half of CI time for no path of their own
 @pytest.mark.parametrize("model", [m for m in list_models() if not m.startswith("tv:")
-                                   and m not in ("resnet101", "resnet152")])
+                                   and m not in ("resnet34", "resnet101", "resnet152")])
 def test_default_recipe_trains_every_model_beyond_chance(model, shapes16, tmp_path):
     cfg = resolve_config("default", [f"model.name={model}", f"data.path={shapes16}", f"data.root={tmp_path}",
                                      f"run.dir={tmp_path / 'runs'}", "train.epochs=2"], cuda=False)
@@ -35,7 +35,8 @@ def test_default_recipe_trains_resnet18_on_a_cifar_slice(tmp_path):
     # chance here (10.2% after 2 epochs on 1,000 images); the generic recipe it now hands over to reaches 25%
     data = cifar_slice(tmp_path / "cifar", {"train": 110, "test": 50})
     cfg = resolve_config("default", ["model.name=resnet18", f"data.path={data}", f"data.root={tmp_path}",
-                                     "train.epochs=2", f"run.dir={tmp_path / 'runs'}"], cuda=False)
+                                     "train.epochs=2", "data.img_size=16", f"run.dir={tmp_path / 'runs'}"],
+                         cuda=False)
     assert cfg.recipe == "generic"
     run = train(cfg, quiet=True)
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0.18
