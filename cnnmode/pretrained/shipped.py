@@ -15,8 +15,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def shipped_names() -> list[str]:
-    """The names of the shipped models."""
-    return sorted(p.stem for p in HERE.glob("*.pt"))
+    """The names of the shipped models (NAME.pt; not companions such as NAME.unknowns.pt)."""
+    return sorted(p.stem for p in HERE.glob("*.pt") if "." not in p.stem)
 
 
 def shipped_path(name: str) -> Path | None:
