@@ -15,7 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "cnnmode"
 FLOORS = [
     {"errors"},                        # one-line errors with their exit codes
-    {"files", "registry", "pretrained"},  # atomic writes and safe loads; the Registry; the shipped models
+    {"files", "registry", "pretrained", "machine"},  # atomic writes and safe loads; the Registry; the shipped
+                                       # models; the cores this process may use
     {"models", "figures"},             # the model registry and the built-in models; matplotlib for files
     {"config", "rundir"},              # the config object and recipes; a run folder's file names
     {"data", "artifact", "unknowns"},  # sources → loaders; the artifact file; the unknown-image score

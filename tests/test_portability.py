@@ -48,7 +48,7 @@ def test_no_posix_only_module_is_imported_anywhere_in_the_package():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             found += [f"{path.relative_to(PACKAGE)}: {n}" for n in names if n.split(".")[0] in POSIX_ONLY]
             if isinstance(node, ast.Attribute) and node.attr in ("sched_getaffinity", "SIGKILL") and \
-                    path.name != "cpu.py" and "getattr" not in ast.unparse(node):
+                    path.name != "machine.py" and "getattr" not in ast.unparse(node):  # machine.py asks hasattr first
                 found.append(f"{path.relative_to(PACKAGE)}: {ast.unparse(node)}")
     assert found == []
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import warnings
 import weakref
 from pathlib import Path
@@ -17,6 +16,7 @@ from cnnmode.data import augment
 from cnnmode.data.batch_policies import BatchPolicy, random_erasing
 from cnnmode.data.decode import pil_to_mode
 from cnnmode.data.labels import sample_weights
+from cnnmode.machine import usable_cores
 
 
 POLICY_CHUNK = 256  # images per run of the batched policies: their cost is mostly per op, not per image
@@ -265,10 +265,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
 def stream_workers(asked: int) -> int:
     """DataLoader worker processes: `asked`, or for -1 one per core this process may use (at most 8)."""
-    if asked >= 0:
-        return asked
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
-    return max(1, min(8, len(affinity(0)) if affinity else os.cpu_count() or 1))
+    return asked if asked >= 0 else max(1, min(8, usable_cores()))
 
 
 class _EpochBatches:

@@ -94,8 +94,3 @@ def _mkldnn_bf16() -> bool:
         return False
 
 
-def usable_cores() -> int:
-    """The cores this process may run on: its affinity where the OS reports one (Linux), else every core."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
-from cnnmode.engine.cpu import usable_cores
+from cnnmode.machine import usable_cores
 from cnnmode.errors import UsageError
 
 

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 import optuna
 
-from cnnmode.engine.cpu import usable_cores
+from cnnmode.machine import usable_cores
 from cnnmode.errors import CnnModeError, UsageError
 from cnnmode.experiments import search
 from cnnmode.experiments.options import SearchOptions

@@ -18,7 +18,7 @@ BACKENDS_HELP = ("eager, eager-bf16, compile, torchscript, onnxruntime, int8, in
 def default_threads() -> int:
     """The torch threads a server takes by default: its CPU affinity (taskset, a container's cpuset), capped by
     OMP_NUM_THREADS when that is set."""
-    from cnnmode.engine.cpu import usable_cores
+    from cnnmode.machine import usable_cores
 
     cores = usable_cores()
     omp = os.environ.get("OMP_NUM_THREADS", "")
@@ -64,7 +64,7 @@ class ServeOptions:
     def check(self) -> "ServeOptions":
         """Refuse impossible values in one line; resolve `threads` so that workers x threads fit the cores this
         process may use (its affinity), and by default OMP_NUM_THREADS when that is set."""
-        from cnnmode.engine.cpu import usable_cores
+        from cnnmode.machine import usable_cores
 
         cores = usable_cores()
         positive = {"max_batch_size": self.max_batch_size, "max_queue": self.max_queue, "workers": self.workers,
