@@ -14,7 +14,6 @@ from cnnmode.deploy.runtime import open_runner
 from cnnmode.errors import UsageError
 from cnnmode.files import atomic_write_text
 from cnnmode.rundir import resolve_target
-from cnnmode.unknowns import reject_threshold
 
 
 class Ranked:
@@ -58,7 +57,7 @@ class Predictor:
                  calib_data: str | None = None, reject: str = "off", coverage: float | None = None) -> None:
         where = resolve_target(model_path)
         self.runner, _ = open_runner(where, backend, device, calib_data)
-        self.reject_at = reject_threshold(reject, coverage, self.runner.rejector)
+        self.reject_at = self.runner.reject_threshold(reject, coverage)
         self.path = where.file
         self.preprocess = self.runner.preprocess | {"classes": self.runner.classes}
         self.classes: list[str] = self.runner.classes
@@ -88,14 +87,14 @@ class Predictor:
             present = self.runner.present(probs, threshold) if self.runner.multilabel else None
             for n, (path, values, indices) in enumerate(zip(ok, top.values.tolist(), top.indices.tolist())):
                 pairs = [(self.classes[i], float(v)) for i, v in zip(indices, values)]
-                if self.runner.multilabel:
+                verdict = {"unknown": None if unknown is None else bool(unknown[n]),
+                           "ood_score": None if ood is None else round(float(ood[n]), 4)}
+                if self.runner.multilabel:  # an unknown image has no labels
                     results.predictions.append(Prediction(
-                        str(path), pairs, labels=[self.classes[i] for i in present[n]],
-                        probs={c: round(float(v), 6) for c, v in zip(self.classes, probs[n].tolist())}))
+                        str(path), pairs, labels=[] if verdict["unknown"] else [self.classes[i] for i in present[n]],
+                        probs={c: round(float(v), 6) for c, v in zip(self.classes, probs[n].tolist())}, **verdict))
                 else:
-                    results.predictions.append(Prediction(
-                        str(path), pairs, pairs[0][1] < threshold, unknown=None if unknown is None else
-                        bool(unknown[n]), ood_score=None if ood is None else round(float(ood[n]), 4)))
+                    results.predictions.append(Prediction(str(path), pairs, pairs[0][1] < threshold, **verdict))
         return results
 
 
@@ -119,14 +118,15 @@ def write_results(results: Results, out: Path) -> Path:
         raise UsageError(f"--out must end in .csv or .json, not {out.name}")
     buf = io.StringIO()
     writer = csv.writer(buf)
+    judged = bool(results.predictions) and results.predictions[0].unknown is not None
     if results.predictions and results.predictions[0].labels is not None:  # label sets: one column per label
         classes = list(results.predictions[0].probs)
-        writer.writerow(["file", "labels"] + [f"p_{c}" for c in classes])
+        writer.writerow(["file", "labels"] + (["unknown", "ood_score"] if judged else []) + [f"p_{c}" for c in classes])
         for p in results.predictions:
-            writer.writerow([p.file, ";".join(p.labels)] + [f"{p.probs[c]:.6f}" for c in classes])
+            verdict = [int(p.unknown), f"{p.ood_score:.4f}"] if judged else []
+            writer.writerow([p.file, ";".join(p.labels)] + verdict + [f"{p.probs[c]:.6f}" for c in classes])
         return atomic_write_text(out, buf.getvalue())
     k = max((len(p.top) for p in results.predictions), default=0)
-    judged = bool(results.predictions) and results.predictions[0].unknown is not None
     writer.writerow(["file", "label", "confidence", "uncertain"] + (["unknown", "ood_score"] if judged else [])
                     + [c for i in range(k) for c in (f"top{i + 1}", f"prob{i + 1}")])
     for p in results.predictions:

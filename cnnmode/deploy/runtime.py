@@ -28,7 +28,7 @@ from cnnmode.engine.device import pick_device
 from cnnmode.errors import UsageError
 from cnnmode.registry import Registry
 from cnnmode.rundir import Target, resolve_target
-from cnnmode.unknowns import Rejector, from_state, load_rejector, logits_and_features
+from cnnmode.unknowns import Rejector, from_state, load_rejector, logits_and_features, reject_threshold
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Builder = Callable[[Artifact, torch.device, "Calibration | None"], Forward]
@@ -54,6 +54,15 @@ class Runner:
     device: str = "cpu"  # where the model runs
     rejector: Rejector | None = None  # the fitted unknown-image score, when the model has one
     features: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # → (logits, embeddings)
+
+    def reject_threshold(self, reject: str | float | None, coverage: float | None = None) -> float | None:
+        """`--reject` as a threshold for this runner (None for off), refused in one line where it cannot judge: a
+        multi-label model's score is the k-NN distance alone, which needs the embedding of an eager backend."""
+        threshold = reject_threshold(reject, coverage, self.rejector)
+        if threshold is not None and self.multilabel and self.features is None:
+            raise UsageError(f"--reject on a multi-label model needs the image embedding, which the {self.backend} "
+                             f"backend does not give: use --backend {' or '.join(FEATURES)}")
+        return threshold
 
     def describe(self) -> str:
         """'backend openvino-int8 on cpu (auto: ...)', the line verbs print first."""
@@ -310,7 +319,7 @@ def load_runner(source: Artifact | Target | str | Path, backend: str | None = No
         raise UsageError(f"the {backend} backend calibrates on real images: pass --data PATH (or give a run folder)")
     if backend not in ON_DEVICE:
         device = torch.device("cpu")  # ONNX Runtime, OpenVINO and the int8 kernels run on the CPU
-    rejector = None if source.multilabel else load_rejector(source.path)
+    rejector = load_rejector(source.path)
     if rejector is not None and backend in FEATURES:  # one model gives the logits and the k-NN's embedding
         features = _with_features(source, backend, device)
         return Runner(backend, source.preprocess, source.classes, lambda x: features(x)[0], source.name,

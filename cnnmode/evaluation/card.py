@@ -84,6 +84,11 @@ def _unknowns_line(u: dict | None) -> str:
         return ("- Images unlike the training data (other sizes, domains, or classes outside the list above) get "
                 "one of these classes anyway, with no warning: the model has no 'unknown' class.")
     t = u["test"]
+    if t is None:  # label sets: the k-NN score, with no accuracy to trade against coverage
+        return (f"- Images unlike the training data get labels anyway unless `--reject auto` is given (predict, "
+                f"serve, video with an eager backend): then an image less familiar than {_pct(u['coverage'])} of "
+                f"held-out images is answered \"unknown\", with no labels (the {u['score']} score: distance to the "
+                "nearest training images). Judge it on images of your own unknowns.")
     return (f"- Images unlike the training data get one of these classes anyway unless `--reject auto` is given "
             f"(predict, serve, video): then an image less familiar than {_pct(u['coverage'])} of held-out images "
             f"is answered \"unknown\" (the {u['score']} score; {_pct(t['coverage'])} of test images kept, "

@@ -170,8 +170,8 @@ def unknown_images(path: str, preprocess: dict, classes: list[str], limit: int =
 
 def calibrate(target: str, data: str | None = None, score: str = "combined", coverage: float = COVERAGE,
               index_size: int = INDEX_CAP, neighbours: int = NEIGHBOURS, device: str = "auto") -> tuple[Path, Rejector]:
-    """`cnnmode calibrate`: fit (or refit) a single-label model's unknown-image score on its run's held-out images
-    (or on `data`'s) and write it beside the artifact; returns (the file, the score)."""
+    """`cnnmode calibrate`: fit (or refit) a model's unknown-image score on its run's held-out images (or on
+    `data`'s) and write it beside the artifact; returns (the file, the score). A multi-label model's is `knn`."""
     from cnnmode.artifact import load_artifact
     from cnnmode.data.trained_model_data import data_for_model
     from cnnmode.engine.device import pick_device, pick_precision
@@ -182,8 +182,11 @@ def calibrate(target: str, data: str | None = None, score: str = "combined", cov
     where = resolve_target(target)
     dev = pick_device(device)
     art = load_artifact(where, dev)
-    if art.multilabel:
-        raise UsageError(f"{where.file} is a multi-label model; the unknown-image score is for single-label models")
+    if art.multilabel:  # label sets: max-softmax says nothing (an image may rightly have none of the labels)
+        if score == "msp":
+            raise UsageError(f"{where.file} is a multi-label model: its unknown-image score is the k-NN distance "
+                             "(--score knn); max-softmax does not apply to label sets")
+        score = "knn"
     cfg, bundle = data_for_model(where, art.preprocess, art.classes, data, "calibrating", dev)
     held = bundle.calib if bundle.val_is_test else bundle.val  # never the test split
     rejector = fit_rejector(art.model, bundle.reference, held, art.temperature, pick_precision(cfg.train.amp, dev),

@@ -17,7 +17,6 @@ from cnnmode.serve.explain_endpoint import Explainer
 from cnnmode.serve.images import ImageRejected, Preprocessor
 from cnnmode.serve.metrics import ServeMetrics
 from cnnmode.serve.options import ServeOptions
-from cnnmode.unknowns import reject_threshold
 
 
 def warm_sizes(max_batch_size: int) -> list[int]:
@@ -40,7 +39,7 @@ class ServedModel:
         self.checksum = hashlib.sha256(where.file.read_bytes()).hexdigest()
         self.runner, art = open_runner(where, options.backend, options.device, options.calib_data)
         self.file = where.file
-        self.reject_at = reject_threshold(options.reject, options.coverage, self.runner.rejector)
+        self.reject_at = self.runner.reject_threshold(options.reject, options.coverage)
         self.preprocessor = Preprocessor(self.runner.preprocess, options.max_pixels)
         self.sizes = warm_sizes(options.max_batch_size)
         self.all_metrics = metrics or ServeMetrics(options.max_batch_size)

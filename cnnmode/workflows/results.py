@@ -78,8 +78,9 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
                      len(data.train.labels) + (0 if data.val_is_test else len(data.val.labels)))
     thresholds = fit_thresholds(torch.sigmoid(held_logits / temperature).numpy(), held_labels.numpy()) \
         if data.multilabel else None
-    rejector = None if data.multilabel else fit_rejector(eval_model, data.reference, data.calib or data.val,
-                                                         temperature, setup.precision, setup.device)
+    # label sets: the k-NN distance alone (an image may rightly have none of the labels, so max-softmax says nothing)
+    rejector = fit_rejector(eval_model, data.reference, data.calib or data.val, temperature, setup.precision,
+                            setup.device, score="knn" if data.multilabel else "combined")
     ev = evaluate_model(eval_model, data.test, data.classes, data.mean, data.std, run.eval, setup.precision,
                         setup.device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate, temperature, thresholds,
                         rejector)
@@ -115,7 +116,7 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
         save_rejector(rejector, run.model)
         metrics["unknowns"] = {"score": rejector.score, "index_images": len(rejector.index),
                                "index_mb": round(rejector.index.numel() * 2 / 2**20, 2),
-                               "coverage": rejector.coverage, "test": ev["rejection"]}
+                               "coverage": rejector.coverage, "test": ev.get("rejection")}
     atomic_write_text(run.metrics, json.dumps(metrics, indent=2))
     _plots(job, state.history, eval_model, temperature)
     write_report(run.path)

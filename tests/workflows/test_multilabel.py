@@ -132,3 +132,46 @@ def test_keys_that_cannot_apply_are_refused_before_a_run_folder(tiny_multilabel,
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert message in r.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def _gradients(folder: Path) -> Path:
+    """Six images unlike any training image (the training images are noise with shapes): smooth gradients."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ramp = np.tile(np.linspace(0, 255, 32).astype(np.uint8)[None, :, None], (32, 1, 3))
+    for i in range(6):
+        cv2.imwrite(str(folder / f"g{i}.png"), np.roll(ramp, 5 * i, axis=1))
+    return folder
+
+
+def test_label_sets_answer_unknown_for_images_unlike_the_training_data(multilabel_run, tmp_path):
+    metrics = json.loads((multilabel_run / "metrics.json").read_text())
+    assert metrics["unknowns"]["score"] == "knn" and (multilabel_run / "model.unknowns.pt").is_file()
+    assert "with no labels (the knn score" in (multilabel_run / "MODEL_CARD.md").read_text()
+    _gradients(tmp_path / "odd")
+    _images(tmp_path / "known")
+    r = run_cli("predict", str(multilabel_run), str(tmp_path / "odd"), str(tmp_path / "known"), "--reject", "auto",
+                "--backend", "eager", "--out", str(tmp_path / "p.json"))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    odd = [row for row in rows if "/odd/" in row["file"]]
+    known = [row for row in rows if "/known/" in row["file"]]
+    assert sum(row["unknown"] and row["labels"] == [] and row["label"] is None for row in odd) >= 5  # 6 of 6 seen
+    assert sum(not row["unknown"] for row in known) >= 3  # 4 of 4 seen
+    csv_out = run_cli("predict", str(multilabel_run), str(tmp_path / "odd"), "--reject", "auto", "--backend", "eager",
+                      "--out", str(tmp_path / "p.csv"))
+    assert csv_out.returncode == 0 and (tmp_path / "p.csv").read_text().startswith("file,labels,unknown,ood_score,")
+
+    # the k-NN score needs the embedding: another backend is refused in one line, naming the ones that give it
+    other = run_cli("predict", str(multilabel_run), str(tmp_path / "odd"), "--reject", "auto", "--backend", "openvino")
+    assert other.returncode == 2 and "--backend eager" in other.stderr and other.stderr.count("\n") == 1
+    msp = run_cli("calibrate", str(multilabel_run), "--score", "msp")
+    assert msp.returncode == 2 and "--score knn" in msp.stderr
+
+    proc, url = start_server(multilabel_run, "--threads", "1", "--backend", "eager", "--reject", "auto")
+    try:
+        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in sorted((tmp_path / "odd").iterdir())]
+        answered = httpx.post(f"{url}/v1/predict", files=files, timeout=30).json()["predictions"]
+        assert sum(p["unknown"] and p["labels"] == [] for p in answered) >= 5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

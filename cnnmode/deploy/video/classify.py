@@ -105,7 +105,7 @@ def _answers(probs: torch.Tensor, score: torch.Tensor | None, runner: Runner, cl
     if not runner.multilabel:
         return [(t, None, s) for t, s in zip(tops, scores)]
     sets = runner.present(probs)
-    return [(t, [(classes[i], float(p[i])) for i in s], None) for t, s, p in zip(tops, sets, probs)]
+    return [(t, [(classes[i], float(p[i])) for i in s], o) for t, s, p, o in zip(tops, sets, probs, scores)]
 
 
 def _flush(pending: list[tuple[Frame, bool]], classifier: FrameClassifier, classes: list[str], k: int,

@@ -17,7 +17,6 @@ from cnnmode.deploy.video.outputs import CsvOutput, VideoOutput, Window, window_
 from cnnmode.deploy.video.overlay import draw
 from cnnmode.deploy.video.sources import open_source
 from cnnmode.rundir import resolve_target
-from cnnmode.unknowns import reject_threshold
 
 
 CALIB_IMAGES = 128  # int8 calibration images: enough for ResNet-style models, and a file starts in seconds
@@ -72,7 +71,7 @@ def run_video(target: str, options: VideoOptions, say: Callable[[str], None] = p
     options.check()
     runner, _ = open_runner(resolve_target(target), options.backend, options.device, options.calib_data,
                             CALIB_IMAGES)
-    reject_at = reject_threshold(options.reject, options.coverage, runner.rejector)
+    reject_at = runner.reject_threshold(options.reject, options.coverage)
     say(runner.describe() + (f"; {runner.reject_note}, rejecting above {reject_at:.2f}" if reject_at is not None
                              else ""))
     source = open_source(options.source)
