@@ -99,6 +99,16 @@ def decode_split(archive: str, split: str, subset: float) -> dict:
     return {"images": torch.from_numpy(np.stack(images)), "labels": torch.tensor(labels), "classes": CLASSES}
 
 
+def write_airbench_data(archive: str, subset: float, work: Path) -> None:
+    """`work/cifar10/train.pt` and `test.pt`, as airbench loads them (the test set always whole)."""
+    import torch
+
+    data = work / "cifar10"
+    data.mkdir(parents=True, exist_ok=True)
+    torch.save(decode_split(archive, "train", subset), data / "train.pt")
+    torch.save(decode_split(archive, "test", 1.0), data / "test.pt")
+
+
 def patched_source(path: Path) -> str:
     """airbench94_muon.py with PATCHES applied; a patch that no longer applies stops the benchmark."""
     text = path.read_text()
@@ -111,12 +121,7 @@ def patched_source(path: Path) -> str:
 
 def run_airbench(path: Path, archive: str, subset: float, work: Path) -> dict:
     """Train airbench94_muon once on this CPU in fp32 (its own schedule: 8 epochs, batch 2000, TTA)."""
-    import torch
-
-    data = work / "cifar10"
-    data.mkdir(parents=True, exist_ok=True)
-    torch.save(decode_split(archive, "train", subset), data / "train.pt")
-    torch.save(decode_split(archive, "test", 1.0), data / "test.pt")
+    write_airbench_data(archive, subset, work)
     (work / "airbench_cpu.py").write_text(patched_source(path))
     (work / "driver.py").write_text(DRIVER)  # airbench reads its own argv[0], so it must be a file
     done = subprocess.run([sys.executable, "driver.py", str(work)], cwd=work, capture_output=True, text=True)
@@ -133,12 +138,7 @@ def run_airbench_gpu(path: Path, archive: str, subset: float, work: Path, runs: 
                      timeout: float) -> list[dict]:
     """Train the unmodified airbench94_muon `runs` times on the CUDA GPU after its own compiled warm-up run (its
     max-autotune compile included); past `timeout` seconds it is stopped and reported as not measured."""
-    import torch
-
-    data = work / "cifar10"
-    data.mkdir(parents=True, exist_ok=True)
-    torch.save(decode_split(archive, "train", subset), data / "train.pt")
-    torch.save(decode_split(archive, "test", 1.0), data / "test.pt")
+    write_airbench_data(archive, subset, work)
     (work / "airbench94_muon.py").write_text(path.read_text())
     (work / "driver.py").write_text(GPU_DRIVER)
     try:

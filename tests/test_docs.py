@@ -87,8 +87,10 @@ def workspace(tmp_path_factory) -> Path:
     shutil.rmtree(ws, ignore_errors=True)
 
 
-@pytest.mark.parametrize("page, command", runnable_commands(),
-                         ids=[f"{Path(page).stem}: {line[8:60]}" for page, line in runnable_commands()])
+COMMANDS = runnable_commands()
+
+
+@pytest.mark.parametrize("page, command", COMMANDS, ids=[f"{Path(page).stem}: {line[8:60]}" for page, line in COMMANDS])
 def test_a_runnable_command_of_the_docs_runs(workspace, page, command):
     words = command.split("#")[0].split()
     assert words[0] == "cnnmode", f"{page}: a runnable block holds cnnmode commands only: {command}"

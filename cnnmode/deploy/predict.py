@@ -118,19 +118,22 @@ def write_results(results: Results, out: Path) -> Path:
         raise UsageError(f"--out must end in .csv or .json, not {out.name}")
     buf = io.StringIO()
     writer = csv.writer(buf)
-    judged = bool(results.predictions) and results.predictions[0].unknown is not None
+    judged = bool(results.predictions) and results.predictions[0].unknown is not None  # --reject: two columns
+    head = ["unknown", "ood_score"] if judged else []
+
+    def verdict(p: Prediction) -> list:
+        return [int(p.unknown), f"{p.ood_score:.4f}"] if judged else []
+
     if results.predictions and results.predictions[0].labels is not None:  # label sets: one column per label
         classes = list(results.predictions[0].probs)
-        writer.writerow(["file", "labels"] + (["unknown", "ood_score"] if judged else []) + [f"p_{c}" for c in classes])
+        writer.writerow(["file", "labels"] + head + [f"p_{c}" for c in classes])
         for p in results.predictions:
-            verdict = [int(p.unknown), f"{p.ood_score:.4f}"] if judged else []
-            writer.writerow([p.file, ";".join(p.labels)] + verdict + [f"{p.probs[c]:.6f}" for c in classes])
+            writer.writerow([p.file, ";".join(p.labels)] + verdict(p) + [f"{p.probs[c]:.6f}" for c in classes])
         return atomic_write_text(out, buf.getvalue())
     k = max((len(p.top) for p in results.predictions), default=0)
-    writer.writerow(["file", "label", "confidence", "uncertain"] + (["unknown", "ood_score"] if judged else [])
+    writer.writerow(["file", "label", "confidence", "uncertain"] + head
                     + [c for i in range(k) for c in (f"top{i + 1}", f"prob{i + 1}")])
     for p in results.predictions:
-        verdict = [int(p.unknown), f"{p.ood_score:.4f}"] if judged else []
-        writer.writerow([p.file, "" if p.unknown else p.label, f"{p.confidence:.6f}", int(p.uncertain)] + verdict
+        writer.writerow([p.file, "" if p.unknown else p.label, f"{p.confidence:.6f}", int(p.uncertain)] + verdict(p)
                         + [x for c, v in p.top for x in (c, f"{v:.6f}")])
     return atomic_write_text(out, buf.getvalue())

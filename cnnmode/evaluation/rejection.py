@@ -52,11 +52,16 @@ def save_heldout(path: Path, loader, logits: torch.Tensor, labels: torch.Tensor,
 
 def fit_rejector(model: nn.Module, reference, held, temperature: float, precision: Precision, device: torch.device,
                  score: str = "combined", coverage: float = COVERAGE, index_size: int = INDEX_CAP,
-                 neighbours: int = NEIGHBOURS) -> Rejector:
+                 neighbours: int = NEIGHBOURS, multilabel: bool = False) -> Rejector:
     """Fit the score: the index from `reference` (training images, at most `index_size`), the statistics from
-    `held` (held-out images the model never trained on)."""
+    `held` (held-out images the model never trained on). A model of label sets gets `knn` alone: max-softmax says
+    nothing there (an image may rightly have none of the labels), so `msp` is refused for it."""
     if score not in SCORES:
         raise UsageError(f"unknown score {score!r}; choose one of: {', '.join(SCORES)}")
+    if multilabel and score == "msp":
+        raise UsageError("a multi-label model's unknown-image score is the k-NN distance (--score knn); "
+                         "max-softmax does not apply to label sets")
+    score = "knn" if multilabel else score
     if index_size < neighbours:
         raise UsageError(f"--index-size {index_size} must be at least --neighbours {neighbours}")
     _, train_feats, _ = run_with_features(model, reference, precision, device, index_size)
@@ -182,13 +187,8 @@ def calibrate(target: str, data: str | None = None, score: str = "combined", cov
     where = resolve_target(target)
     dev = pick_device(device)
     art = load_artifact(where, dev)
-    if art.multilabel:  # label sets: max-softmax says nothing (an image may rightly have none of the labels)
-        if score == "msp":
-            raise UsageError(f"{where.file} is a multi-label model: its unknown-image score is the k-NN distance "
-                             "(--score knn); max-softmax does not apply to label sets")
-        score = "knn"
     cfg, bundle = data_for_model(where, art.preprocess, art.classes, data, "calibrating", dev)
     held = bundle.calib if bundle.val_is_test else bundle.val  # never the test split
     rejector = fit_rejector(art.model, bundle.reference, held, art.temperature, pick_precision(cfg.train.amp, dev),
-                            dev, score, coverage, index_size, neighbours)
+                            dev, score, coverage, index_size, neighbours, art.multilabel)
     return save_rejector(rejector, where.file), rejector

@@ -263,18 +263,15 @@ async def _predict(request: Request, served: ServedModel, options: ServeOptions)
         result, score = result[:len(classes)], (float(result[-1]) if len(result) > len(classes) else None)
         top = result.topk(topk)
         pairs = [{"class": classes[int(i)], "probability": round(float(p), 6)} for p, i in zip(top.values, top.indices)]
-        unknown = None if score is None else score > served.reject_at
+        unknown = score is not None and score > served.reject_at  # --reject: an unknown image has no label(s)
+        verdict = {} if score is None else {"unknown": unknown, "ood_score": round(score, 4)}
         if served.runner.multilabel:  # label sets: the labels present, most probable first, and every probability
             present = [] if unknown else served.runner.present(result[None], threshold)[0]
             entries.append({"file": name, "top": pairs, "labels": [classes[i] for i in present],
-                            "probs": {c: round(float(p), 6) for c, p in zip(classes, result)}}
-                           | ({} if score is None else {"unknown": unknown, "ood_score": round(score, 4)}))
+                            "probs": {c: round(float(p), 6) for c, p in zip(classes, result)}} | verdict)
         else:
-            entry = {"file": name, "label": pairs[0]["class"], "top": pairs,
-                     "uncertain": pairs[0]["probability"] < threshold}
-            if score is not None:  # --reject: an image unlike the training classes has no label
-                entry |= {"label": None if unknown else entry["label"], "unknown": unknown, "ood_score": round(score, 4)}
-            entries.append(entry)
+            entries.append({"file": name, "label": None if unknown else pairs[0]["class"], "top": pairs,
+                            "uncertain": pairs[0]["probability"] < threshold} | verdict)
     return JSONResponse({"predictions": entries, "model": served.runner.name, "served_as": served.name,
                          "version": served.version, "backend": served.runner.backend,
                          "latency_ms": round(1000 * (time.perf_counter() - start), 2)})

@@ -78,9 +78,8 @@ def finish_run(job: Job, result: FitResult, model_args: dict, float_model: nn.Mo
                      len(data.train.labels) + (0 if data.val_is_test else len(data.val.labels)))
     thresholds = fit_thresholds(torch.sigmoid(held_logits / temperature).numpy(), held_labels.numpy()) \
         if data.multilabel else None
-    # label sets: the k-NN distance alone (an image may rightly have none of the labels, so max-softmax says nothing)
     rejector = fit_rejector(eval_model, data.reference, data.calib or data.val, temperature, setup.precision,
-                            setup.device, score="knn" if data.multilabel else "combined")
+                            setup.device, multilabel=data.multilabel)
     ev = evaluate_model(eval_model, data.test, data.classes, data.mean, data.std, run.eval, setup.precision,
                         setup.device, cfg.train.tta, cfg.train.seed, cfg.train.tta_translate, temperature, thresholds,
                         rejector)
